@@ -1,0 +1,3 @@
+"""voicecalld: a self-hosted phone-call daemon for AI agents, built on Twisted."""
+
+__version__ = "0.1.0"

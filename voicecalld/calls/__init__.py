@@ -1,0 +1,1 @@
+"""Calls: records, the lifecycle table, events, notices and the manager."""

@@ -1,0 +1,286 @@
+"""
+C{voicecall}: the command line for voicecalld.
+
+Exit status: 0 done; 1 the daemon refused or failed (C{voicecall: CODE:
+message}); 2 usage or config error; 3 the daemon cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import react
+from twisted.protocols import amp
+
+from voicecalld import __version__, paths
+from voicecalld.cli import render
+from voicecalld.config import ConfigError, load_config, resolve_config_path
+from voicecalld.config.features import unbuilt_notes
+from voicecalld.config.schema import unstructure
+from voicecalld.control import commands as c
+from voicecalld.control.client import ControlClient, Unreachable, connect
+from voicecalld.errors import VoiceCallError
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class Failure(Exception):
+    """End the command with C{code} after printing C{message} on stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"voicecall: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    top = _Parser(
+        prog="voicecall", description="Drive voicecalld: place, talk on and end phone calls."
+    )
+    top.add_argument(
+        "--socket",
+        help="control socket [default: $VOICECALLD_SOCKET, else the"
+        " config's controlSocket, else <state-dir>/control.sock]",
+    )
+    top.add_argument("--json", action="store_true", help="print JSON instead of text")
+    top.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up after S seconds (default: wait as long as the daemon does)",
+    )
+    top.add_argument("--version", action="version", version=f"voicecall {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    call = sub.add_parser("call", help="place a call")
+    call.add_argument("--to", help="E.164 number [default: toNumber]")
+    call.add_argument("--message", "-m", required=True, help="what to say first")
+    call.add_argument(
+        "--mode", choices=("notify", "conversation"), help="[default: outbound.defaultMode]"
+    )
+
+    for name, text in (
+        ("continue", "say something, then wait for the caller's answer"),
+        ("speak", "say something without waiting for an answer"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--call-id", required=True)
+        command.add_argument("--message", "-m", required=True)
+
+    end = sub.add_parser("end", help="hang up")
+    end.add_argument("--call-id", required=True)
+
+    dtmf = sub.add_parser("dtmf", help="send touch tones (w = half-second wait)")
+    dtmf.add_argument("--call-id", required=True)
+    dtmf.add_argument("--digits", required=True)
+
+    status = sub.add_parser("status", help="one call, or every live call")
+    status.add_argument("--call-id")
+    status.add_argument(
+        "--recent", type=int, metavar="N", help="the N most recent calls, ended ones too"
+    )
+
+    tail = sub.add_parser("tail", help="follow call events until interrupted")
+    tail.add_argument("--call-id")
+
+    expose = sub.add_parser("expose", help="publish the webhook port through Tailscale")
+    expose.add_argument("--mode", choices=("funnel", "serve", "off"), default="funnel")
+
+    check = sub.add_parser("check-config", help="validate a config without a daemon")
+    check.add_argument("--config", help="[default: as the daemon chooses]")
+
+    simulate = sub.add_parser("simulate", help="mock provider only: play the caller")
+    actions = simulate.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    inbound = actions.add_parser("inbound", help="an inbound call rings")
+    inbound.add_argument("--from", dest="from_number", required=True)
+    inbound.add_argument("--to")
+    say = actions.add_parser("say", help="the caller says something")
+    say.add_argument("--call-id", required=True)
+    say.add_argument("--text", required=True)
+    keys = actions.add_parser("dtmf", help="the caller presses keys")
+    keys.add_argument("--call-id", required=True)
+    keys.add_argument("--digits", required=True)
+    hangup = actions.add_parser("hangup", help="the caller hangs up")
+    hangup.add_argument("--call-id", required=True)
+    return top
+
+
+def socket_path(explicit: str | None, environ: dict[str, str]) -> str:
+    """Where the daemon listens, as the daemon itself would choose it."""
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    if environ.get("VOICECALLD_SOCKET"):
+        return paths.control_socket(None, environ, "")
+    configured = None
+    try:
+        configured = load_config(
+            resolve_config_path(None, environ), environ
+        ).settings.control_socket
+    except ConfigError:
+        pass
+    return paths.control_socket(configured, environ, paths.state_dir(None, environ))
+
+
+def check_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """C{check-config}: print the effective config, secrets redacted."""
+    path = resolve_config_path(args.config, environ)
+    try:
+        loaded = load_config(path, environ)
+    except ConfigError as e:
+        raise Failure(EXIT_USAGE, f"bad config: {e}") from None
+    for note in [str(n) for n in loaded.notes] + unbuilt_notes(loaded):
+        print(f"voicecall: warning: {note}", file=sys.stderr)
+    effective = unstructure(loaded.settings, redact=True)
+    if args.json:
+        print(json.dumps({"source": loaded.source, "config": effective}))
+    else:
+        print(f"# {loaded.source or 'built-in defaults'}")
+        if loaded.from_environment:
+            used = ", ".join(f"{k} from ${v}" for k, v in sorted(loaded.from_environment.items()))
+            print(f"# from the environment: {used}")
+        print(json.dumps(effective, indent=2))
+    return EXIT_OK
+
+
+async def run(reactor: Any, args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """Run one command against the daemon; returns the exit status."""
+    path = socket_path(args.socket, environ)
+    printer = render.Printer(args.json, sys.stdout)
+    if args.command == "tail":
+        return await _tail(reactor, path, args, printer)
+    client = await connect(reactor, path)
+    try:
+        return await _command(client, args, printer)
+    finally:
+        client.transport.loseConnection()
+
+
+async def _call(client: ControlClient, command: type[amp.Command], **kwargs: Any) -> dict:
+    return await client.callRemote(command, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+async def _command(client: ControlClient, args: argparse.Namespace, printer: render.Printer) -> int:
+    name = args.command
+    if name == "call":
+        answer = await _call(client, c.Initiate, to=args.to, message=args.message, mode=args.mode)
+        printer.value({"callId": answer["callId"]}, answer["callId"])
+    elif name == "continue":
+        answer = await _call(client, c.Continue, callId=args.call_id, message=args.message)
+        printer.value(
+            {"callId": answer["callId"], "transcript": answer["transcript"]}, answer["transcript"]
+        )
+    elif name == "speak":
+        await _call(client, c.Speak, callId=args.call_id, message=args.message)
+        printer.ok()
+    elif name == "end":
+        await _call(client, c.End, callId=args.call_id)
+        printer.ok()
+    elif name == "dtmf":
+        await _call(client, c.SendDtmf, callId=args.call_id, digits=args.digits)
+        printer.ok()
+    elif name == "status":
+        answer = await _call(client, c.Status, callId=args.call_id, recent=args.recent)
+        if answer.get("call") is not None:
+            printer.value(answer["call"], render.call(answer["call"]))
+        else:
+            printer.value({"calls": answer["calls"]}, render.calls(answer["calls"]))
+    elif name == "simulate":
+        answer = await _call(
+            client,
+            c.Simulate,
+            action=args.action,
+            callId=getattr(args, "call_id", None),
+            From=getattr(args, "from_number", None),
+            to=getattr(args, "to", None),
+            text=getattr(args, "text", None),
+            digits=getattr(args, "digits", None),
+        )
+        if args.action == "inbound":
+            printer.value({"callId": answer["callId"]}, answer["callId"])
+        else:
+            printer.ok()
+    elif name == "expose":
+        raise Failure(EXIT_REFUSED, "NOT_ALLOWED: expose is not built yet")
+    return EXIT_OK
+
+
+async def _tail(reactor: Any, path: str, args: argparse.Namespace, printer: render.Printer) -> int:
+    client = ControlClient(on_event=printer.event)
+    await connect(reactor, path, client)
+    await _call(client, c.Subscribe, callId=args.call_id)
+    stopped: Deferred[None] = Deferred()
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: stopped.called or stopped.callback(None)
+    )
+    client.lost.addCallback(lambda _: stopped.called or stopped.callback(None))
+    await stopped
+    return EXIT_OK
+
+
+def _explain(failure: BaseException, args: argparse.Namespace, path: str) -> Failure:
+    if isinstance(failure, Failure):
+        return failure
+    if isinstance(failure, Unreachable):
+        return Failure(EXIT_UNREACHABLE, str(failure))
+    if isinstance(failure, VoiceCallError):
+        return Failure(EXIT_REFUSED, f"{failure.code}: {failure.message}")
+    if isinstance(failure, amp.RemoteAmpError):
+        return Failure(
+            EXIT_REFUSED, "INTERNAL: voicecalld failed on this request (its log says why)"
+        )
+    if isinstance(failure, TimeoutError):
+        return Failure(EXIT_REFUSED, f"TIMEOUT: no answer from voicecalld within {args.timeout} s")
+    if isinstance(failure, ConnectionDone | ConnectionLost):
+        return Failure(
+            EXIT_UNREACHABLE,
+            f"voicecalld at {path} closed the connection (only"
+            " the daemon's user or the socket's group may connect)",
+        )
+    return Failure(EXIT_REFUSED, f"INTERNAL: {type(failure).__name__}: {failure}")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the C{voicecall} console script."""
+    args = parser().parse_args(argv)
+    environ = dict(os.environ)
+    if args.command == "check-config":
+        try:
+            raise SystemExit(check_config(args, environ))
+        except Failure as f:
+            print(f"voicecall: {f.message}", file=sys.stderr)
+            raise SystemExit(f.code) from None
+    path = socket_path(args.socket, environ)
+
+    async def command(reactor: Any) -> None:
+        work = Deferred.fromCoroutine(run(reactor, args, environ))
+        if args.timeout is not None:
+            work.addTimeout(args.timeout, reactor)
+        try:
+            code = await work
+        except BaseException as e:
+            failure = _explain(e, args, path)
+            print(f"voicecall: {failure.message}", file=sys.stderr)
+            code = failure.code
+        raise SystemExit(code)
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    react(lambda reactor: Deferred.fromCoroutine(command(reactor)))
+    raise SystemExit(EXIT_OK)

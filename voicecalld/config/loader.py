@@ -1,0 +1,298 @@
+"""
+Reading a config file into L{VoiceCallSettings}.
+
+A file is either a whole OpenClaw config (the plugin config lives at
+C{plugins.entries.voice-call.config}, the core TTS block at C{messages.tts}
+or top-level C{tts}) or a bare plugin config.  Legacy keys are rewritten,
+the core TTS block is deep-merged under the plugin's C{tts}, secrets fall back
+to their environment variables, and the result is checked as upstream checks
+it.  Every problem names the file and the key path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import json5
+
+from voicecalld.config import legacy
+from voicecalld.config.merge import deep_merge
+from voicecalld.config.model import TtsSettings, VoiceCallSettings
+from voicecalld.config.schema import Path, Problem, dotted, keys_of, structure
+
+PLUGIN_PATH: Path = ("plugins", "entries", "voice-call", "config")
+ENTRY_PATH: Path = PLUGIN_PATH[:-1]
+
+# Keys that mark a file as a whole OpenClaw config rather than a bare plugin
+# config (which never has them at its top level).
+_PLUGIN_KEYS = frozenset(keys_of(VoiceCallSettings)) | {"stt"}
+
+
+class ConfigError(Exception):
+    """A config that cannot be used: the file and each problem in it."""
+
+    def __init__(self, source: str | None, problems: list[Problem]) -> None:
+        super().__init__(source, problems)
+        self.source = source
+        self.problems = problems
+
+    def __str__(self) -> str:
+        where = self.source or "built-in defaults"
+        return f"{where}: " + "; ".join(str(p) for p in self.problems)
+
+
+@attrs.frozen
+class LoadedConfig:
+    """A validated config and what was noticed while reading it."""
+
+    settings: VoiceCallSettings
+    source: str | None
+    prefix: Path
+    notes: tuple[Problem, ...] = ()
+    from_environment: Mapping[str, str] = attrs.field(factory=dict)
+
+    def path(self, *keys: str) -> str:
+        """The full key path of a plugin key in this file, for messages."""
+        return dotted((*self.prefix, *keys))
+
+
+def resolve_config_path(explicit: str | None, environ: Mapping[str, str]) -> str | None:
+    """
+    Which file to read: C{--config}, else C{$VOICECALLD_CONFIG}, else
+    C{$OPENCLAW_CONFIG_PATH}, else C{~/.openclaw/openclaw.json} if it exists.
+    """
+    for candidate in (
+        explicit,
+        environ.get("VOICECALLD_CONFIG"),
+        environ.get("OPENCLAW_CONFIG_PATH"),
+    ):
+        if candidate:
+            return os.path.expanduser(candidate)
+    home = environ.get("HOME") or os.path.expanduser("~")
+    default = os.path.join(home, ".openclaw", "openclaw.json")
+    return default if os.path.exists(default) else None
+
+
+def load_config(path: str | None, environ: Mapping[str, str]) -> LoadedConfig:
+    """Read and validate the file at C{path} (None: built-in defaults)."""
+    if path is None:
+        return parse_config({}, None, environ)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as e:
+        raise ConfigError(path, [Problem((), f"cannot read the file: {e.strerror}")]) from e
+    try:
+        data = json5.loads(text)
+    except ValueError as e:
+        raise ConfigError(path, [Problem((), f"not valid JSON5: {e}")]) from e
+    return parse_config(data, path, environ)
+
+
+def parse_config(data: Any, source: str | None, environ: Mapping[str, str]) -> LoadedConfig:
+    """Validate parsed JSON (a whole OpenClaw config or a bare plugin config)."""
+    notes: list[Problem] = []
+    try:
+        if not isinstance(data, dict):
+            raise Problem((), "expected a JSON object at the top level")
+        if _is_whole_openclaw_config(data):
+            prefix, plugin, entry_enabled, core_tts = _extract(data, notes)
+        else:
+            prefix, plugin, entry_enabled, core_tts = (), data, True, {}
+        plugin = legacy.migrate_plugin(plugin, prefix, notes)
+        plugin_tts = plugin.pop("tts", {})
+        structure(TtsSettings, plugin_tts, (*prefix, "tts"), notes)
+        used_env = _apply_environment(plugin, environ)
+        try:
+            settings = structure(VoiceCallSettings, plugin, prefix, notes)
+        except Problem as problem:
+            raise _blame_environment(problem, prefix, used_env) from None
+        merged_tts = _apply_tts_environment(deep_merge(core_tts, plugin_tts), environ, used_env)
+        tts = structure(TtsSettings, merged_tts, (*prefix, "tts"), notes, strict=False)
+        settings = attrs.evolve(settings, tts=tts)
+        if not entry_enabled:
+            settings = attrs.evolve(settings, enabled=False)
+    except Problem as problem:
+        raise ConfigError(source, [problem]) from None
+    loaded = LoadedConfig(settings, source, prefix, tuple(notes), used_env)
+    problems = check_consistency(loaded)
+    if problems:
+        raise ConfigError(source, problems)
+    return loaded
+
+
+def _is_whole_openclaw_config(data: dict[str, Any]) -> bool:
+    return "plugins" in data or any(key not in _PLUGIN_KEYS for key in data)
+
+
+def _extract(data: dict[str, Any], notes: list[Problem]):
+    entry = _object_at(data, ENTRY_PATH)
+    plugin = {}
+    entry_enabled = True
+    if entry is not None:
+        plugin = _object_at(entry, ("config",), ENTRY_PATH) or {}
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise Problem((*ENTRY_PATH, "enabled"), "expected true or false")
+        entry_enabled = enabled
+    core_tts: dict[str, Any] = {}
+    messages_tts = _object_at(data, ("messages", "tts"))
+    if messages_tts is not None:
+        core_tts = legacy.migrate_tts(messages_tts, ("messages", "tts"), notes)
+    top_tts = _object_at(data, ("tts",))
+    if top_tts is not None:
+        core_tts = deep_merge(core_tts, legacy.migrate_tts(top_tts, ("tts",), notes))
+    return PLUGIN_PATH, plugin, entry_enabled, core_tts
+
+
+def _object_at(data: dict[str, Any], keys: Path, base: Path = ()) -> dict[str, Any] | None:
+    node: Any = data
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+        if not isinstance(node, dict):
+            raise Problem((*base, *keys[: i + 1]), "expected an object")
+    return node
+
+
+# Secrets and endpoints that may come from the environment when the config
+# leaves them out; provider variables apply only to the selected provider.
+_PROVIDER_ENV = {
+    "twilio": [
+        (("twilio", "accountSid"), "TWILIO_ACCOUNT_SID"),
+        (("twilio", "authToken"), "TWILIO_AUTH_TOKEN"),
+        (("fromNumber",), "TWILIO_FROM_NUMBER"),
+    ],
+    "telnyx": [
+        (("telnyx", "apiKey"), "TELNYX_API_KEY"),
+        (("telnyx", "connectionId"), "TELNYX_CONNECTION_ID"),
+        (("telnyx", "publicKey"), "TELNYX_PUBLIC_KEY"),
+    ],
+    "plivo": [(("plivo", "authId"), "PLIVO_AUTH_ID"), (("plivo", "authToken"), "PLIVO_AUTH_TOKEN")],
+}
+_ALWAYS_ENV = [
+    (("tunnel", "ngrokAuthToken"), ("NGROK_AUTHTOKEN",)),
+    (("tunnel", "ngrokDomain"), ("NGROK_DOMAIN",)),
+    (("responseBaseUrl",), ("OPENAI_BASE_URL",)),
+    (("controlSocket",), ("VOICECALLD_SOCKET",)),
+]
+_TTS_ENV = [
+    (("providers", "openai", "apiKey"), ("OPENAI_API_KEY",)),
+    (("providers", "openai", "baseUrl"), ("OPENAI_BASE_URL",)),
+    (("providers", "elevenlabs", "apiKey"), ("ELEVENLABS_API_KEY", "XI_API_KEY")),
+]
+
+
+def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    used: dict[str, str] = {}
+    provider = plugin.get("provider", "mock")
+    wanted = [(keys, (var,)) for keys, var in _PROVIDER_ENV.get(provider, [])] + _ALWAYS_ENV
+    streaming = plugin.get("streaming")
+    if isinstance(streaming, dict) and streaming.get("enabled"):
+        wanted.append((("streaming", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
+    for keys, names in wanted:
+        _fill(plugin, keys, names, environ, used, ())
+    return used
+
+
+def _apply_tts_environment(
+    tts: dict[str, Any], environ: Mapping[str, str], used: dict[str, str]
+) -> dict[str, Any]:
+    for keys, names in _TTS_ENV:
+        _fill(tts, keys, names, environ, used, ("tts",))
+    return tts
+
+
+def _fill(
+    target: dict[str, Any],
+    keys: Path,
+    names: tuple[str, ...],
+    environ: Mapping[str, str],
+    used: dict[str, str],
+    base: Path,
+) -> None:
+    value = next((environ[n] for n in names if environ.get(n)), None)
+    name = next((n for n in names if environ.get(n)), None)
+    if value is None:
+        return
+    node = target
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            return
+        node = child
+    if keys[-1] not in node:
+        node[keys[-1]] = value
+        used[".".join((*base, *keys))] = name
+
+
+def _blame_environment(problem: Problem, prefix: Path, used: dict[str, str]) -> Problem:
+    key = ".".join(problem.path[len(prefix) :])
+    if key in used:
+        return Problem(problem.path, f"{problem.reason} (the value comes from ${used[key]})")
+    return problem
+
+
+def check_consistency(loaded: LoadedConfig) -> list[Problem]:
+    """Upstream's cross-field rules (only for an enabled config), each with its key path."""
+    s = loaded.settings
+    if not s.enabled:
+        return []
+    at = loaded.prefix
+    problems: list[Problem] = []
+    if s.provider != "mock" and s.from_number is None:
+        hint = " (or set TWILIO_FROM_NUMBER)" if s.provider == "twilio" else ""
+        problems.append(Problem((*at, "fromNumber"), f"required for provider {s.provider!r}{hint}"))
+    required = {
+        "twilio": [
+            ("accountSid", s.twilio.account_sid, "TWILIO_ACCOUNT_SID"),
+            ("authToken", s.twilio.auth_token, "TWILIO_AUTH_TOKEN"),
+        ],
+        "telnyx": [
+            ("apiKey", s.telnyx.api_key, "TELNYX_API_KEY"),
+            ("connectionId", s.telnyx.connection_id, "TELNYX_CONNECTION_ID"),
+        ]
+        + (
+            []
+            if s.skip_signature_verification
+            else [("publicKey", s.telnyx.public_key, "TELNYX_PUBLIC_KEY")]
+        ),
+        "plivo": [
+            ("authId", s.plivo.auth_id, "PLIVO_AUTH_ID"),
+            ("authToken", s.plivo.auth_token, "PLIVO_AUTH_TOKEN"),
+        ],
+    }
+    for key, value, env in required.get(s.provider, []):
+        if value is None:
+            problems.append(
+                Problem(
+                    (*at, s.provider, key), f"required for provider {s.provider!r} (or set {env})"
+                )
+            )
+    if s.realtime.enabled:
+        if s.inbound_policy == "disabled":
+            problems.append(
+                Problem(
+                    (*at, "inboundPolicy"), 'must not be "disabled" when realtime.enabled is true'
+                )
+            )
+        if s.streaming.enabled:
+            problems.append(
+                Problem(
+                    (*at, "realtime", "enabled"),
+                    "realtime.enabled and streaming.enabled cannot both be true",
+                )
+            )
+        if s.provider not in ("twilio", "telnyx"):
+            problems.append(
+                Problem(
+                    (*at, "provider"), 'must be "twilio" or "telnyx" when realtime.enabled is true'
+                )
+            )
+    return problems

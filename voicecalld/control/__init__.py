@@ -1,0 +1,1 @@
+"""The AMP control protocol: commands, server, client."""

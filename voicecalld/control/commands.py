@@ -1,0 +1,168 @@
+"""
+The control protocol's commands (AMP over the control socket).
+
+Client → daemon: L{Initiate}, L{Continue}, L{Speak}, L{SendDtmf}, L{End},
+L{Status}, L{Subscribe}, L{Simulate}, L{RegisterResponder}, L{Ping}.
+Daemon → client: L{Event} (after L{Subscribe}) and L{GenerateReply} (after
+L{RegisterResponder}).  Every command fails with the stable codes of
+L{voicecalld.errors}.  C{docs/control-protocol.md} documents each one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.protocols import amp
+
+from voicecalld.errors import ALL_ERRORS
+
+MAX_VALUE = 0xFFFF
+
+
+class JSON(amp.Argument):
+    """
+    A JSON value of any size.  AMP caps each value at 65,535 bytes, so the
+    UTF-8 text is split across the keys C{name}, C{name.1}, C{name.2}, ...
+    and joined back in that order.
+    """
+
+    def toBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
+        value = objects.get(str(name, "ascii"))
+        if value is None:
+            if not self.optional:
+                raise amp.MissingArgument(name)
+            return
+        data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        chunks = [data[i : i + MAX_VALUE] for i in range(0, len(data), MAX_VALUE)] or [b""]
+        strings[name] = chunks[0]
+        for index, chunk in enumerate(chunks[1:], start=1):
+            strings[name + b"." + str(index).encode()] = chunk
+
+    def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
+        if name not in strings:
+            if not self.optional:
+                raise amp.MissingArgument(name)
+            objects[str(name, "ascii")] = None
+            return
+        parts = [strings[name]]
+        index = 1
+        while name + b"." + str(index).encode() in strings:
+            parts.append(strings[name + b"." + str(index).encode()])
+            index += 1
+        objects[str(name, "ascii")] = json.loads(b"".join(parts))
+
+
+ERRORS = {error: error.code.encode() for error in ALL_ERRORS}
+
+
+def _text(optional: bool = False) -> amp.Unicode:
+    return amp.Unicode(optional=optional)
+
+
+class Ping(amp.Command):
+    """Is the daemon there?  Answers its version and provider."""
+
+    arguments: list = []
+    response = [(b"version", _text()), (b"provider", _text())]
+    errors = ERRORS
+
+
+class Initiate(amp.Command):
+    """Place an outbound call (C{to}: default C{toNumber}; C{mode}: C{outbound.defaultMode})."""
+
+    arguments = [
+        (b"to", _text(True)),
+        (b"message", _text(True)),
+        (b"mode", _text(True)),
+        (b"sessionKey", _text(True)),
+    ]
+    response = [(b"callId", _text()), (b"call", JSON())]
+    errors = ERRORS
+
+
+class Continue(amp.Command):
+    """Say C{message}, then wait for the caller's next words (up to C{transcriptTimeoutMs})."""
+
+    arguments = [(b"callId", _text()), (b"message", _text())]
+    response = [(b"callId", _text()), (b"transcript", _text())]
+    errors = ERRORS
+
+
+class Speak(amp.Command):
+    """Say C{message}; answers once it has been played."""
+
+    arguments = [(b"callId", _text()), (b"message", _text())]
+    response = [(b"played", _text()), (b"complete", amp.Boolean())]
+    errors = ERRORS
+
+
+class SendDtmf(amp.Command):
+    """Send touch tones (C{w} is a half-second wait)."""
+
+    arguments = [(b"callId", _text()), (b"digits", _text())]
+    response: list = []
+    errors = ERRORS
+
+
+class End(amp.Command):
+    """Hang up (ending an ended call succeeds)."""
+
+    arguments = [(b"callId", _text())]
+    response = [(b"call", JSON())]
+    errors = ERRORS
+
+
+class Status(amp.Command):
+    """One call by id (live or ended), or with no id every live call (C{recent}: ended too)."""
+
+    arguments = [(b"callId", _text(True)), (b"recent", amp.Integer(optional=True))]
+    response = [(b"call", JSON(optional=True)), (b"calls", JSON(optional=True))]
+    errors = ERRORS
+
+
+class Subscribe(amp.Command):
+    """Start receiving L{Event}s (for one call, or all)."""
+
+    arguments = [(b"callId", _text(True))]
+    response: list = []
+    errors = ERRORS
+
+
+class Event(amp.Command):
+    """Daemon → subscriber: one notice (C{voicecalld.calls.notices}) as JSON."""
+
+    arguments = [(b"event", JSON())]
+    response: list = []
+    requiresAnswer = False
+
+
+class Simulate(amp.Command):
+    """Mock provider only: play the caller's side (inbound, say, dtmf, hangup)."""
+
+    arguments = [
+        (b"action", _text()),
+        (b"callId", _text(True)),
+        (b"from", _text(True)),
+        (b"to", _text(True)),
+        (b"text", _text(True)),
+        (b"digits", _text(True)),
+    ]
+    response = [(b"callId", _text(True))]
+    errors = ERRORS
+
+
+class RegisterResponder(amp.Command):
+    """Make this connection the one asked for conversation replies (L{GenerateReply})."""
+
+    arguments = [(b"name", _text(True))]
+    response: list = []
+    errors = ERRORS
+
+
+class GenerateReply(amp.Command):
+    """Daemon → responder: what should the bot say next on this call?"""
+
+    arguments = [(b"callId", _text()), (b"call", JSON()), (b"context", JSON())]
+    response = [(b"text", _text(True))]
+    errors = ERRORS

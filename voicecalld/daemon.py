@@ -1,0 +1,232 @@
+"""
+The daemon's service tree and its start-up order.
+
+Twisted's C{MultiService} ignores Deferreds returned by its children's
+C{startService}, so start-up is one explicit sequence instead: open the
+store, restore and reconcile calls, then listen (webhooks, control socket,
+metrics), then tell systemd C{READY=1}.  If any socket cannot be bound the
+daemon says which and why, and exits non-zero: a daemon without its sockets
+is worse than none.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from voicecalld import __version__
+from voicecalld.calls.manager import CallManager
+from voicecalld.config.loader import LoadedConfig
+from voicecalld.control.server import ControlFactory, PeerPolicy
+from voicecalld.metrics import Metrics, MetricsResource
+from voicecalld.providers.interface import IProvider
+from voicecalld.sdnotify import sd_notify
+from voicecalld.store.interface import ICallStore
+from voicecalld.web.site import build_site
+
+EXIT_STARTUP_FAILED = 1
+
+
+class Listener:
+    """One socket the daemon serves: what it is, where, and what it serves."""
+
+    def __init__(
+        self, what: str, description: str, endpoint: IStreamServerEndpoint, factory: Factory
+    ) -> None:
+        self.what = what
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+
+
+class StartupFailed(Exception):
+    """The daemon cannot start; the message says why, in one line."""
+
+
+class VoiceCallDaemon(service.MultiService):
+    """Store, call manager, provider, web site and control server, started in order."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        loaded: LoadedConfig,
+        store: ICallStore,
+        provider: IProvider,
+        manager: CallManager,
+        listeners: list[Listener],
+        reactor: Any,
+        warnings: list[str],
+        metrics: Metrics | None = None,
+        notify: Callable[[str], object] = sd_notify,
+    ) -> None:
+        super().__init__()
+        self.loaded = loaded
+        self.store = store
+        self.provider = provider
+        self.manager = manager
+        self.listeners = listeners
+        self.metrics = metrics
+        self._reactor = reactor
+        self._warnings = warnings
+        self._notify = notify
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        d = Deferred.fromCoroutine(self._start())
+        d.addCallbacks(self.ready.callback, self._failed)
+
+    async def _start(self) -> None:
+        for warning in self._warnings:
+            self.log.warn("config: {warning}", warning=warning)
+        source = self.loaded.source or "built-in defaults (mock provider)"
+        self.log.info(
+            "voicecalld {version} starting: provider {provider}, config {source}",
+            version=__version__,
+            provider=self.provider.name,
+            source=source,
+        )
+        try:
+            await self.store.open()
+        except Exception as e:
+            raise StartupFailed(f"cannot open the call store {self.store.path}: {e}") from e
+        self.provider.start(self.manager.handle_event)
+        await self.manager.restore()
+        for listener in self.listeners:
+            try:
+                listener.port = await listener.endpoint.listen(listener.factory)
+            except Exception as e:
+                raise StartupFailed(
+                    f"cannot listen for {listener.what} on {listener.description}: {_reason(e)}"
+                ) from e
+            self.log.info(
+                "listening for {what} on {where}", what=listener.what, where=listener.description
+            )
+        self.manager.start()
+        if self.metrics is not None:
+            self.metrics.ready = True
+        self._notify("READY=1")
+        self.log.info("voicecalld ready")
+
+    def _failed(self, failure: Any) -> None:
+        message = (
+            str(failure.value)
+            if failure.check(StartupFailed)
+            else f"start-up failed: {failure.getErrorMessage()}"
+        )
+        if not failure.check(StartupFailed):
+            self.log.failure("start-up failed", failure)
+        self.log.critical("voicecalld: {message}", message=message)
+        print(f"voicecalld: {message}", file=sys.__stderr__, flush=True)
+        self.ready.errback(failure)
+        self._reactor.addSystemEventTrigger("after", "shutdown", _exit, EXIT_STARTUP_FAILED)
+        self._reactor.callWhenRunning(self._reactor.stop)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        self.log.info(
+            "voicecalld stopping: live calls stay with the provider and are"
+            " restored at the next start"
+        )
+        self._notify("STOPPING=1")
+        if self.metrics is not None:
+            self.metrics.ready = False
+        self.manager.stop()
+        for listener in self.listeners:
+            if listener.port is not None:
+                await listener.port.stopListening()
+                listener.port = None
+        await _maybe(self.provider.stop())
+        await self.store.close()
+        self.log.info("voicecalld stopped")
+
+
+async def _maybe(result: Any) -> None:
+    if isinstance(result, Deferred):
+        await result
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if "Address already in use" in text or "Cannot acquire lock" in text:
+        text += " (is another voicecalld running with the same port or state directory?)"
+    return text
+
+
+def _exit(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def make_site(provider: IProvider) -> Site:
+    """The webhook site with the provider's resources."""
+    site = build_site(provider.web_resources())
+    site.noisy = False
+    return site
+
+
+def build(
+    loaded: LoadedConfig,
+    *,
+    store: ICallStore,
+    provider: IProvider,
+    reactor: Any,
+    webhook: tuple[str, IStreamServerEndpoint],
+    control: tuple[str, IStreamServerEndpoint, str | None],
+    metrics: tuple[str, IStreamServerEndpoint] | None,
+    warnings: list[str],
+) -> VoiceCallDaemon:
+    """Assemble the daemon from its parts (the real ones, or fakes in tests)."""
+    manager = CallManager(settings=loaded.settings, store=store, provider=provider, clock=reactor)
+    control_description, control_endpoint, socket_path = control
+    control_factory = ControlFactory(manager, provider, PeerPolicy(socket_path))
+    control_factory.noisy = False
+    listeners = [
+        Listener("webhooks", webhook[0], webhook[1], make_site(provider)),
+        Listener("control clients", control_description, control_endpoint, control_factory),
+    ]
+    collector = None
+    if metrics is not None:
+        collector = Metrics(manager.hub)
+        collector.gauge(
+            "voicecalld_live_calls", "Calls not ended.", lambda: len(manager.live_calls())
+        )
+        collector.gauge(
+            "voicecalld_control_clients",
+            "Connected control clients.",
+            lambda: len(control_factory.clients),
+        )
+        collector.gauge(
+            "voicecalld_responders",
+            "Connected reply responders.",
+            lambda: manager.replies.connected,
+        )
+        metrics_site = Site(MetricsResource(collector))
+        metrics_site.noisy = False
+        listeners.append(Listener("metrics", metrics[0], metrics[1], metrics_site))
+    return VoiceCallDaemon(
+        loaded=loaded,
+        store=store,
+        provider=provider,
+        manager=manager,
+        listeners=listeners,
+        reactor=reactor,
+        warnings=warnings,
+        metrics=collector,
+    )

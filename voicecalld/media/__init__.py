@@ -1,0 +1,1 @@
+"""Media streams: codecs, pacing and provider stream protocols."""

@@ -1,0 +1,120 @@
+"""
+What a telephony provider does for the call manager.
+
+Twilio, Telnyx, Plivo and the mock all provide L{IProvider}.  Methods return
+Deferreds and never block the reactor; failures are
+L{voicecalld.errors.ProviderError} with the provider's own code and message.
+Providers report what happens on their side as L{voicecalld.calls.events}
+values, through the sink given to L{IProvider.start}.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import frozen
+from zope.interface import Attribute, Interface
+
+from voicecalld.calls.states import CallState
+
+
+@frozen
+class Playback:
+    """How a spoken utterance went: what the caller heard of it."""
+
+    text: str
+    played: str
+    complete: bool = True
+
+
+class Liveness(enum.Enum):
+    """What the provider says about a call voicecalld restored after a restart."""
+
+    ALIVE = "alive"
+    ENDED = "ended"
+    UNKNOWN_CALL = "unknown-call"
+    UNREACHABLE = "unreachable"
+
+
+@frozen
+class CallStatus:
+    """The provider's view of one call."""
+
+    liveness: Liveness
+    end_reason: CallState | None = None
+    answered: bool | None = None
+    detail: str | None = None
+
+
+class IProvider(Interface):
+    """A telephony provider, as the call manager drives it."""
+
+    name = Attribute("The provider id: 'mock', 'twilio', 'telnyx' or 'plivo'.")
+
+    def start(sink):
+        """
+        Begin reporting call events: C{sink(event)} takes a
+        L{voicecalld.calls.events.CallEvent} and returns a Deferred that fires
+        once the manager has durably applied it.
+        """
+
+    def stop():
+        """Stop reporting events and release resources; may return a Deferred."""
+
+    def place_call(record):
+        """Dial C{record.to_number}; fires with the provider's call id."""
+
+    def answer(record):
+        """Answer an inbound call the manager accepted."""
+
+    def reject(event, reason):
+        """Refuse an inbound call (an L{InboundCall} event) the manager did not accept."""
+
+    def hangup(record, reason):
+        """Hang the call up (a call the provider no longer knows counts as done)."""
+
+    def speak(record, text):
+        """Say C{text} on the call; fires with a L{Playback} when it has been played."""
+
+    def interrupt(record):
+        """Stop what is being said now and drop what is queued (barge-in)."""
+
+    def start_listening(record, turn_token):
+        """Make sure the caller's next words will arrive as L{Speech} events."""
+
+    def stop_listening(record):
+        """The turn is over; stop any listening started for it."""
+
+    def send_dtmf(record, digits):
+        """Send touch tones to the far end (C{w} is a half-second pause)."""
+
+    def call_status(record):
+        """Ask the provider about a restored call; fires with a L{CallStatus}."""
+
+    def waits_for_media(record):
+        """Whether the first words on this call wait for a media stream (not for answer)."""
+
+    def web_resources():
+        """
+        The HTTP resources this provider serves, as a dict from path (such as
+        C{serve.path} or C{streaming.streamPath}) to L{IResource}.
+        """
+
+    def forget(record):
+        """The call is over: drop any state kept for it."""
+
+
+class ISimulator(Interface):
+    """A provider whose callers can be played from the control socket (the mock)."""
+
+    def simulate_inbound(from_number, to_number):
+        """Ring one of our numbers; fires with the new call id (or fails, if refused)."""
+
+    def simulate_say(record, text):
+        """The caller says C{text}."""
+
+    def simulate_dtmf(record, digits):
+        """The caller presses C{digits}."""
+
+    def simulate_hangup(record):
+        """The caller hangs up."""

@@ -1,0 +1,204 @@
+"""
+The call store in SQLite: one file in the state directory, written from one
+worker thread (never the reactor), in WAL mode with full fsync so that a
+commit that returned survives C{kill -9} and power loss alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from voicecalld.calls.record import CallRecord, TranscriptEntry
+from voicecalld.store.interface import ICallStore
+from voicecalld.store.schema import migrate
+
+Runner = Callable[..., Deferred]
+
+
+def synchronous_runner(fn: Callable[..., Any], *args: Any) -> Deferred:
+    """Run store work in the calling thread: for tests only."""
+    return maybeDeferred(fn, *args)
+
+
+class ThreadRunner:
+    """
+    Runs store work, in order, on one dedicated thread, started on first use
+    (after twistd has daemonized) and stopped when the reactor shuts down.
+    """
+
+    def __init__(self, reactor: IReactorThreads) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="voicecalld-store")
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        if not self._pool.started:
+            self._pool.start()
+            self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+
+@implementer(ICallStore)
+class SQLiteCallStore:
+    """L{ICallStore} in one SQLite file."""
+
+    def __init__(self, path: str, runner: Runner) -> None:
+        self.path = path
+        self._run = runner
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> Deferred:
+        return self._run(self._open)
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        try:
+            migrate(db)
+        except Exception:
+            db.close()
+            raise
+        self._db = db
+
+    def close(self) -> Deferred:
+        return self._run(self._close)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def commit(
+        self,
+        record: CallRecord,
+        entries: Iterable[TranscriptEntry] = (),
+        processed: Iterable[tuple[str, float]] = (),
+    ) -> Deferred:
+        return self._run(self._commit, record, tuple(entries), tuple(processed))
+
+    def _commit(
+        self,
+        record: CallRecord,
+        entries: tuple[TranscriptEntry, ...],
+        processed: tuple[tuple[str, float], ...],
+    ) -> None:
+        db = self._connection()
+        first = len(record.transcript) - len(entries)
+        with _Transaction(db):
+            db.execute(
+                "INSERT INTO calls (call_id, provider, provider_call_id, direction, state,"
+                " live, started_at, ended_at, record) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(call_id) DO UPDATE SET provider_call_id=excluded.provider_call_id,"
+                " state=excluded.state, live=excluded.live, ended_at=excluded.ended_at,"
+                " record=excluded.record",
+                (
+                    record.call_id,
+                    record.provider,
+                    record.provider_call_id,
+                    record.direction,
+                    record.state.value,
+                    int(not record.ended),
+                    record.started_at,
+                    record.ended_at,
+                    json.dumps(record.to_json(transcript=False)),
+                ),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO transcript (call_id, seq, entry) VALUES (?,?,?)",
+                [
+                    (record.call_id, first + i, json.dumps(e.to_json()))
+                    for i, e in enumerate(entries)
+                ],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO processed_events (key, call_id, expires_at) VALUES (?,?,?)",
+                [(key, record.call_id, expires) for key, expires in processed],
+            )
+
+    def load(self, call_id: str) -> Deferred:
+        return self._run(self._load_where, "call_id = ?", (call_id,))
+
+    def find(self, provider: str, provider_call_id: str) -> Deferred:
+        return self._run(
+            self._load_where, "provider = ? AND provider_call_id = ?", (provider, provider_call_id)
+        )
+
+    def _load_where(self, where: str, args: tuple[Any, ...]) -> CallRecord | None:
+        rows = self._records(
+            f"SELECT call_id, record FROM calls WHERE {where} ORDER BY started_at DESC LIMIT 1",
+            args,
+        )
+        return rows[0] if rows else None
+
+    def live_calls(self) -> Deferred:
+        return self._run(
+            self._records,
+            "SELECT call_id, record FROM calls WHERE live = 1 ORDER BY started_at",
+            (),
+        )
+
+    def recent(self, limit: int) -> Deferred:
+        return self._run(
+            self._records,
+            "SELECT call_id, record FROM calls ORDER BY started_at DESC LIMIT ?",
+            (limit,),
+        )
+
+    def _records(self, query: str, args: tuple[Any, ...]) -> list[CallRecord]:
+        db = self._connection()
+        result = []
+        for call_id, data in db.execute(query, args).fetchall():
+            entries = tuple(
+                TranscriptEntry.from_json(json.loads(entry))
+                for (entry,) in db.execute(
+                    "SELECT entry FROM transcript WHERE call_id = ? ORDER BY seq", (call_id,)
+                )
+            )
+            result.append(CallRecord.from_json(json.loads(data), entries))
+        return result
+
+    def processed_keys(self, now: float) -> Deferred:
+        return self._run(self._processed_keys, now)
+
+    def _processed_keys(self, now: float) -> dict[str, float]:
+        rows = self._connection().execute(
+            "SELECT key, expires_at FROM processed_events WHERE expires_at > ?", (now,)
+        )
+        return dict(rows.fetchall())
+
+    def prune(self, now: float) -> Deferred:
+        return self._run(self._prune, now)
+
+    def _prune(self, now: float) -> int:
+        db = self._connection()
+        with _Transaction(db):
+            return db.execute("DELETE FROM processed_events WHERE expires_at <= ?", (now,)).rowcount
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the call store is not open")
+        return self._db
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")

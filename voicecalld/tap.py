@@ -1,0 +1,172 @@
+"""
+C{twistd voicecalld}: options and the service maker.
+
+Everything that can be wrong with the config or the options is found here,
+before any socket is opened, and reported in one line naming the file, the
+key path and the reason (exit status 2).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+from twisted.application.service import IService
+from twisted.internet import endpoints
+from twisted.python import usage
+
+from voicecalld import __version__, paths
+from voicecalld.config import ConfigError, LoadedConfig, load_config, resolve_config_path
+from voicecalld.config.features import unbuilt_notes
+from voicecalld.config.schema import Problem, dotted
+from voicecalld.daemon import build
+from voicecalld.providers.registry import make_provider
+from voicecalld.store.sqlite import SQLiteCallStore, ThreadRunner
+
+EXIT_CONFIG = 2
+
+
+def _die(message: str) -> NoReturn:
+    print(f"voicecalld: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG)
+
+
+def webhook_endpoint(settings: Any) -> str:
+    """The strports description of the webhook server from C{serve.bind}/C{serve.port}."""
+    bind = settings.serve.bind
+    if ":" in bind:
+        return f"tcp6:{settings.serve.port}:interface={bind.replace(':', chr(92) + ':')}"
+    return f"tcp:{settings.serve.port}:interface={bind}"
+
+
+def control_endpoint(socket_path: str) -> str:
+    """The strports description of the control socket at C{socket_path}."""
+    escaped = socket_path.replace(":", "\\:")
+    return f"unix:{escaped}:mode=600:lockfile=1"
+
+
+class Options(usage.Options):
+    """Command-line options of C{twistd voicecalld}."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Runs the voicecalld phone-call daemon.  Without a config it runs the mock"
+        " provider.  See the README for the config keys."
+    )
+    optParameters = [
+        [
+            "config",
+            None,
+            None,
+            "JSON5 config: a whole OpenClaw config or a bare plugin config"
+            " [default: $VOICECALLD_CONFIG, $OPENCLAW_CONFIG_PATH, ~/.openclaw/openclaw.json]",
+        ],
+        [
+            "state-dir",
+            None,
+            None,
+            "durable state directory [default: $VOICECALLD_STATE_DIR, else"
+            " $XDG_STATE_HOME/voicecalld, else ~/.local/state/voicecalld]",
+        ],
+        [
+            "control",
+            None,
+            None,
+            "strports endpoint of the AMP control socket"
+            " [default: unix:<controlSocket or state-dir/control.sock>:mode=600:lockfile=1]",
+        ],
+        [
+            "webhook",
+            None,
+            None,
+            "strports endpoint of the webhook HTTP server [default: from serve.bind/serve.port]",
+        ],
+        [
+            "metrics",
+            None,
+            "none",
+            "strports endpoint for Prometheus /metrics and /healthz, or 'none'",
+        ],
+    ]
+
+    def opt_version(self) -> NoReturn:
+        """Print the version and exit."""
+        print(f"voicecalld {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        environ = os.environ
+        path = resolve_config_path(self["config"], environ)
+        try:
+            loaded = load_config(path, environ)
+        except ConfigError as e:
+            _die(f"bad config: {e}")
+        if not loaded.settings.enabled:
+            key = dotted((*loaded.prefix[:-1], "enabled")) if loaded.prefix else "enabled"
+            _die(
+                f"bad config: {loaded.source}: {key}: voice calls are disabled in this"
+                " config; set it to true to run voicecalld"
+            )
+        self.loaded = loaded
+        self.state_dir = paths.state_dir(self["state-dir"], environ)
+        try:
+            paths.ensure_private_dir(self.state_dir)
+        except OSError as e:
+            _die(f"cannot create the state directory {self.state_dir}: {e.strerror}")
+        settings = loaded.settings
+        if settings.streaming.enabled and settings.streaming.stream_path == settings.serve.path:
+            _die(
+                f"bad config: {loaded.source}: {loaded.path('streaming', 'streamPath')}:"
+                " must differ from serve.path"
+            )
+        self.socket_path = None
+        if self["control"] is None:
+            self.socket_path = paths.control_socket(
+                settings.control_socket, environ, self.state_dir
+            )
+            parent = os.path.dirname(self.socket_path)
+            if not os.path.isdir(parent):
+                try:
+                    paths.ensure_private_dir(parent)
+                except OSError as e:
+                    _die(f"cannot create the control socket's directory {parent}: {e.strerror}")
+            self["control"] = control_endpoint(self.socket_path)
+        if self["webhook"] is None:
+            self["webhook"] = webhook_endpoint(settings)
+
+
+def makeService(options: Options) -> IService:
+    """Build the daemon's service from parsed options."""
+    from twisted.internet import reactor
+
+    loaded: LoadedConfig = options.loaded
+    try:
+        provider = make_provider(loaded, reactor)
+    except Problem as problem:
+        _die(f"bad config: {ConfigError(loaded.source, [problem])}")
+    warnings = [str(note) for note in loaded.notes] + unbuilt_notes(loaded)
+
+    def endpoint(description: str, option: str) -> Any:
+        try:
+            return endpoints.serverFromString(reactor, description)
+        except (ValueError, KeyError, TypeError) as e:
+            _die(f"bad --{option} endpoint {description!r}: {e}")
+
+    metrics = None
+    if options["metrics"] not in (None, "none"):
+        metrics = (options["metrics"], endpoint(options["metrics"], "metrics"))
+    store = SQLiteCallStore(
+        os.path.join(options.state_dir, paths.STORE_NAME), ThreadRunner(reactor)
+    )
+    daemon = build(
+        loaded,
+        store=store,
+        provider=provider,
+        reactor=reactor,
+        webhook=(options["webhook"], endpoint(options["webhook"], "webhook")),
+        control=(options["control"], endpoint(options["control"], "control"), options.socket_path),
+        metrics=metrics,
+        warnings=warnings,
+    )
+    return daemon

@@ -1,0 +1,1 @@
+"""Voice: TTS, STT, replies and conversation turns."""

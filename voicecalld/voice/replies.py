@@ -1,0 +1,88 @@
+"""
+Who writes the daemon's side of a conversation.
+
+A responder (the OpenClaw gateway shim, over the control socket) registers
+itself; each caller turn in conversation mode asks it for a reply, bounded by
+C{responseTimeoutMs}.  With no responder connected, the fallback (if any)
+answers instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import Interface
+
+from voicecalld.calls.record import CallRecord
+from voicecalld.errors import Timeout
+
+
+class IResponder(Interface):
+    """Writes replies for conversation turns.  Must not block the reactor."""
+
+    def generate_reply(record):
+        """
+        Fire with the text to say after the caller's last words in
+        C{record.transcript} (None or empty: say nothing).
+        """
+
+
+class ReplyRouter:
+    """Routes reply requests to the newest connected responder, else the fallback."""
+
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, timeout: float, fallback: IResponder | None = None
+    ) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._responders: list[IResponder] = []
+        self.fallback = fallback
+
+    @property
+    def available(self) -> bool:
+        """Whether anyone can write a reply now."""
+        return bool(self._responders) or self.fallback is not None
+
+    @property
+    def connected(self) -> int:
+        """How many responders are registered."""
+        return len(self._responders)
+
+    def register(self, responder: IResponder) -> Callable[[], None]:
+        """Make C{responder} the one asked; returns a function that unregisters it."""
+        self._responders.append(responder)
+        self.log.info("responder registered ({count} connected)", count=len(self._responders))
+
+        def unregister() -> None:
+            if responder in self._responders:
+                self._responders.remove(responder)
+                self.log.info("responder gone ({count} connected)", count=len(self._responders))
+
+        return unregister
+
+    def reply(self, record: CallRecord) -> Deferred:
+        """Ask for a reply; fails with L{Timeout} after C{responseTimeoutMs}."""
+        responder = self._responders[-1] if self._responders else self.fallback
+        if responder is None:
+            return Deferred.fromCoroutine(_none())
+        d = maybeDeferred(responder.generate_reply, record)
+        timeout_ms = int(self._timeout * 1000)
+        d.addTimeout(
+            self._timeout,
+            self._clock,
+            onTimeoutCancel=lambda result, timeout: _raise_timeout(timeout_ms),
+        )
+        return d
+
+
+def _raise_timeout(timeout_ms: int) -> None:
+    raise Timeout(f"no reply within responseTimeoutMs ({timeout_ms} ms)")
+
+
+async def _none() -> None:
+    return None

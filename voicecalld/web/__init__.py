@@ -1,0 +1,1 @@
+"""The webhook HTTP server: resource tree and security."""

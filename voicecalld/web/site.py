@@ -1,0 +1,50 @@
+"""The HTTP resource tree: provider webhooks and media-stream WebSockets on one port."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from twisted.web import resource
+from twisted.web.server import Site
+
+
+class ExactPath(resource.Resource):
+    """
+    Serves C{inner} at exactly its mount path (one trailing slash allowed), so
+    look-alikes such as C{/voice/webhook-evil} or C{/voice/webhook/x} get 404.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: resource.IResource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request):
+        if request.postpath not in ([], [b""]):
+            return resource.NoResource().render(request)
+        return self._inner.render(request)
+
+
+def build_root(mounts: Mapping[str, resource.IResource]) -> resource.Resource:
+    """A root resource serving each resource at its path (others get 404)."""
+    root = resource.Resource()
+    for path, inner in mounts.items():
+        segments = [s.encode() for s in path.strip("/").split("/")]
+        node = root
+        for segment in segments[:-1]:
+            child = node.children.get(segment)
+            if child is None:
+                child = resource.Resource()
+                node.putChild(segment, child)
+            node = child
+        node.putChild(segments[-1], ExactPath(inner))
+    return root
+
+
+def build_site(mounts: Mapping[str, resource.IResource]) -> Site:
+    """The webhook site; access logging is left to voicecalld's own events."""
+    site = Site(build_root(mounts))
+    site.displayTracebacks = False
+    site.log = lambda request: None
+    return site
