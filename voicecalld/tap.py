@@ -9,11 +9,13 @@ key path and the reason (exit status 2).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any, NoReturn
 
 from twisted.application.service import IService
 from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.python import usage
 
 from voicecalld import __version__, paths
@@ -25,6 +27,7 @@ from voicecalld.providers.registry import make_provider
 from voicecalld.store.sqlite import SQLiteCallStore, ThreadRunner
 
 EXIT_CONFIG = 2
+log = Logger()
 
 
 def _die(message: str) -> NoReturn:
@@ -43,7 +46,7 @@ def webhook_endpoint(settings: Any) -> str:
 def control_endpoint(socket_path: str) -> str:
     """The strports description of the control socket at C{socket_path}."""
     escaped = socket_path.replace(":", "\\:")
-    return f"unix:{escaped}:mode=600:lockfile=1"
+    return f"unix:{escaped}:mode=600:lockfile=1:backlog=1024"
 
 
 class Options(usage.Options):
@@ -169,4 +172,18 @@ def makeService(options: Options) -> IService:
         metrics=metrics,
         warnings=warnings,
     )
+    reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
     return daemon
+
+
+def _stop_cleanly_on_sigterm(reactor: Any) -> None:
+    """
+    SIGTERM is the normal way to stop the daemon: shut down and exit 0 (the
+    contract), rather than Twisted's default of re-raising the signal at exit.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("received SIGTERM: stopping")
+        reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, stop)

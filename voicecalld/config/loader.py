@@ -100,6 +100,8 @@ def parse_config(data: Any, source: str | None, environ: Mapping[str, str]) -> L
             raise Problem((), "expected a JSON object at the top level")
         if _is_whole_openclaw_config(data):
             prefix, plugin, entry_enabled, core_tts = _extract(data, notes)
+            core_path = ("tts",) if isinstance(data.get("tts"), dict) else ("messages", "tts")
+            structure(TtsSettings, core_tts, core_path, notes, strict=False)
         else:
             prefix, plugin, entry_enabled, core_tts = (), data, True, {}
         plugin = legacy.migrate_plugin(plugin, prefix, notes)
@@ -111,7 +113,7 @@ def parse_config(data: Any, source: str | None, environ: Mapping[str, str]) -> L
         except Problem as problem:
             raise _blame_environment(problem, prefix, used_env) from None
         merged_tts = _apply_tts_environment(deep_merge(core_tts, plugin_tts), environ, used_env)
-        tts = structure(TtsSettings, merged_tts, (*prefix, "tts"), notes, strict=False)
+        tts = structure(TtsSettings, merged_tts, (*prefix, "tts"), [], strict=False)
         settings = attrs.evolve(settings, tts=tts)
         if not entry_enabled:
             settings = attrs.evolve(settings, enabled=False)

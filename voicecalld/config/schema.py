@@ -126,7 +126,7 @@ class Number(Kind):
 
 def _bounds(value, minimum, maximum, path):
     if minimum is not None and value < minimum:
-        if minimum == 1 and maximum is None:
+        if minimum == 1 and isinstance(value, int):
             raise Problem(path, f"must be a positive whole number, got {value}")
         raise Problem(path, f"must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:

@@ -16,6 +16,7 @@ import socket
 import stat
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -185,7 +186,7 @@ class ControlProtocol(amp.AMP):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        creds = peer_credentials(self.transport)
+        creds = self.factory.credentials(self.transport)
         if creds is None:
             self.log.warn("control connection refused: cannot tell who is connecting")
             self.transport.abortConnection()
@@ -333,10 +334,17 @@ class ControlProtocol(amp.AMP):
 class ControlFactory(Factory):
     """Builds a L{ControlProtocol} per connection."""
 
-    def __init__(self, manager: CallManager, provider: IProvider, policy: PeerPolicy) -> None:
+    def __init__(
+        self,
+        manager: CallManager,
+        provider: IProvider,
+        policy: PeerPolicy,
+        credentials: Callable[[Any], tuple[int, int, int] | None] = peer_credentials,
+    ) -> None:
         self.manager = manager
         self.provider = provider
         self.policy = policy
+        self.credentials = credentials
         self.clients: set[ControlProtocol] = set()
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:

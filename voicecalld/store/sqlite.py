@@ -21,18 +21,21 @@ from voicecalld.calls.record import CallRecord, TranscriptEntry
 from voicecalld.store.interface import ICallStore
 from voicecalld.store.schema import migrate
 
-Runner = Callable[..., Deferred]
 
+class SynchronousRunner:
+    """Runs store work in the calling thread: for tests only."""
 
-def synchronous_runner(fn: Callable[..., Any], *args: Any) -> Deferred:
-    """Run store work in the calling thread: for tests only."""
-    return maybeDeferred(fn, *args)
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        return maybeDeferred(fn, *args)
+
+    def stop(self) -> None:
+        """Nothing to stop."""
 
 
 class ThreadRunner:
     """
     Runs store work, in order, on one dedicated thread, started on first use
-    (after twistd has daemonized) and stopped when the reactor shuts down.
+    (after twistd has daemonized) and stopped by L{stop}.
     """
 
     def __init__(self, reactor: IReactorThreads) -> None:
@@ -42,8 +45,15 @@ class ThreadRunner:
     def __call__(self, fn: Callable[..., Any], *args: Any) -> Deferred:
         if not self._pool.started:
             self._pool.start()
-            self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def stop(self) -> None:
+        """Finish queued work and end the thread."""
+        if self._pool.started:
+            self._pool.stop()
+
+
+Runner = SynchronousRunner | ThreadRunner
 
 
 @implementer(ICallStore)
@@ -72,7 +82,13 @@ class SQLiteCallStore:
         self._db = db
 
     def close(self) -> Deferred:
-        return self._run(self._close)
+        d = self._run(self._close)
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> Any:
+        self._run.stop()
+        return result
 
     def _close(self) -> None:
         if self._db is not None:

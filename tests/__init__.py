@@ -1,0 +1,1 @@
+"""voicecalld tests."""

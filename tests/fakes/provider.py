@@ -1,0 +1,130 @@
+"""A scripted L{IProvider} that records what the call manager asks of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from voicecalld.calls import events as ev
+from voicecalld.calls.record import CallRecord
+from voicecalld.calls.states import CallState
+from voicecalld.errors import ProviderError
+from voicecalld.providers.interface import CallStatus, IProvider, Liveness, Playback
+
+
+@implementer(IProvider)
+class RecordingProvider:
+    """
+    Every request is appended to C{requests} as a tuple.  Speech plays until
+    the test calls L{finish_speaking} (or instantly with C{instant_speech});
+    failures are injected through the C{fail_*} attributes.
+    """
+
+    def __init__(self, name: str = "mock") -> None:
+        self.name = name
+        self.requests: list[tuple[Any, ...]] = []
+        self.sink = None
+        self.instant_speech = False
+        self.fail_dial: Exception | None = None
+        self.fail_hangup: Exception | None = None
+        self.fail_speak: Exception | None = None
+        self.media = False
+        self.statuses: dict[str, CallStatus] = {}
+        self.speaking: dict[str, tuple[str, Deferred[Playback]]] = {}
+        self.dial_result: Deferred[str] | None = None
+        self.store_seen_at_dial: list[Any] = []
+        self.on_dial = None
+
+    def start(self, sink: Any) -> None:
+        self.sink = sink
+
+    def stop(self) -> None:
+        self.requests.append(("stop",))
+
+    def emit(self, event: ev.CallEvent) -> Deferred:
+        """Report an event to the manager, as a webhook would."""
+        return self.sink(event)
+
+    def place_call(self, record: CallRecord) -> Deferred:
+        self.requests.append(("place_call", record.call_id, record.to_number))
+        if self.on_dial is not None:
+            self.on_dial(record)
+        if self.fail_dial is not None:
+            return fail(self.fail_dial)
+        if self.dial_result is not None:
+            return self.dial_result
+        return succeed(f"P-{record.call_id}")
+
+    def answer(self, record: CallRecord) -> Deferred:
+        self.requests.append(("answer", record.call_id))
+        return succeed(None)
+
+    def reject(self, event: ev.InboundCall, reason: str) -> Deferred:
+        self.requests.append(("reject", event.provider_call_id, reason))
+        return succeed(None)
+
+    def hangup(self, record: CallRecord, reason: CallState) -> Deferred:
+        self.requests.append(("hangup", record.call_id, reason))
+        if self.fail_hangup is not None:
+            return fail(self.fail_hangup)
+        return succeed(None)
+
+    def speak(self, record: CallRecord, text: str) -> Deferred:
+        self.requests.append(("speak", record.call_id, text))
+        if self.fail_speak is not None:
+            return fail(self.fail_speak)
+        if self.instant_speech:
+            return succeed(Playback(text, text))
+        done: Deferred[Playback] = Deferred()
+        self.speaking[record.call_id] = (text, done)
+        return done
+
+    def finish_speaking(self, call_id: str) -> None:
+        """The current utterance on C{call_id} finished playing."""
+        text, done = self.speaking.pop(call_id)
+        done.callback(Playback(text, text))
+
+    def interrupt(self, record: CallRecord) -> None:
+        self.requests.append(("interrupt", record.call_id))
+        if record.call_id in self.speaking:
+            text, done = self.speaking.pop(record.call_id)
+            done.callback(Playback(text, text.split()[0], complete=False))
+
+    def start_listening(self, record: CallRecord, turn_token: str) -> Deferred:
+        self.requests.append(("start_listening", record.call_id))
+        return succeed(None)
+
+    def stop_listening(self, record: CallRecord) -> Deferred:
+        self.requests.append(("stop_listening", record.call_id))
+        return succeed(None)
+
+    def send_dtmf(self, record: CallRecord, digits: str) -> Deferred:
+        self.requests.append(("send_dtmf", record.call_id, digits))
+        return succeed(None)
+
+    def call_status(self, record: CallRecord) -> Deferred:
+        self.requests.append(("call_status", record.call_id))
+        status = self.statuses.get(record.call_id, CallStatus(Liveness.ALIVE))
+        if isinstance(status, Exception):
+            return fail(status)
+        return succeed(status)
+
+    def waits_for_media(self, record: CallRecord) -> bool:
+        return self.media
+
+    def web_resources(self) -> dict:
+        return {}
+
+    def forget(self, record: CallRecord) -> None:
+        self.requests.append(("forget", record.call_id))
+
+    def kinds(self) -> list[str]:
+        """The names of the requests made so far, in order."""
+        return [r[0] for r in self.requests]
+
+
+def provider_error(message: str = "boom") -> ProviderError:
+    """A provider failure to inject."""
+    return ProviderError(message)
