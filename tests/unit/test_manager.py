@@ -13,6 +13,7 @@ from voicecalld.calls.manager import APOLOGY, DEFAULT_GREETING
 from voicecalld.calls.states import CallState
 from voicecalld.errors import (
     Busy,
+    CallEnded,
     InvalidArgument,
     NotAllowed,
     NotConnected,
@@ -228,6 +229,10 @@ class TalkTests(TestCase):
         h.error(h.manager.speak(record.call_id, "hello"), NotConnected)
         h.error(h.manager.speak("nope", "hello"), UnknownCall)
         h.error(h.manager.speak(None, "hello"), InvalidArgument)
+        h.ok(h.manager.end(record.call_id))
+        ended = h.error(h.manager.speak(record.call_id, "hello"), CallEnded)
+        self.assertEqual(str(ended), "Call has ended (hangup-bot)")
+        h.error(h.manager.send_dtmf(record.call_id, "1"), CallEnded)
 
     def test_continue_returns_the_callers_next_words(self):
         h = Harness(self)
@@ -275,8 +280,6 @@ class TalkTests(TestCase):
         call_id = h.answered_call()
         d = Deferred.fromCoroutine(h.manager.continue_call(call_id, "Hello?"))
         h.ok(h.provider.emit(ev.Ended(call_id=call_id, reason=CallState.HANGUP_USER)))
-        from voicecalld.errors import CallEnded
-
         self.assertEqual(str(self.failureResultOf(d, CallEnded).value), "Call ended: hangup-user")
 
     def test_failed_playback_fails_the_turn(self):

@@ -298,7 +298,7 @@ class CallManager:
 
     async def speak(self, call_id: str, text: str | None) -> Playback:
         """Say C{text} on a connected call; returns once it has been played."""
-        live = self._connected(call_id)
+        live = await self._connected(call_id)
         text = _clean(text)
         if text is None:
             raise InvalidArgument("message required")
@@ -307,7 +307,7 @@ class CallManager:
 
     async def continue_call(self, call_id: str, text: str | None) -> str:
         """Say C{text}, then wait for the caller's next final words and return them."""
-        live = self._connected(call_id)
+        live = await self._connected(call_id)
         text = _clean(text)
         if text is None:
             raise InvalidArgument("message required")
@@ -359,7 +359,7 @@ class CallManager:
 
     async def send_dtmf(self, call_id: str, digits: str | None) -> None:
         """Send touch tones on a connected call."""
-        live = self._connected(call_id)
+        live = await self._connected(call_id)
         digits = _clean(digits)
         if digits is None or re.fullmatch(DTMF_PATTERN, digits) is None:
             raise InvalidArgument("digits must be 1-64 of 0-9, A-D, #, * and w (a pause)")
@@ -835,15 +835,14 @@ class CallManager:
                 return self._live.get(ours)
         return None
 
-    def _connected(self, call_id: str | None) -> LiveCall:
+    async def _connected(self, call_id: str | None) -> LiveCall:
         call_id = _clean(call_id)
         if call_id is None:
             raise InvalidArgument("callId required")
         live = self._find_live(call_id, call_id)
         if live is None:
-            raise UnknownCall(
-                f"No live call with id {call_id} (it may have ended; `voicecall status` shows it)"
-            )
+            record = await self.get(call_id)
+            raise CallEnded(f"Call has ended ({record.end_reason})")
         if live.record.state not in CONNECTED:
             raise NotConnected(f"Call not connected yet (state {live.record.state.value})")
         return live
