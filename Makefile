@@ -22,6 +22,7 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	VOICECALLD_VENV=$(abspath $(VENV)) sh gateway/scripts/test.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check voicecalld tests twisted bench

@@ -1,0 +1,334 @@
+/**
+ * The plugin inside the real OpenClaw (the pinned npm release), offline, with
+ * a throwaway HOME and one config file that configures both OpenClaw and the
+ * daemon: the linked install of ./gateway (TypeScript loaded directly) and
+ * the copying install of the built package, the `openclaw voicecall` CLI,
+ * `openclaw gateway call voicecall.*`, and a conversation turn answered by
+ * the gateway's agent through the shim's responder (the model is a fake
+ * OpenAI-compatible server on 127.0.0.1).
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+
+import { Daemon, VENV, canConnect, freePort, poll, runCommand, tempDir, waitExit } from "./helpers.ts";
+
+const OPENCLAW = process.env.OPENCLAW_BIN;
+const PACKAGE = process.env.VOICECALLD_PLUGIN_PACKAGE;
+const GATEWAY_DIR = path.resolve(import.meta.dirname, "..");
+const TO = "+15551234567";
+const MODEL_REPLY = "Noon is perfect, see you then.";
+
+/** A fake OpenAI chat-completions server: every answer is MODEL_REPLY in upstream's spoken form. */
+function fakeModel(): Promise<{ port: number; requests: any[]; close: () => void }> {
+  const requests: any[] = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (d) => (body += d));
+    req.on("end", () => {
+      const request = body ? JSON.parse(body) : {};
+      requests.push({ url: req.url, body: request });
+      const content = JSON.stringify({ spoken: MODEL_REPLY });
+      const id = `chatcmpl-${requests.length}`;
+      if (!req.url?.includes("/chat/completions")) {
+        res.writeHead(404).end();
+        return;
+      }
+      if (request.stream) {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const chunk = (delta: unknown, finish: string | null) =>
+          `data: ${JSON.stringify({
+            id,
+            object: "chat.completion.chunk",
+            created: 1,
+            model: request.model,
+            choices: [{ index: 0, delta, finish_reason: finish }],
+          })}\n\n`;
+        res.write(chunk({ role: "assistant", content }, null));
+        res.write(chunk({}, "stop"));
+        res.end("data: [DONE]\n\n");
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          id,
+          object: "chat.completion",
+          created: 1,
+          model: request.model,
+          choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
+          usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+        }),
+      );
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        port: (server.address() as { port: number }).port,
+        requests,
+        close: () => server.close(),
+      }),
+    ),
+  );
+}
+
+describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not set (run scripts/test.sh)" }, () => {
+  const home = tempDir("openclaw-home");
+  const stateDir = path.join(home, ".openclaw");
+  const configPath = path.join(stateDir, "openclaw.json");
+  const vcState = path.join(home, "voicecalld");
+  const socketPath = path.join(vcState, "control.sock");
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    HOME: home,
+    OPENCLAW_STATE_DIR: stateDir,
+    OPENCLAW_CONFIG_PATH: configPath,
+    VOICECALLD_SOCKET: "",
+    NO_COLOR: "1",
+  };
+  let gatewayPort = 0;
+  let daemon: Daemon;
+  let model: Awaited<ReturnType<typeof fakeModel>>;
+  let gateway: ChildProcess | null = null;
+  let gatewayLog = "";
+
+  const openclaw = async (...args: string[]) => {
+    const result = await runCommand(OPENCLAW!, args, { env, cwd: home, timeoutMs: 120_000 });
+    return result;
+  };
+  const openclawJson = async (...args: string[]) => {
+    const result = await openclaw(...args);
+    assert.equal(result.code, 0, `openclaw ${args.join(" ")}: ${result.stderr}\n${result.stdout}`);
+    return JSON.parse(result.stdout);
+  };
+  const voicecall = async (...args: string[]) => {
+    const result = await runCommand(path.join(VENV, "bin", "voicecall"), ["--socket", socketPath, ...args], {
+      timeoutMs: 30_000,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    return result.stdout;
+  };
+  const editConfig = (change: (config: any) => void) => {
+    const config = JSON.parse(fs.readFileSync(configPath, "utf8"));
+    change(config);
+    fs.writeFileSync(configPath, JSON.stringify(config, null, 2));
+  };
+  const voiceCallPlugin = async () => {
+    const listed = await openclawJson("plugins", "list", "--json");
+    return listed.plugins.find((p: any) => p.id === "voice-call");
+  };
+
+  before(async () => {
+    fs.mkdirSync(stateDir, { recursive: true });
+    fs.mkdirSync(vcState, { recursive: true });
+    gatewayPort = await freePort();
+    model = await fakeModel();
+    fs.writeFileSync(
+      configPath,
+      JSON.stringify({
+        gateway: { mode: "local", port: gatewayPort, bind: "loopback", auth: { mode: "none" } },
+        logging: { file: path.join(home, "openclaw.log") },
+      }),
+    );
+  });
+
+  after(async () => {
+    if (gateway !== null && gateway.exitCode === null) {
+      gateway.kill("SIGTERM");
+      await waitExit(gateway);
+    }
+    await daemon?.stop();
+    model?.close();
+  });
+
+  it("installs ./gateway linked; OpenClaw loads index.ts and lists voice-call enabled", async () => {
+    assert.equal(fs.existsSync(path.join(GATEWAY_DIR, "dist", "index.js")), false, "dist/ would shadow index.ts");
+    const install = await openclaw("plugins", "install", "-l", GATEWAY_DIR, "--force", "--accept-capabilities");
+    assert.equal(install.code, 0, install.stderr + install.stdout);
+    const plugin = await voiceCallPlugin();
+    assert.equal(plugin.enabled, true);
+    assert.equal(plugin.status, "loaded");
+    assert.equal(plugin.source, path.join(GATEWAY_DIR, "index.ts"));
+    assert.deepEqual(plugin.toolNames, ["voice_call"]);
+  });
+
+  it("one config for both: the daemon reads OpenClaw's file, the gateway validates it", async () => {
+    editConfig((config) => {
+      config.plugins.entries["voice-call"].config = {
+        provider: "mock",
+        toNumber: TO,
+        controlSocket: socketPath,
+        maxConcurrentCalls: 5,
+        responseModel: "fake/voice-model",
+        responseTimeoutMs: 20_000,
+        // A legacy key users bring along: accepted by both.
+        twilio: { from: "+15550001111" },
+      };
+      config.models = {
+        mode: "merge",
+        providers: {
+          fake: {
+            baseUrl: `http://127.0.0.1:${model.port}/v1`,
+            apiKey: "sk-test",
+            api: "openai-completions",
+            models: [
+              {
+                id: "voice-model",
+                name: "Fake voice model",
+                reasoning: false,
+                input: ["text"],
+                cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 },
+                contextWindow: 32000,
+                maxTokens: 1024,
+              },
+            ],
+          },
+        },
+      };
+      config.agents = { defaults: { model: { primary: "fake/voice-model" } } };
+    });
+    const port = await freePort();
+    editConfig((config) => (config.plugins.entries["voice-call"].config.serve = { port }));
+    const bad = await openclaw("config", "set", "plugins.entries.voice-call.config.nope", "1");
+    assert.notEqual(bad.code, 0, "an unknown plugin key must be rejected");
+    daemon = new Daemon({}, vcState);
+    Object.assign(daemon, { configPath });
+    await daemon.run();
+    assert.ok(await canConnect(socketPath));
+  });
+
+  it("openclaw voicecall call/status/speak/end drive the daemon", async () => {
+    const placed = await openclawJson("voicecall", "call", "--to", TO, "--message", "Hello from the OpenClaw CLI");
+    assert.deepEqual(Object.keys(placed), ["callId"]);
+    const { callId } = placed;
+    const seen = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
+    assert.equal(seen.callId, callId);
+    assert.equal(seen.mode, "conversation");
+    await poll("the call answered", async () =>
+      ["active", "listening"].includes(JSON.parse(await voicecall("--json", "status", "--call-id", callId)).state),
+    );
+    const status = await openclawJson("voicecall", "status", "--call-id", callId);
+    assert.equal(status.callId, callId);
+    const live = await openclawJson("voicecall", "status");
+    assert.ok(live.calls.some((c: any) => c.callId === callId));
+    assert.deepEqual(await openclawJson("voicecall", "speak", "--call-id", callId, "--message", "Still there?"), {
+      success: true,
+    });
+    assert.deepEqual(await openclawJson("voicecall", "end", "--call-id", callId), { success: true });
+    const ended = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
+    assert.equal(ended.state, "hangup-bot");
+    assert.ok(ended.transcript.some((e: any) => e.text === "Still there?"));
+  });
+
+  it("says the daemon is down in one sentence, with no stack trace", async () => {
+    const down = await runCommand(OPENCLAW!, ["voicecall", "status"], {
+      env: { ...env, VOICECALLD_SOCKET: path.join(home, "missing.sock") },
+      cwd: home,
+    });
+    assert.equal(down.code, 3);
+    assert.equal(
+      down.stderr.trim().split("\n").at(-1),
+      `voicecall: voicecalld is not reachable at ${path.join(home, "missing.sock")} (no socket there); ` +
+        "start it with `systemctl start voicecalld` or `make run`",
+    );
+    assert.doesNotMatch(down.stderr, /\n\s+at /);
+  });
+
+  it("openclaw gateway call voicecall.* answer with upstream's payloads; the agent answers a turn", async () => {
+    gateway = spawn(
+      OPENCLAW!,
+      ["gateway", "run", "--allow-unconfigured", "--auth", "none", "--port", String(gatewayPort), "--bind", "loopback"],
+      { env, cwd: home, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    gateway.stdout!.on("data", (d: Buffer) => (gatewayLog += d.toString()));
+    gateway.stderr!.on("data", (d: Buffer) => (gatewayLog += d.toString()));
+    const call = (method: string, params: unknown) =>
+      openclaw("gateway", "call", method, "--params", JSON.stringify(params), "--port", String(gatewayPort), "--json");
+    await poll(
+      "the gateway's voicecall methods",
+      async () => {
+        if (gateway!.exitCode !== null) {
+          throw new Error(`gateway exited: ${gatewayLog}`);
+        }
+        return (await call("voicecall.status", {})).code === 0;
+      },
+      90_000,
+      500,
+    );
+    await poll("the shim's responder registered", () => daemon.log.includes("responder openclaw-gateway registered"), 30_000);
+
+    const started = await call("voicecall.initiate", { message: "Calling about lunch", mode: "conversation" });
+    assert.equal(started.code, 0, started.stderr);
+    const payload = JSON.parse(started.stdout);
+    assert.deepEqual(Object.keys(payload).sort(), ["callId", "initiated"]);
+    assert.equal(payload.initiated, true);
+    const { callId } = payload;
+    const status = JSON.parse((await call("voicecall.status", { callId })).stdout);
+    assert.equal(status.found, true);
+    assert.equal(status.call.callId, callId);
+    assert.deepEqual(JSON.parse((await call("voicecall.status", { callId: "nope" })).stdout), { found: false });
+    const refused = await call("voicecall.initiate", {});
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stdout + refused.stderr, /message required/);
+
+    await poll("the call answered", async () =>
+      ["active", "listening"].includes(JSON.parse(await voicecall("--json", "status", "--call-id", callId)).state),
+    );
+    await voicecall("simulate", "say", "--call-id", callId, "--text", "Can we meet at noon?");
+    const record = await poll(
+      "the agent's reply in the transcript",
+      async () => {
+        const r = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
+        return r.transcript.some((e: any) => e.speaker === "bot" && e.text === MODEL_REPLY) && r;
+      },
+      60_000,
+      250,
+    );
+    assert.ok(model.requests.length >= 1, "the fake model was asked");
+    const asked = JSON.stringify(model.requests.at(-1).body);
+    assert.match(asked, /Can we meet at noon\?/);
+    assert.match(asked, /Conversation so far/);
+    assert.equal(record.state, "listening");
+
+    assert.deepEqual(JSON.parse((await call("voicecall.end", { callId })).stdout), { success: true });
+    gateway.kill("SIGTERM");
+    await waitExit(gateway, 15_000);
+  });
+
+  it("installs the built package by copying; it loads dist/index.js and works", { skip: !PACKAGE && "no built package" }, async () => {
+    // A second, fresh OpenClaw home: a user who installs the published form.
+    const home2 = tempDir("openclaw-home-copy");
+    const state2 = path.join(home2, ".openclaw");
+    const config2 = path.join(state2, "openclaw.json");
+    fs.mkdirSync(state2, { recursive: true });
+    fs.writeFileSync(
+      config2,
+      JSON.stringify({
+        gateway: { mode: "local", port: gatewayPort, bind: "loopback", auth: { mode: "none" } },
+        logging: { file: path.join(home2, "openclaw.log") },
+      }),
+    );
+    const env2 = { ...env, HOME: home2, OPENCLAW_STATE_DIR: state2, OPENCLAW_CONFIG_PATH: config2 };
+    const run2 = (...args: string[]) => runCommand(OPENCLAW!, args, { env: env2, cwd: home2, timeoutMs: 120_000 });
+    const install = await run2("plugins", "install", PACKAGE!, "--force", "--accept-capabilities");
+    assert.equal(install.code, 0, install.stderr + install.stdout);
+    const config = JSON.parse(fs.readFileSync(config2, "utf8"));
+    config.plugins.entries["voice-call"].config = { controlSocket: socketPath, toNumber: TO };
+    fs.writeFileSync(config2, JSON.stringify(config, null, 2));
+    const listed = await run2("plugins", "list", "--json");
+    const plugin = JSON.parse(listed.stdout).plugins.find((p: any) => p.id === "voice-call");
+    assert.equal(plugin.enabled, true, JSON.stringify(plugin) + install.stdout + install.stderr);
+    assert.equal(plugin.status, "loaded");
+    assert.match(plugin.source, /dist\/index\.js$/);
+    assert.ok(plugin.source.startsWith(state2), "a copy in OpenClaw's own folder");
+    const status = await run2("voicecall", "status");
+    assert.equal(status.code, 0, status.stderr);
+    const live = JSON.parse(status.stdout);
+    assert.equal(live.found, true);
+    assert.ok(Array.isArray(live.calls));
+  });
+});
