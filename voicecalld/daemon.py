@@ -27,11 +27,13 @@ from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
 from voicecalld.config.loader import LoadedConfig
 from voicecalld.control.server import ControlFactory, PeerPolicy
+from voicecalld.expose.exposer import Exposer
 from voicecalld.metrics import Metrics, MetricsResource
 from voicecalld.providers.interface import IProvider
 from voicecalld.sdnotify import sd_notify
 from voicecalld.store.interface import ICallStore
-from voicecalld.web.site import build_site
+from voicecalld.web.guard import GuardedSite
+from voicecalld.web.site import build_root
 
 EXIT_STARTUP_FAILED = 1
 
@@ -69,6 +71,7 @@ class VoiceCallDaemon(service.MultiService):
         reactor: Any,
         warnings: list[str],
         metrics: Metrics | None = None,
+        exposer: Exposer | None = None,
         notify: Callable[[str], object] = sd_notify,
     ) -> None:
         super().__init__()
@@ -78,6 +81,7 @@ class VoiceCallDaemon(service.MultiService):
         self.manager = manager
         self.listeners = listeners
         self.metrics = metrics
+        self.exposer = exposer
         self._reactor = reactor
         self._warnings = warnings
         self._notify = notify
@@ -102,6 +106,8 @@ class VoiceCallDaemon(service.MultiService):
             await self.store.open()
         except Exception as e:
             raise StartupFailed(f"cannot open the call store {self.store.path}: {e}") from e
+        if self.exposer is not None:
+            await self.exposer.start()
         self.provider.start(self.manager.handle_event)
         await self.manager.restore()
         for listener in self.listeners:
@@ -152,6 +158,8 @@ class VoiceCallDaemon(service.MultiService):
                 await listener.port.stopListening()
                 listener.port = None
         await _maybe(self.provider.stop())
+        if self.exposer is not None:
+            await self.exposer.stop()
         await self.store.close()
         self.log.info("voicecalld stopped")
 
@@ -174,9 +182,9 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def make_site(provider: IProvider) -> Site:
-    """The webhook site with the provider's resources."""
-    site = build_site(provider.web_resources())
+def make_site(provider: IProvider, reactor: Any) -> Site:
+    """The webhook site with the provider's resources, behind the input limits."""
+    site = GuardedSite(build_root(provider.web_resources()), reactor=reactor)
     site.noisy = False
     return site
 
@@ -195,10 +203,13 @@ def build(
     """Assemble the daemon from its parts (the real ones, or fakes in tests)."""
     manager = CallManager(settings=loaded.settings, store=store, provider=provider, clock=reactor)
     control_description, control_endpoint, socket_path = control
-    control_factory = ControlFactory(manager, provider, PeerPolicy(socket_path))
+    exposer = Exposer(loaded.settings, provider, reactor)
+    control_factory = ControlFactory(
+        manager, provider, PeerPolicy(socket_path), exposer=exposer, clock=reactor
+    )
     control_factory.noisy = False
     listeners = [
-        Listener("webhooks", webhook[0], webhook[1], make_site(provider)),
+        Listener("webhooks", webhook[0], webhook[1], make_site(provider, reactor)),
         Listener("control clients", control_description, control_endpoint, control_factory),
     ]
     collector = None

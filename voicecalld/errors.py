@@ -81,6 +81,12 @@ class ShuttingDown(VoiceCallError):
     code = "SHUTTING_DOWN"
 
 
+class ExposeFailed(VoiceCallError):
+    """Publishing the webhook (Tailscale, ngrok) failed; the message says how to fix it."""
+
+    code = "EXPOSE_FAILED"
+
+
 class Disabled(VoiceCallError):
     """Voice calls are disabled in the config."""
 

@@ -114,6 +114,9 @@ class RecordingProvider:
     def waits_for_media(self, record: CallRecord) -> bool:
         return self.media
 
+    def use_public_url(self, url, known) -> None:
+        self.requests.append(("use_public_url", url, known))
+
     def web_resources(self) -> dict:
         return {}
 

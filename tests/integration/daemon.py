@@ -133,8 +133,10 @@ class Daemon:
         )
 
     def tail(self, *args: str) -> Tail:
-        """Follow the daemon's events (C{voicecall --json tail})."""
-        return Tail(self.spawn_cli("--json", "tail", *args))
+        """Follow the daemon's events (C{voicecall --json tail}), once it is subscribed."""
+        tail = Tail(self.spawn_cli("--json", "tail", *args))
+        tail.until(lambda e: e["type"] == "subscribed")
+        return tail
 
 
 class Tail:

@@ -40,7 +40,11 @@ class Fixture:
     def __init__(self, test: TestCase, config=None, provider=None):
         self.h = Harness(test, config, provider=provider)
         self.factory = ControlFactory(
-            self.h.manager, self.h.provider, PeerPolicy(None), credentials=lambda transport: ME
+            self.h.manager,
+            self.h.provider,
+            PeerPolicy(None),
+            credentials=lambda transport: ME,
+            clock=self.h.clock,
         )
 
     def call(self, client, pump, command, **kwargs):
@@ -153,14 +157,16 @@ class SubscriptionTests(TestCase):
         first = f.h.answered_call()
         pump.flush()
         kinds = [e["type"] for e in received]
-        self.assertEqual(kinds[0], "call.created")
+        self.assertEqual(kinds[:2], ["subscribed", "call.created"])
+        self.assertEqual(received[0]["liveCalls"], 0)
+        received.pop(0)
         self.assertIn("call.transcript", kinds)
         self.assertTrue(all(e["callId"] == first for e in received))
         received.clear()
         self.successResultOf(f.call(client, pump, c.Subscribe, callId="other"))
         f.h.answered_call()
         pump.flush()
-        self.assertEqual(received, [])
+        self.assertEqual([e["type"] for e in received], ["subscribed"])
 
     def test_a_stuck_subscriber_is_queued_then_dropped(self):
         f = Fixture(self)
@@ -186,6 +192,7 @@ class SubscriptionTests(TestCase):
         server.makeConnection(transport)
         server.subscribe()
         server._subscription.pauseProducing()
+        transport.clear()
         for n in range(5):
             f.h.hub.publish(notices.Problem(at=n, what="test", message=f"m{n}"))
         self.assertEqual(transport.value(), b"")

@@ -123,11 +123,11 @@ class StreamingTests(LiveFakeTestCase):
         self.server.openai = openai_script(chunks=split(sine_pcm(1.0, freq=500), 7))
         audio = Audio()
         synthesis = yield self.openai().synthesize("One second", audio)
-        self.assertAlmostEqual(len(audio.data), 8000, delta=8)
+        self.assertApproximates(len(audio.data), 8000, 8)
         self.assertEqual(synthesis.audio_bytes, len(audio.data))
         pcm = np.frombuffer(ulaw_decode(audio.data), dtype="<i2")[200:-200].astype(float)
         peak = np.argmax(np.abs(np.fft.rfft(pcm))) * 8000 / len(pcm)
-        self.assertAlmostEqual(peak, 500, delta=10)
+        self.assertApproximates(peak, 500, 10)
 
     @inlineCallbacks
     def test_elevenlabs_mu_law_passes_through_unchanged(self):

@@ -110,6 +110,14 @@ class Problem(Notice):
 
 
 @frozen(kw_only=True)
+class Subscribed(Notice):
+    """The first event of a subscription: from here on, nothing is missed."""
+
+    kind: ClassVar[str] = "subscribed"
+    live_calls: int
+
+
+@frozen(kw_only=True)
 class TurnMeasured(Notice):
     """A conversation turn's latency breakdown, in milliseconds."""
 

@@ -218,7 +218,12 @@ async def _command(client: ControlClient, args: argparse.Namespace, printer: ren
         else:
             printer.ok()
     elif name == "expose":
-        raise Failure(EXIT_REFUSED, "NOT_ALLOWED: expose is not built yet")
+        answer = await _call(client, c.Expose, mode=args.mode)
+        url = answer.get("publicUrl")
+        printer.value(
+            {"how": answer["how"], "publicUrl": url, "streamUrl": answer.get("streamUrl")},
+            url if args.mode != "off" else f"exposure off; webhook URL now {url}",
+        )
     return EXIT_OK
 
 

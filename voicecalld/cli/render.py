@@ -66,6 +66,10 @@ def calls(records: list[dict[str, Any]]) -> str:
 def event(data: dict[str, Any]) -> str:
     """One event as one line."""
     kind = data.get("type", "?")
+    if kind == "subscribed":
+        return (
+            f"{_clock(data.get('timestamp'))} following events ({data.get('liveCalls')} live calls)"
+        )
     head = f"{_clock(data.get('timestamp'))} {data.get('callId', '-')[:8]} {kind}"
     if kind == "call.transcript":
         body = f"{data['speaker']}: {data['text']}"

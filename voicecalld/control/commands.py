@@ -152,6 +152,14 @@ class Simulate(amp.Command):
     errors = ERRORS
 
 
+class Expose(amp.Command):
+    """Publish the webhook through Tailscale (C{funnel} or C{serve}), or stop (C{off})."""
+
+    arguments = [(b"mode", _text())]
+    response = [(b"how", _text()), (b"publicUrl", _text(True)), (b"streamUrl", _text(True))]
+    errors = ERRORS
+
+
 class RegisterResponder(amp.Command):
     """Make this connection the one asked for conversation replies (L{GenerateReply})."""
 

@@ -29,10 +29,11 @@ from zope.interface import implementer
 
 from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
-from voicecalld.calls.notices import Notice
+from voicecalld.calls.notices import Notice, Subscribed
 from voicecalld.calls.record import CallRecord
 from voicecalld.control import commands as c
-from voicecalld.errors import CallEnded, InvalidArgument, NotAllowed
+from voicecalld.errors import CallEnded, ExposeFailed, InvalidArgument, NotAllowed
+from voicecalld.expose.process import ExposeError
 from voicecalld.providers.interface import IProvider, ISimulator
 
 SUBSCRIBER_QUEUE = 1000
@@ -283,6 +284,9 @@ class ControlProtocol(amp.AMP):
             self._subscription.call_id = callId
         else:
             self._subscription = Subscription(self, callId)
+        live = len(self.manager.live_calls())
+        now = self.factory.clock.seconds()
+        self._subscription.deliver(Subscribed(at=now, call_id=callId, live_calls=live))
         return {}
 
     @c.Simulate.responder
@@ -321,6 +325,25 @@ class ControlProtocol(amp.AMP):
 
         return Deferred.fromCoroutine(run())
 
+    @c.Expose.responder
+    def expose(self, mode) -> Deferred:
+        async def run():
+            if mode not in ("funnel", "serve", "off"):
+                raise InvalidArgument("mode must be funnel, serve or off")
+            if self.factory.exposer is None:
+                raise NotAllowed("this daemon cannot change its exposure")
+            try:
+                exposure = await self.factory.exposer.change(mode)
+            except ExposeError as e:
+                raise ExposeFailed(str(e)) from None
+            return {
+                "how": exposure.how,
+                "publicUrl": exposure.public_url,
+                "streamUrl": exposure.stream_url,
+            }
+
+        return Deferred.fromCoroutine(run())
+
     @c.RegisterResponder.responder
     def register_responder(self, name=None) -> dict[str, Any]:
         if self._unregister is None:
@@ -340,11 +363,17 @@ class ControlFactory(Factory):
         provider: IProvider,
         policy: PeerPolicy,
         credentials: Callable[[Any], tuple[int, int, int] | None] = peer_credentials,
+        exposer: Any = None,
+        clock: Any = None,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         self.manager = manager
         self.provider = provider
         self.policy = policy
         self.credentials = credentials
+        self.exposer = exposer
         self.clients: set[ControlProtocol] = set()
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:

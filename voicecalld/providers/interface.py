@@ -94,6 +94,13 @@ class IProvider(Interface):
     def waits_for_media(record):
         """Whether the first words on this call wait for a media stream (not for answer)."""
 
+    def use_public_url(url, known):
+        """
+        Calls and webhooks use C{url} from now on (the webhook's public URL);
+        C{known} is False for the local fallback, whose host carriers cannot
+        reach (signature checks then rebuild the URL from the request).
+        """
+
     def web_resources():
         """
         The HTTP resources this provider serves, as a dict from path (such as

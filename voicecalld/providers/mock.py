@@ -161,6 +161,9 @@ class MockProvider:
     def waits_for_media(self, record: CallRecord) -> bool:
         return False
 
+    def use_public_url(self, url: str | None, known: bool) -> None:
+        """The mock has no carrier to tell."""
+
     def web_resources(self) -> dict[str, resource.IResource]:
         return {self._webhook_path: MockWebhook(self._emit)}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twisted.web import resource
+from twisted.web import pages, resource
 from twisted.web.server import Site
 
 
@@ -22,7 +22,7 @@ class ExactPath(resource.Resource):
 
     def render(self, request):
         if request.postpath not in ([], [b""]):
-            return resource.NoResource().render(request)
+            return pages.notFound().render(request)
         return self._inner.render(request)
 
 
