@@ -1,0 +1,198 @@
+"""
+Pacing outbound audio: 20 ms mu-law frames on an absolute clock.
+
+Each L{FramePacer} (one per media stream) gives frame M{n} of a run the due
+time M{t0 + n·20 ms} and sends it a small lead before that, so the provider
+always holds a little audio and never a burst.  Lateness does not drift the
+schedule: a late tick catches up on the frames now due.  After a long stall
+the schedule restarts at "now" rather than flooding the socket.
+
+One L{PacingClock} ticks for every pacer, so a thousand streams cost one
+timer, not fifty thousand a second.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from attrs import frozen
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from voicecalld.media.codec import FRAME_BYTES
+
+FRAME_SECONDS = 0.020
+DEFAULT_LEAD = 0.060
+SILENCE_FRAME = b"\xff" * FRAME_BYTES
+# Behind by more than this: restart the schedule instead of bursting.
+MAX_DEBT = 0.200
+
+
+@frozen
+class Mark:
+    """A named point in the outbound audio (sent when the audio before it is sent)."""
+
+    name: str
+
+
+class PacingClock:
+    """Ticks every 20 ms (absolute) while any pacer has something to send."""
+
+    def __init__(self, clock: IReactorTime, period: float = FRAME_SECONDS) -> None:
+        self._clock = clock
+        self._period = period
+        self._active: set[FramePacer] = set()
+        self._timer: IDelayedCall | None = None
+        self._next: float = 0.0
+
+    def activate(self, pacer: FramePacer) -> None:
+        """Start ticking C{pacer} until it says it is idle."""
+        self._active.add(pacer)
+        if self._timer is None:
+            self._next = self._clock.seconds() + self._period
+            self._timer = self._clock.callLater(self._period, self._tick)
+
+    def deactivate(self, pacer: FramePacer) -> None:
+        """Stop ticking C{pacer} (and stop the clock when no pacer is left)."""
+        self._active.discard(pacer)
+        if not self._active and self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        now = self._clock.seconds()
+        for pacer in list(self._active):
+            if not pacer.tick(now):
+                self._active.discard(pacer)
+        if not self._active:
+            self._timer = None
+            return
+        self._next += self._period
+        if self._next < now:
+            self._next = now + self._period
+        self._timer = self._clock.callLater(self._next - now, self._tick)
+
+
+class FramePacer:
+    """
+    Queues one stream's outbound audio and marks and sends them on time.
+
+    C{send_frame(frame)} and C{send_mark(name)} are the stream's; while
+    C{keepalive} is set and nothing is queued, silence frames keep time
+    (a caller hears nothing while speech is being synthesized).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        ticker: PacingClock,
+        send_frame: Callable[[bytes], object],
+        send_mark: Callable[[str], object],
+        lead: float = DEFAULT_LEAD,
+    ) -> None:
+        self._clock = clock
+        self._ticker = ticker
+        self._send_frame = send_frame
+        self._send_mark = send_mark
+        self.lead = lead
+        self._queue: deque[bytes | Mark] = deque()
+        self._partial = bytearray()
+        self._due: float | None = None
+        self._keepalive = False
+        self.frames_sent = 0
+        self.queued_frames = 0
+
+    @property
+    def keepalive(self) -> bool:
+        """Whether silence is sent while nothing is queued."""
+        return self._keepalive
+
+    @keepalive.setter
+    def keepalive(self, on: bool) -> None:
+        self._keepalive = on
+        if on:
+            self._start()
+
+    def audio(self, ulaw: bytes) -> None:
+        """Queue mu-law audio of any length (whole frames go out; the rest waits)."""
+        self._partial += ulaw
+        whole = len(self._partial) - len(self._partial) % FRAME_BYTES
+        if whole == 0:
+            return
+        data = bytes(self._partial[:whole])
+        del self._partial[:whole]
+        for offset in range(0, whole, FRAME_BYTES):
+            self._queue.append(data[offset : offset + FRAME_BYTES])
+        self.queued_frames += whole // FRAME_BYTES
+        self._start()
+
+    def mark(self, name: str) -> None:
+        """Queue a mark after the whole frames queued so far."""
+        self._queue.append(Mark(name))
+        self._start()
+
+    def end(self, name: str) -> None:
+        """End an utterance: pad its last partial frame with silence, then mark it."""
+        if self._partial:
+            self._partial += SILENCE_FRAME[len(self._partial) :]
+            self._queue.append(bytes(self._partial))
+            self.queued_frames += 1
+            self._partial.clear()
+        self.mark(name)
+
+    def clear(self) -> int:
+        """Drop everything queued (barge-in); returns how many frames were dropped."""
+        dropped = sum(1 for item in self._queue if not isinstance(item, Mark))
+        dropped += 1 if self._partial else 0
+        self._queue.clear()
+        self._partial.clear()
+        self.queued_frames = 0
+        self._keepalive = False
+        return dropped
+
+    def backlog(self) -> float:
+        """Seconds of audio queued and not yet sent."""
+        frames = sum(1 for item in self._queue if not isinstance(item, Mark))
+        return frames * FRAME_SECONDS
+
+    def stop(self) -> None:
+        """Drop everything and stop ticking (the stream went away)."""
+        self.clear()
+        self._ticker.deactivate(self)
+        self._due = None
+
+    def _start(self) -> None:
+        now = self._clock.seconds()
+        if self._due is None or self._due < now - MAX_DEBT:
+            self._due = now
+        if self.tick(now):
+            self._ticker.activate(self)
+
+    def tick(self, now: float) -> bool:
+        """Send what is due by C{now} plus the lead; False once idle."""
+        if self._due is None:
+            return False
+        if self._due < now - MAX_DEBT:
+            self._due = now
+        horizon = now + self.lead
+        queue = self._queue
+        while self._due <= horizon:
+            if queue:
+                item = queue.popleft()
+                if item.__class__ is Mark:
+                    self._send_mark(item.name)
+                    continue
+                self.queued_frames -= 1
+            elif self._keepalive and self._due <= now:
+                # Silence goes out just in time, never ahead, so speech that
+                # arrives next is not queued behind it.
+                item = SILENCE_FRAME
+            else:
+                break
+            self._send_frame(item)
+            self.frames_sent += 1
+            self._due += FRAME_SECONDS
+        while queue and queue[0].__class__ is Mark:
+            self._send_mark(queue.popleft().name)
+        return bool(queue) or self._keepalive
