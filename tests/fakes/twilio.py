@@ -1699,6 +1699,7 @@ class MediaStream:
         self._stream_status("stream-started")
         self._opened.callback(None)
         self._waiters.changed()
+        self.call._changed()
 
     def _on_close(self, was_clean: bool, code: int | None, reason: str | None) -> None:
         if self.state == "closed":

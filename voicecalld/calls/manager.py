@@ -363,10 +363,13 @@ class CallManager:
         digits = _clean(digits)
         if digits is None or re.fullmatch(DTMF_PATTERN, digits) is None:
             raise InvalidArgument("digits must be 1-64 of 0-9, A-D, #, * and w (a pause)")
+        await live.speech.acquire()
         try:
             await maybeDeferred(self._provider.send_dtmf, live.record, digits)
         except Exception as e:
             raise _provider_error(e) from None
+        finally:
+            live.speech.release()
         entry = TranscriptEntry(self._clock.seconds(), BOT, digits, kind="dtmf")
         await self._commit(live, live.record.with_entry(entry), [entry])
 
@@ -478,7 +481,8 @@ class CallManager:
             )
             await self._commit(live, live.record, processed=processed)
             return Outcome.APPLIED
-        await self._finish(live, CallState.ERROR, event.message, processed)
+        await self._commit(live, live.record, processed=processed)
+        await self._hang_up(live, CallState.ERROR, event.message, retry=True)
         return Outcome.APPLIED
 
     async def _inbound(self, event: ev.InboundCall) -> Any:

@@ -17,9 +17,28 @@ def _mock(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
     return MockProvider(reactor, loaded.settings.serve.path)
 
 
+def _twilio(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
+    from voicecalld.expose import local_exposure
+    from voicecalld.providers.twilio.provider import TwilioProvider
+    from voicecalld.voice.stt import make_stt
+    from voicecalld.voice.tts import make_tts
+
+    settings = loaded.settings
+    streaming = settings.streaming.enabled
+    return TwilioProvider(
+        settings,
+        reactor,
+        public_url=settings.public_url or local_exposure(settings).public_url,
+        known_public_url=settings.public_url,
+        tts=make_tts(settings.tts, reactor) if streaming else None,
+        stt=make_stt(settings.streaming, reactor) if streaming else None,
+    )
+
+
 # Each factory is imported only when chosen, so a daemon loads one provider.
 FACTORIES: dict[str, Callable[[LoadedConfig, IReactorTime], IProvider]] = {
     "mock": _mock,
+    "twilio": _twilio,
 }
 
 

@@ -1,0 +1,1 @@
+"""Twilio Programmable Voice: REST, signed webhooks, TwiML and Media Streams."""

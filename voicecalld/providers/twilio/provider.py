@@ -1,0 +1,613 @@
+"""
+Twilio as an L{IProvider}: calls over REST, events from signed webhooks,
+speech and listening over a bidirectional Media Stream (or, without one,
+Twilio's own C{<Say>} and C{<Gather>}).
+
+Which TwiML each webhook gets is decided in L{TwilioProvider.document} and
+L{TwilioProvider.answer_document}; the webhook resource (C{webhook.py})
+verifies signatures and turns requests into calls on this class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import treq
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from voicecalld.calls import events as ev
+from voicecalld.calls.record import CONVERSATION, INBOUND, CallRecord
+from voicecalld.calls.states import CallState
+from voicecalld.config.model import VoiceCallSettings
+from voicecalld.errors import ProviderError
+from voicecalld.media.dtmf import dtmf_audio
+from voicecalld.media.pacing import DEFAULT_LEAD, FramePacer, PacingClock
+from voicecalld.media.speech import SpeechPlayer
+from voicecalld.media.tokens import StreamTokens
+from voicecalld.media.twilio_stream import (
+    CLOSE_NORMAL,
+    StreamLimits,
+    TwilioMediaStream,
+    TwilioStreamFactory,
+)
+from voicecalld.providers.interface import CallStatus, IProvider, Liveness, Playback
+from voicecalld.providers.twilio import twiml
+from voicecalld.providers.twilio.rest import TwilioRest, api_root
+
+Sink = Callable[[ev.CallEvent], Deferred]
+
+# Twilio's CallStatus values that mean the call is over, and what we call them.
+END_REASONS = {
+    "completed": CallState.COMPLETED,
+    "busy": CallState.BUSY,
+    "no-answer": CallState.NO_ANSWER,
+    "failed": CallState.FAILED,
+    "canceled": CallState.HANGUP_BOT,
+}
+MAX_STREAM_RESTARTS = 5
+# How long speech waits for a (re)connecting media stream.
+MEDIA_WAIT = 5.0
+
+
+class _Say:
+    """One utterance spoken with Twilio's own voice (no media stream)."""
+
+    def __init__(self, number: int, text: str) -> None:
+        self.number = number
+        self.text = text
+        self.done: Deferred[Playback] = Deferred()
+        self.claimed = False
+
+
+class _Call:
+    """What the provider keeps about one live call."""
+
+    def __init__(self, record: CallRecord) -> None:
+        self.call_id = record.call_id
+        self.sid = record.provider_call_id
+        self.mode = record.mode
+        self.direction = record.direction
+        self.initial_text = record.initial_message
+        self.initial: _Say | None = None
+        self.document = "pending"
+        self.waiting: list[_Say] = []
+        self.playing: list[_Say] = []
+        self.says = 0
+        self.listening = False
+        self.turn: str | None = None
+        self.media: _Media | None = None
+        self.stream_restarts = 0
+        self.media_waiters: list[Deferred] = []
+        self.ended = False
+
+
+@implementer(IProvider)
+class TwilioProvider:
+    """L{IProvider} for Twilio Programmable Voice."""
+
+    name = "twilio"
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: VoiceCallSettings,
+        clock: IReactorTime,
+        *,
+        public_url: str,
+        known_public_url: str | None = None,
+        http: Any = treq,
+        tts: Any = None,
+        stt: Any = None,
+        frame_lead: float = DEFAULT_LEAD,
+    ) -> None:
+        twilio = settings.twilio
+        self.settings = settings
+        self.clock = clock
+        self.public_url = public_url
+        self.known_public_url = known_public_url
+        self.rest = TwilioRest(
+            account_sid=twilio.account_sid,
+            auth_token=twilio.auth_token.reveal(),
+            base_url=api_root(twilio.region, twilio.api_base_url),
+            clock=clock,
+            http=http,
+        )
+        self.tts = tts
+        self.stt = stt
+        self.frame_lead = frame_lead
+        self.streaming = settings.streaming.enabled and tts is not None and stt is not None
+        self.voice = twiml.native_voice(_configured_voice(settings))
+        self.tokens = StreamTokens(clock)
+        self.ticker = PacingClock(clock)
+        streaming = settings.streaming
+        self.stream_factory = TwilioStreamFactory(
+            clock,
+            StreamLimits(
+                pre_start_timeout=streaming.pre_start_timeout_ms / 1000.0,
+                max_pending=streaming.max_pending_connections,
+                max_pending_per_peer=streaming.max_pending_connections_per_ip,
+                max_connections=streaming.max_connections,
+            ),
+            self._stream_started,
+        )
+        self._sink: Sink | None = None
+        self._stopping = False
+        self._webhook: Any = None
+        self._calls: dict[str, _Call] = {}
+        self._by_sid: dict[str, str] = {}
+
+    # -- URLs ------------------------------------------------------------------
+
+    def url(self, **query: str) -> str:
+        """Our webhook URL (the public one) with a query."""
+        parts = urlsplit(self.public_url)
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def stream_url(self) -> str:
+        """C{wss://<public host><streamPath>} (Twilio requires wss and drops queries)."""
+        host = urlsplit(self.public_url).netloc
+        return f"wss://{host}{self.settings.streaming.stream_path}"
+
+    # -- IProvider ---------------------------------------------------------------
+
+    def start(self, sink: Sink) -> None:
+        self._sink = sink
+        if self.settings.streaming.enabled and not self.streaming:
+            missing = " and ".join(
+                n
+                for n, v in (("telephony TTS", self.tts), ("streaming STT", self.stt))
+                if v is None
+            )
+            self.log.warn(
+                "streaming.enabled is set but {missing} is not configured: calls"
+                " use Twilio's own voice and speech recognition",
+                missing=missing,
+            )
+
+    def stop(self) -> None:
+        self._stopping = True
+        for call in list(self._calls.values()):
+            if call.media is not None:
+                call.media.close("voicecalld is stopping")
+
+    def emit(self, event: ev.CallEvent) -> Deferred:
+        """Report an event to the call manager."""
+        if self._sink is None:
+            raise RuntimeError("the Twilio provider was not started")
+        return self._sink(event)
+
+    def _emit_later(self, event: ev.CallEvent) -> None:
+        self.emit(event).addErrback(
+            lambda f: self.log.failure("applying {event!r} failed", f, event=event)
+        )
+
+    async def place_call(self, record: CallRecord) -> str:
+        call = self._track(record)
+        ring = max(5, min(600, math.ceil(self.settings.ring_timeout_ms / 1000)))
+        params = [
+            ("To", record.to_number),
+            ("From", record.from_number),
+            ("Url", self.url(callId=record.call_id, type="answer")),
+            ("Method", "POST"),
+            ("StatusCallback", self.url(callId=record.call_id, type="status")),
+            ("StatusCallbackMethod", "POST"),
+            *[
+                ("StatusCallbackEvent", e)
+                for e in ("initiated", "ringing", "answered", "completed")
+            ],
+            ("Timeout", str(ring)),
+            # A backstop if voicecalld is gone when the call should end.
+            ("TimeLimit", str(self.settings.max_duration_seconds + 60)),
+        ]
+        resource = await self.rest.create_call(params)
+        sid = resource.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise ProviderError("Twilio created the call but sent no call SID")
+        self._adopt_sid(call, sid)
+        return sid
+
+    def answer(self, record: CallRecord) -> Deferred:
+        self._track(record)
+        return succeed(None)
+
+    def reject(self, event: ev.InboundCall, reason: str) -> Deferred:
+        # The webhook answers refused calls with <Reject/>; nothing else to do.
+        return succeed(None)
+
+    async def hangup(self, record: CallRecord, reason: CallState) -> None:
+        sid = record.provider_call_id or self._sid_of(record.call_id)
+        if sid is None:
+            return
+        status = "completed" if record.answered_at is not None else "canceled"
+        try:
+            await self.rest.update_call(sid, [("Status", status)])
+        except ProviderError as e:
+            if getattr(e, "status", None) != 404:
+                raise
+
+    def speak(self, record: CallRecord, text: str) -> Deferred:
+        call = self._call(record)
+        if self.streaming:
+            if call.media is not None:
+                return call.media.player.say(text)
+            return self._when_media(call).addCallback(lambda media: media.player.say(text))
+        if call.initial is not None and not call.initial.claimed and text == call.initial.text:
+            call.initial.claimed = True
+            return call.initial.done
+        call.says += 1
+        say = _Say(call.says, text)
+        call.waiting.append(say)
+        if text == call.initial_text and call.initial is None:
+            call.initial, say.claimed = say, True
+        if call.document != "pending":
+            self._redirect(call)
+        return say.done
+
+    def _when_media(self, call: _Call) -> Deferred:
+        """The call's media stream, once it is (re)connected, within a few seconds."""
+        waiting: Deferred = Deferred()
+        call.media_waiters.append(waiting)
+
+        def timed_out(failure: Any) -> None:
+            failure.trap(CancelledError)
+            if waiting in call.media_waiters:
+                call.media_waiters.remove(waiting)
+            raise ProviderError("the call's media stream is not connected")
+
+        waiting.addTimeout(MEDIA_WAIT, self.clock)
+        waiting.addErrback(timed_out)
+        return waiting
+
+    def interrupt(self, record: CallRecord) -> None:
+        call = self._calls.get(record.call_id)
+        if call is not None and call.media is not None:
+            call.media.player.interrupt()
+
+    def start_listening(self, record: CallRecord, turn_token: str) -> Deferred:
+        call = self._call(record)
+        call.listening = True
+        call.turn = turn_token
+        if not self.streaming and call.document == "hold":
+            self._redirect(call)
+        return succeed(None)
+
+    def stop_listening(self, record: CallRecord) -> Deferred:
+        call = self._calls.get(record.call_id)
+        if call is not None:
+            call.listening = False
+        return succeed(None)
+
+    async def send_dtmf(self, record: CallRecord, digits: str) -> None:
+        call = self._call(record)
+        if call.media is not None:
+            await call.media.player.play(f"[keys {digits}]", dtmf_audio(digits))
+            return
+        await self.rest.update_call(
+            call.sid or "",
+            [("Twiml", twiml.play_digits(digits, self.url(callId=call.call_id, type="idle")))],
+        )
+        call.document = "digits"
+
+    async def call_status(self, record: CallRecord) -> CallStatus:
+        self._track(record)
+        resource = await self.rest.fetch_call(record.provider_call_id or "")
+        if resource is None:
+            return CallStatus(Liveness.UNKNOWN_CALL)
+        status = resource.get("status")
+        if status in END_REASONS:
+            return CallStatus(Liveness.ENDED, END_REASONS[status], detail=f"Twilio: {status}")
+        return CallStatus(Liveness.ALIVE, answered=status == "in-progress")
+
+    def waits_for_media(self, record: CallRecord) -> bool:
+        return self.streaming
+
+    def use_public_url(self, url: str | None, known: bool) -> None:
+        if url:
+            self.public_url = url
+        self.known_public_url = url if known else None
+        if self._webhook is not None:
+            self._webhook.use_public_url(self.known_public_url)
+
+    def web_resources(self) -> dict[str, Any]:
+        from autobahn.twisted.resource import WebSocketResource
+
+        from voicecalld.providers.twilio.webhook import TwilioWebhook
+
+        self._webhook = TwilioWebhook(self)
+        resources: dict[str, Any] = {self.settings.serve.path: self._webhook}
+        if self.settings.streaming.enabled:
+            resources[self.settings.streaming.stream_path] = WebSocketResource(self.stream_factory)
+        return resources
+
+    def forget(self, record: CallRecord) -> None:
+        call = self._calls.pop(record.call_id, None)
+        if call is None:
+            return
+        call.ended = True
+        if call.sid is not None:
+            self._by_sid.pop(call.sid, None)
+        self.tokens.revoke(record.call_id)
+        for say in [*call.playing, *call.waiting]:
+            if not say.done.called:
+                say.done.callback(Playback(say.text, "", complete=False))
+        for waiting in call.media_waiters:
+            waiting.cancel()
+        if call.media is not None:
+            call.media.close("call ended")
+
+    # -- webhooks (called by the resource) ----------------------------------------
+
+    def call_for(self, call_id: str | None, sid: str | None) -> _Call | None:
+        """The live call a webhook is about, by our id or Twilio's."""
+        call = self._calls.get(call_id) if call_id else None
+        if call is None and sid:
+            known = self._by_sid.get(sid)
+            call = self._calls.get(known) if known else None
+        if call is not None and sid and call.sid is None:
+            self._adopt_sid(call, sid)
+        return call
+
+    def answer_document(self, call: _Call) -> str:
+        """The TwiML for a call that was just answered (or a stream that ended)."""
+        if call.ended:
+            return twiml.hangup()
+        if self.streaming:
+            call.document = "stream"
+            token = self.tokens.issue(call.call_id, call.sid)
+            return twiml.stream(
+                self.stream_url(),
+                {"token": token, "callId": call.call_id},
+                self.url(callId=call.call_id, type="stream-ended"),
+            )
+        if call.initial_text is not None and call.initial is None:
+            call.says += 1
+            call.initial = _Say(call.says, call.initial_text)
+            call.waiting.insert(0, call.initial)
+        return self.document(call)
+
+    def document(self, call: _Call) -> str:
+        """The next TwiML for a call without a media stream: say, listen or hold."""
+        if call.ended:
+            return twiml.hangup()
+        if call.waiting:
+            call.playing.extend(call.waiting)
+            last = call.waiting[-1].number
+            texts = [s.text for s in call.waiting]
+            call.waiting = []
+            call.document = "say"
+            return twiml.say(
+                texts, self.voice, self.url(callId=call.call_id, type="played", utt=str(last))
+            )
+        if call.mode == CONVERSATION or call.listening or call.direction == INBOUND:
+            call.document = "listen"
+            query = {"callId": call.call_id, "type": "gather"}
+            if call.turn:
+                query["turn"] = call.turn
+            return twiml.listen(self.url(**query), self.url(callId=call.call_id, type="idle"))
+        call.document = "hold"
+        return twiml.hold(self.url(callId=call.call_id, type="idle"))
+
+    def played(self, call: _Call, number: int) -> None:
+        """Twilio finished the C{<Say>}s up to utterance C{number}."""
+        still = []
+        for say in call.playing:
+            if say.number <= number:
+                if not say.done.called:
+                    say.done.callback(Playback(say.text, say.text))
+            else:
+                still.append(say)
+        call.playing = still
+
+    def restart_stream(self, call: _Call) -> str:
+        """A media stream ended while the call goes on: start another, a few times."""
+        if call.ended or self._stopping:
+            return twiml.hangup()
+        if not self.streaming:
+            return self.document(call)
+        call.stream_restarts += 1
+        if call.stream_restarts > MAX_STREAM_RESTARTS:
+            self.log.warn(
+                "media stream of {call_id} ended {n} times; hanging up",
+                call_id=call.call_id,
+                n=call.stream_restarts,
+            )
+            self._emit_later(
+                ev.Failed(
+                    call_id=call.call_id,
+                    provider_call_id=call.sid,
+                    message="the media stream kept ending",
+                )
+            )
+            return twiml.hangup()
+        return self.answer_document(call)
+
+    # -- media streams ----------------------------------------------------------------
+
+    def _stream_started(self, socket: TwilioMediaStream, start: dict[str, Any]) -> Any:
+        parameters = start.get("customParameters") or {}
+        token = parameters.get("token") if isinstance(parameters, dict) else None
+        grant = self.tokens.claim(token, socket.call_sid)
+        if grant is None:
+            return "Unknown call"
+        call = self._calls.get(grant.call_id)
+        if call is None or call.ended:
+            return "Unknown call"
+        if call.media is not None:
+            call.media.close("replaced by a new stream")
+        media = _Media(self, call, socket)
+        call.media = media
+        waiters, call.media_waiters = call.media_waiters, []
+        for waiting in waiters:
+            waiting.callback(media)
+        self._emit_later(
+            ev.MediaConnected(
+                call_id=call.call_id, provider_call_id=call.sid, stream_id=socket.stream_sid or ""
+            )
+        )
+        return media
+
+    def media_gone(self, media: _Media, reason: str) -> None:
+        """A call's stream stopped; the call itself is not over until Twilio says so."""
+        call = media.call
+        if call.media is media:
+            call.media = None
+            self._emit_later(
+                ev.MediaDisconnected(
+                    call_id=call.call_id,
+                    provider_call_id=call.sid,
+                    stream_id=media.socket.stream_sid or "",
+                    reason=reason,
+                )
+            )
+        if reason.startswith("Backpressure") and not call.ended:
+            self._emit_later(
+                ev.Failed(
+                    call_id=call.call_id,
+                    provider_call_id=call.sid,
+                    message=f"media stream closed: {reason}",
+                )
+            )
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _track(self, record: CallRecord) -> _Call:
+        call = self._calls.get(record.call_id)
+        if call is None:
+            call = self._calls[record.call_id] = _Call(record)
+        if record.provider_call_id and call.sid is None:
+            self._adopt_sid(call, record.provider_call_id)
+        return call
+
+    def _call(self, record: CallRecord) -> _Call:
+        call = self._calls.get(record.call_id)
+        if call is None or call.ended:
+            raise ProviderError("Twilio: this call is not live here")
+        return call
+
+    def _adopt_sid(self, call: _Call, sid: str) -> None:
+        call.sid = sid
+        self._by_sid[sid] = call.call_id
+
+    def _sid_of(self, call_id: str) -> str | None:
+        call = self._calls.get(call_id)
+        return call.sid if call else None
+
+    def _redirect(self, call: _Call) -> None:
+        """Replace the TwiML running on the call with the next document, over REST."""
+        moved = list(call.waiting)
+        document = self.document(call)
+        d = Deferred.fromCoroutine(self.rest.update_call(call.sid or "", [("Twiml", document)]))
+
+        def failed(failure: Any) -> None:
+            error = (
+                failure.value
+                if failure.check(ProviderError)
+                else ProviderError(failure.getErrorMessage())
+            )
+            for say in moved:
+                if say in call.playing:
+                    call.playing.remove(say)
+                if not say.done.called:
+                    say.done.errback(error)
+            if not moved:
+                self.log.warn(
+                    "updating the TwiML of {call_id} failed: {error}",
+                    call_id=call.call_id,
+                    error=error,
+                )
+
+        d.addErrback(failed)
+
+
+class _Media:
+    """One call's media stream: audio in to STT, speech out through the pacer."""
+
+    log = Logger()
+
+    def __init__(self, provider: TwilioProvider, call: _Call, socket: TwilioMediaStream) -> None:
+        self.provider = provider
+        self.call = call
+        self.socket = socket
+        self.pacer = FramePacer(
+            provider.clock,
+            provider.ticker,
+            socket.send_frame,
+            socket.send_mark,
+            lead=provider.frame_lead,
+        )
+        self.player = SpeechPlayer(
+            provider.clock, self.pacer, socket.send_clear, provider.tts, self._problem
+        )
+        self.stt = provider.stt.open_session(_Transcripts(self)) if provider.stt else None
+        self._closed = False
+
+    def _ids(self) -> dict[str, Any]:
+        return {"call_id": self.call.call_id, "provider_call_id": self.call.sid}
+
+    def media(self, audio: bytes) -> None:
+        if self.stt is not None:
+            self.stt.feed(audio)
+
+    def dtmf(self, digit: str) -> None:
+        self.provider._emit_later(ev.Dtmf(digits=digit, **self._ids()))
+
+    def mark(self, name: str) -> None:
+        self.player.mark_echoed(name)
+
+    def stopped(self, reason: str) -> None:
+        self._teardown()
+        self.provider.media_gone(self, reason)
+
+    def close(self, reason: str) -> None:
+        """Close the stream from our side."""
+        self._teardown()
+        self.socket.close(CLOSE_NORMAL, reason)
+
+    def _teardown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.player.stop()
+        if self.stt is not None:
+            self.stt.close()
+
+    def _problem(self, message: str) -> None:
+        self.provider._emit_later(ev.Failed(message=message, retryable=True, **self._ids()))
+
+
+class _Transcripts:
+    """Turns the STT's callbacks into call events."""
+
+    def __init__(self, media: _Media) -> None:
+        self._media = media
+
+    def _emit(self, event: ev.CallEvent) -> None:
+        self._media.provider._emit_later(event)
+
+    def speech_started(self) -> None:
+        self._emit(ev.SpeechStarted(**self._media._ids()))
+
+    def partial(self, text: str) -> None:
+        self._emit(ev.Speech(text=text, final=False, **self._media._ids()))
+
+    def final(self, text: str) -> None:
+        self._emit(ev.Speech(text=text, final=True, **self._media._ids()))
+
+    def problem(self, message: str) -> None:
+        self._emit(
+            ev.Failed(
+                message=f"speech recognition: {message}", retryable=True, **self._media._ids()
+            )
+        )
+
+
+def _configured_voice(settings: VoiceCallSettings) -> str | None:
+    tts = settings.tts
+    block = tts.provider_settings(tts.provider or "openai")
+    return getattr(block, "speaker_voice", None) or getattr(block, "speaker_voice_id", None)
