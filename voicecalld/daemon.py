@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import service
@@ -32,6 +32,8 @@ from voicecalld.metrics import Metrics, MetricsResource
 from voicecalld.providers.interface import IProvider
 from voicecalld.sdnotify import sd_notify
 from voicecalld.store.interface import ICallStore
+from voicecalld.voice.chat import make_chat_responder
+from voicecalld.voice.replies import ReplyRouter
 from voicecalld.web.guard import GuardedSite
 from voicecalld.web.site import build_root
 
@@ -199,9 +201,15 @@ def build(
     control: tuple[str, IStreamServerEndpoint, str | None],
     metrics: tuple[str, IStreamServerEndpoint] | None,
     warnings: list[str],
+    environ: Mapping[str, str] | None = None,
 ) -> VoiceCallDaemon:
     """Assemble the daemon from its parts (the real ones, or fakes in tests)."""
-    manager = CallManager(settings=loaded.settings, store=store, provider=provider, clock=reactor)
+    settings = loaded.settings
+    fallback = make_chat_responder(settings, environ or {}, reactor)
+    replies = ReplyRouter(reactor, settings.response_timeout_ms / 1000.0, fallback=fallback)
+    manager = CallManager(
+        settings=settings, store=store, provider=provider, clock=reactor, replies=replies
+    )
     control_description, control_endpoint, socket_path = control
     exposer = Exposer(loaded.settings, provider, reactor)
     control_factory = ControlFactory(

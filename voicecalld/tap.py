@@ -171,6 +171,7 @@ def makeService(options: Options) -> IService:
         control=(options["control"], endpoint(options["control"], "control"), options.socket_path),
         metrics=metrics,
         warnings=warnings,
+        environ=os.environ,
     )
     reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
     return daemon

@@ -81,10 +81,10 @@ class RecordingProvider:
         self.speaking[record.call_id] = (text, done)
         return done
 
-    def finish_speaking(self, call_id: str) -> None:
-        """The current utterance on C{call_id} finished playing."""
+    def finish_speaking(self, call_id: str, **timing: float) -> None:
+        """The current utterance on C{call_id} finished playing (C{timing}: Playback times)."""
         text, done = self.speaking.pop(call_id)
-        done.callback(Playback(text, text))
+        done.callback(Playback(text, text, **timing))
 
     def interrupt(self, record: CallRecord) -> None:
         self.requests.append(("interrupt", record.call_id))

@@ -9,7 +9,7 @@ from zope.interface import implementer
 from tests.fakes.provider import RecordingProvider, provider_error
 from tests.unit.harness import Harness
 from voicecalld.calls import events as ev
-from voicecalld.calls.manager import APOLOGY, DEFAULT_GREETING
+from voicecalld.calls.manager import DEFAULT_GREETING
 from voicecalld.calls.states import CallState
 from voicecalld.errors import (
     Busy,
@@ -24,6 +24,7 @@ from voicecalld.errors import (
 )
 from voicecalld.providers.interface import CallStatus, Liveness
 from voicecalld.voice.replies import IResponder
+from voicecalld.voice.turns import APOLOGY
 
 TO = "+15551234567"
 
@@ -258,10 +259,21 @@ class TalkTests(TestCase):
         call_id = h.answered_call()
         h.provider.instant_speech = False
         d = Deferred.fromCoroutine(h.manager.continue_call(call_id, "Shall I book it?"))
-        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="yes please")))
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="ok")))
         self.assertNoResult(d)
         h.provider.finish_speaking(call_id)
+        self.assertEqual(self.successResultOf(d), "ok")
+
+    def test_an_answer_over_the_question_cuts_it_short(self):
+        h = Harness(self)
+        call_id = h.answered_call()
+        h.provider.instant_speech = False
+        d = Deferred.fromCoroutine(h.manager.continue_call(call_id, "Shall I book it for you?"))
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="yes please")))
         self.assertEqual(self.successResultOf(d), "yes please")
+        answer, question = h.stored(call_id).transcript[-2:]
+        self.assertEqual((answer.speaker, answer.text), ("user", "yes please"))
+        self.assertEqual((question.text, question.interrupted), ("Shall", True))
 
     def test_one_continue_at_a_time_and_its_timeout(self):
         h = Harness(self, {"transcriptTimeoutMs": 5000})
@@ -467,6 +479,42 @@ class ScriptedResponder:
 class ReplyTests(TestCase):
     """Conversation replies from the registered responder."""
 
+    def test_each_answered_turn_is_measured(self):
+        h = Harness(self)
+        call_id = h.answered_call()
+        h.provider.instant_speech = False
+        responder = ScriptedResponder()
+        h.manager.replies.register(responder)
+        start = h.clock.seconds()
+        h.ok(h.provider.emit(ev.SpeechStopped(call_id=call_id)))
+        h.clock.advance(0.3)
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="What's the weather?")))
+        h.clock.advance(0.8)
+        responder.asked[0][1].callback("Sunny all day.")
+        h.provider.finish_speaking(
+            call_id,
+            requested_at=start + 1.1,
+            first_audio_at=start + 1.35,
+            first_frame_at=start + 1.351,
+        )
+        stages = h.stored(call_id).metadata["lastTurnLatency"]
+        self.assertEqual(
+            stages,
+            {
+                "stt": 300.0,
+                "oursBeforeReply": 0.0,
+                "reply": 800.0,
+                "oursBeforeSpeech": 0.0,
+                "ttsFirstByte": 250.0,
+                "oursToFirstFrame": 1.0,
+                "total": 1351.0,
+                "ours": 1.0,
+            },
+        )
+        (measured,) = [n for n in h.notices if n.kind == "turn.latency"]
+        self.assertEqual((measured.turn, measured.stages), (1, stages))
+        self.assertEqual(measured.to_json()["stages"]["total"], 1351.0)
+
     def test_caller_turn_gets_a_reply_spoken(self):
         h = Harness(self)
         call_id = h.answered_call()
@@ -520,22 +568,64 @@ class ReplyTests(TestCase):
 
 
 class BargeInTests(TestCase):
-    """The caller speaking over the bot."""
+    """The caller speaking over the bot: real turns interrupt, backchannels do not."""
 
-    def test_caller_speech_interrupts_a_reply_but_not_the_greeting(self):
-        h = Harness(self)
+    def speaking(self, h, text="Here is a rather long answer to your question"):
         record = h.ok(h.manager.initiate(TO, "Welcome to the long greeting", "conversation"))
         h.ok(h.provider.emit(ev.Answered(call_id=record.call_id)))
         h.ok(h.provider.emit(ev.SpeechStarted(call_id=record.call_id)))
-        self.assertNotIn("interrupt", h.provider.kinds())
+        h.clock.advance(2)
+        self.assertNotIn("interrupt", h.provider.kinds(), "the greeting was interrupted")
         h.provider.finish_speaking(record.call_id)
-        d = Deferred.fromCoroutine(h.manager.speak(record.call_id, "Here is a long answer"))
-        h.ok(h.provider.emit(ev.SpeechStarted(call_id=record.call_id)))
+        d = Deferred.fromCoroutine(h.manager.speak(record.call_id, text))
+        return record.call_id, d
+
+    def test_speech_that_lasts_interrupts(self):
+        h = Harness(self, {"streaming": {"bargeInMinSpeechMs": 400}})
+        call_id, d = self.speaking(h)
+        h.ok(h.provider.emit(ev.SpeechStarted(call_id=call_id)))
+        h.clock.advance(0.39)
+        self.assertNotIn("interrupt", h.provider.kinds())
+        h.clock.advance(0.02)
         self.assertIn("interrupt", h.provider.kinds())
         playback = self.successResultOf(d)
         self.assertFalse(playback.complete)
-        entry = h.stored(record.call_id).transcript[-1]
+        entry = h.stored(call_id).transcript[-1]
         self.assertEqual((entry.text, entry.interrupted), ("Here", True))
+
+    def test_a_short_burst_is_a_backchannel(self):
+        h = Harness(self)
+        call_id, d = self.speaking(h)
+        responder = ScriptedResponder()
+        h.manager.replies.register(responder)
+        h.ok(h.provider.emit(ev.SpeechStarted(call_id=call_id)))
+        h.clock.advance(0.2)
+        h.ok(h.provider.emit(ev.SpeechStopped(call_id=call_id)))
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="Mm-hm.")))
+        h.clock.advance(1)
+        self.assertNotIn("interrupt", h.provider.kinds())
+        self.assertEqual(responder.asked, [])
+        self.assertEqual(h.stored(call_id).transcript[-1].text, "Mm-hm.")
+        self.assertNoResult(d)
+
+    def test_enough_words_interrupt_at_once(self):
+        h = Harness(self, {"streaming": {"bargeInMinSpeechMs": 5000, "bargeInMinWords": 2}})
+        call_id, d = self.speaking(h)
+        h.ok(h.provider.emit(ev.SpeechStarted(call_id=call_id)))
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="okay", final=False)))
+        self.assertNotIn("interrupt", h.provider.kinds())
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="wait, stop", final=False)))
+        self.assertIn("interrupt", h.provider.kinds())
+        self.assertFalse(self.successResultOf(d).complete)
+
+    def test_a_real_turn_interrupts_and_gets_a_reply(self):
+        h = Harness(self)
+        call_id, _ = self.speaking(h)
+        responder = ScriptedResponder()
+        h.manager.replies.register(responder)
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="No, I meant tomorrow")))
+        self.assertIn("interrupt", h.provider.kinds())
+        self.assertEqual(len(responder.asked), 1)
 
 
 class ProviderDoubles(TestCase):

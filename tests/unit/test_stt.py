@@ -95,6 +95,9 @@ class RecordingListener(Waitable):
     def speech_started(self) -> None:
         self._add("speech_started")
 
+    def speech_stopped(self) -> None:
+        self._add("speech_stopped")
+
     def partial(self, text: str) -> None:
         self._add("partial", text)
 
@@ -608,6 +611,7 @@ class InMemoryTests(TestCase):
                 ("partial", "two"),
                 ("partial", "one more"),
                 ("final", "One more."),
+                ("speech_stopped",),
                 ("final", "Odd but fine"),
                 ("problem", "speech-to-text error: boom"),
                 ("problem", "speech-to-text error: unknown error"),

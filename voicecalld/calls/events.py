@@ -63,6 +63,11 @@ class SpeechStarted(CallEvent):
 
 
 @frozen(kw_only=True)
+class SpeechStopped(CallEvent):
+    """The caller stopped speaking (a transcript may follow)."""
+
+
+@frozen(kw_only=True)
 class Speech(CallEvent):
     """The caller said something; C{final} transcripts complete a turn."""
 

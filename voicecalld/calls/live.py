@@ -33,6 +33,7 @@ class LiveCall:
         self.speech = DeferredLock()
         self.speaking_initial = False
         self.caller_turns = 0
+        self.speech_ended_at: float | None = None
 
     @property
     def call_id(self) -> str:

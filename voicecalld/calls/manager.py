@@ -55,10 +55,10 @@ from voicecalld.errors import (
 from voicecalld.providers.interface import CallStatus, IProvider, Liveness, Playback
 from voicecalld.store.interface import ICallStore
 from voicecalld.voice.replies import ReplyRouter
+from voicecalld.voice.turns import BargeIn, Conversation, TurnTiming
 
 MOCK_FROM_NUMBER = "+15550000000"
 DEFAULT_GREETING = "Hello! How can I help you today?"
-APOLOGY = "Sorry, I can't answer that right now. Could you say it again?"
 MAX_TEXT = 4000
 DTMF_PATTERN = r"[0-9A-Da-d#*wW]{1,64}"
 PROCESSED_KEY_LIFETIME = 24 * 3600.0
@@ -94,6 +94,14 @@ class CallManager:
         self._by_provider_id: dict[str, str] = {}
         self._processed: dict[str, float] = {}
         self._guard = OutboundGuard(settings)
+        streaming = settings.streaming
+        self.conversation = Conversation(
+            self,
+            self.replies,
+            self.hub,
+            clock,
+            BargeIn(streaming.barge_in_min_speech_ms / 1000.0, streaming.barge_in_min_words),
+        )
         self._accepting = False
         self._reaper = LoopingCall(self._reap)
         self._reaper.clock = clock
@@ -121,6 +129,14 @@ class CallManager:
         records = await self._store.live_calls()
         checks = [self._restore_one(record) for record in records]
         await DeferredList([Deferred.fromCoroutine(c) for c in checks], consumeErrors=True)
+        if self.replies.fallback is not None:
+            source = "the connected responder, else " + self.replies.fallback.describe()
+        else:
+            source = (
+                "only a connected responder (the gateway shim); set OPENAI_API_KEY or"
+                " responseBaseUrl for a fallback"
+            )
+        self.log.info("conversation replies: {source}", source=source)
         self.log.info(
             "restored {live} live call(s) of {seen} found in {path}",
             live=len(self._live),
@@ -436,8 +452,11 @@ class CallManager:
         return Outcome.APPLIED
 
     async def _on_speech_started(self, live: LiveCall, event, processed) -> Any:
-        if live.record.state is CallState.SPEAKING and self._may_interrupt(live):
-            self._provider.interrupt(live.record)
+        self.conversation.speech_started(live)
+        return Outcome.APPLIED
+
+    async def _on_speech_stopped(self, live: LiveCall, event, processed) -> Any:
+        self.conversation.speech_stopped(live)
         return Outcome.APPLIED
 
     async def _on_speech(self, live: LiveCall, event: ev.Speech, processed) -> Any:
@@ -446,6 +465,7 @@ class CallManager:
             self.hub.publish(
                 notices.PartialSpeech(at=self._clock.seconds(), call_id=live.call_id, text=text)
             )
+            self.conversation.partial(live, text)
             return Outcome.APPLIED
         if not text:
             await self._commit(live, live.record, processed=processed)
@@ -453,11 +473,12 @@ class CallManager:
         entry = TranscriptEntry(self._clock.seconds(), USER, text)
         await self._commit(live, live.record.with_entry(entry), [entry], processed)
         live.caller_turns += 1
+        takes_turn = self.conversation.final(live, text)
         waiter = live.waiter
         if waiter is not None and not waiter.deferred.called:
             waiter.deferred.callback(text)
-        elif live.record.mode == CONVERSATION and not live.speaking_initial:
-            self._reply(live, live.caller_turns)
+        elif takes_turn and live.record.mode == CONVERSATION and not live.speaking_initial:
+            self.conversation.reply(live, live.caller_turns)
         return Outcome.APPLIED
 
     async def _on_dtmf(self, live: LiveCall, event: ev.Dtmf, processed) -> Any:
@@ -554,9 +575,6 @@ class CallManager:
 
     # -- speaking ------------------------------------------------------------
 
-    def _may_interrupt(self, live: LiveCall) -> bool:
-        return live.record.mode == CONVERSATION and not live.speaking_initial
-
     def _speak_initial(self, live: LiveCall) -> None:
         """Say the call's first words once, whichever trigger comes first."""
         text = live.record.initial_message
@@ -597,9 +615,13 @@ class CallManager:
         try:
             if live.record.ended:
                 raise CallEnded(f"Call has ended ({live.record.end_reason})")
-            await self._set_state(live, CallState.SPEAKING)
+            # Speech starts while the new state is being stored: the caller
+            # should not wait for a disk write to hear us.
+            stored = Deferred.fromCoroutine(self._set_state(live, CallState.SPEAKING))
+            speaking = maybeDeferred(self._provider.speak, live.record, text)
             try:
-                playback = await maybeDeferred(self._provider.speak, live.record, text)
+                await stored
+                playback = await speaking
             except Exception as e:
                 error = _provider_error(e)
                 self.hub.publish(
@@ -635,27 +657,23 @@ class CallManager:
             return CallState.LISTENING
         return CallState.ACTIVE
 
-    def _reply(self, live: LiveCall, turn: int) -> None:
-        """Ask the responder for a reply to the caller's turn C{turn}, and say it."""
-        if not self.replies.available:
-            return
+    # -- what the conversation asks of the manager (voicecalld.voice.turns.Speaker) --
 
-        async def run() -> None:
-            try:
-                text = await self.replies.reply(live.record)
-            except Exception as e:
-                self.log.warn("no reply for {call_id}: {error}", call_id=live.call_id, error=e)
-                self.hub.publish(
-                    notices.Problem(
-                        at=self._clock.seconds(), call_id=live.call_id, what="reply", message=str(e)
-                    )
-                )
-                text = APOLOGY
-            if live.record.ended or live.caller_turns != turn or not text:
-                return
-            await self._say(live, text)
+    def interrupt(self, live: LiveCall) -> None:
+        """Cut the bot off on this call, now."""
+        self._provider.interrupt(live.record)
 
-        self._background(run())
+    def say(self, live: LiveCall, text: str) -> Deferred:
+        """Say C{text} on the call, after whatever is being said."""
+        return Deferred.fromCoroutine(self._say(live, text))
+
+    def remember_turn(self, live: LiveCall, timing: TurnTiming) -> Deferred:
+        """Store the latest turn's latency stages on the call record."""
+        record = live.record.with_metadata(
+            lastTurnLatency=timing.stages(),
+            turnCount=int(live.record.metadata.get("turnCount", 0)) + 1,
+        )
+        return Deferred.fromCoroutine(self._commit(live, record))
 
     # -- ending ------------------------------------------------------------
 
@@ -934,6 +952,7 @@ _HANDLERS = {
     ev.MediaConnected: CallManager._on_media_connected,
     ev.MediaDisconnected: CallManager._on_media_disconnected,
     ev.SpeechStarted: CallManager._on_speech_started,
+    ev.SpeechStopped: CallManager._on_speech_stopped,
     ev.Speech: CallManager._on_speech,
     ev.Dtmf: CallManager._on_dtmf,
     ev.Ended: CallManager._on_ended,

@@ -198,6 +198,9 @@ class StreamingSettings:
         MapOf(Blob(), {"openai": Nested(OpenAIStreamingSettings)}, None, _not_built_stt), {}
     )
     stt_url: str = setting(Url(("ws", "wss")), OPENAI_REALTIME_URL)
+    barge_in_min_speech_ms: int = setting(Int(minimum=0), 400)
+    barge_in_min_words: int = setting(Int(minimum=1), 2)
+    frame_lead_ms: int = setting(Int(minimum=0, maximum=1000), 60)
 
 
 @frozen

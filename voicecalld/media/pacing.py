@@ -35,6 +35,13 @@ class Mark:
     name: str
 
 
+@frozen
+class Notify:
+    """Call C{fn(now)} when the audio queued before this point has been sent."""
+
+    fn: Callable[[float], object]
+
+
 class PacingClock:
     """Ticks every 20 ms (absolute) while any pacer has something to send."""
 
@@ -96,7 +103,7 @@ class FramePacer:
         self._send_frame = send_frame
         self._send_mark = send_mark
         self.lead = lead
-        self._queue: deque[bytes | Mark] = deque()
+        self._queue: deque[bytes | Mark | Notify] = deque()
         self._partial = bytearray()
         self._due: float | None = None
         self._keepalive = False
@@ -132,6 +139,11 @@ class FramePacer:
         self._queue.append(Mark(name))
         self._start()
 
+    def notify(self, fn: Callable[[float], object]) -> None:
+        """Call C{fn(now)} once what is queued so far has gone out."""
+        self._queue.append(Notify(fn))
+        self._start()
+
     def end(self, name: str) -> None:
         """End an utterance: pad its last partial frame with silence, then mark it."""
         if self._partial:
@@ -143,7 +155,7 @@ class FramePacer:
 
     def clear(self) -> int:
         """Drop everything queued (barge-in); returns how many frames were dropped."""
-        dropped = sum(1 for item in self._queue if not isinstance(item, Mark))
+        dropped = sum(1 for item in self._queue if item.__class__ is bytes)
         dropped += 1 if self._partial else 0
         self._queue.clear()
         self._partial.clear()
@@ -153,7 +165,7 @@ class FramePacer:
 
     def backlog(self) -> float:
         """Seconds of audio queued and not yet sent."""
-        frames = sum(1 for item in self._queue if not isinstance(item, Mark))
+        frames = sum(1 for item in self._queue if item.__class__ is bytes)
         return frames * FRAME_SECONDS
 
     def stop(self) -> None:
@@ -180,8 +192,8 @@ class FramePacer:
         while self._due <= horizon:
             if queue:
                 item = queue.popleft()
-                if item.__class__ is Mark:
-                    self._send_mark(item.name)
+                if item.__class__ is not bytes:
+                    self._control(item, now)
                     continue
                 self.queued_frames -= 1
             elif self._keepalive and self._due <= now:
@@ -193,6 +205,12 @@ class FramePacer:
             self._send_frame(item)
             self.frames_sent += 1
             self._due += FRAME_SECONDS
-        while queue and queue[0].__class__ is Mark:
-            self._send_mark(queue.popleft().name)
+        while queue and queue[0].__class__ is not bytes:
+            self._control(queue.popleft(), now)
         return bool(queue) or self._keepalive
+
+    def _control(self, item: Mark | Notify, now: float) -> None:
+        if item.__class__ is Mark:
+            self._send_mark(item.name)
+        else:
+            item.fn(now)

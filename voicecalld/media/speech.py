@@ -41,6 +41,7 @@ class _Utterance:
         self.synthesized = False
         self.failed = False
         self.first_audio_at: float | None = None
+        self.first_frame_at: float | None = None
         self.synthesis: Any = None
         self.request: Deferred | None = None
         self.done: Deferred[Playback] = Deferred()
@@ -117,6 +118,7 @@ class SpeechPlayer:
             return
         if utterance.first_audio_at is None:
             utterance.first_audio_at = self._clock.seconds()
+            self._pacer.notify(lambda now: setattr(utterance, "first_frame_at", now))
         before = utterance.sent_bytes
         utterance.sent_bytes += len(ulaw)
         self._pacer.audio(ulaw)
@@ -209,7 +211,16 @@ class SpeechPlayer:
             utterance.fallback.cancel()
         utterance.fallback = None
         heard = utterance.text if complete else self._heard_words(utterance)
-        utterance.done.callback(Playback(utterance.text, heard, complete=complete))
+        utterance.done.callback(
+            Playback(
+                utterance.text,
+                heard,
+                complete=complete,
+                requested_at=utterance.started,
+                first_audio_at=utterance.first_audio_at,
+                first_frame_at=utterance.first_frame_at,
+            )
+        )
 
     def _heard_words(self, utterance: _Utterance) -> str:
         if utterance.heard_bytes <= 0:

@@ -20,11 +20,18 @@ from voicecalld.calls.states import CallState
 
 @frozen
 class Playback:
-    """How a spoken utterance went: what the caller heard of it."""
+    """
+    How a spoken utterance went: what the caller heard of it, and (for
+    streamed speech) when its first audio arrived from the TTS vendor and
+    when its first frame went to the caller.
+    """
 
     text: str
     played: str
     complete: bool = True
+    requested_at: float | None = None
+    first_audio_at: float | None = None
+    first_frame_at: float | None = None
 
 
 class Liveness(enum.Enum):

@@ -32,6 +32,7 @@ def _twilio(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
         known_public_url=settings.public_url,
         tts=make_tts(settings.tts, reactor) if streaming else None,
         stt=make_stt(settings.streaming, reactor) if streaming else None,
+        frame_lead=settings.streaming.frame_lead_ms / 1000.0,
     )
 
 

@@ -35,6 +35,9 @@ class ITranscriptListener(Interface):
     def speech_started():
         """The caller started speaking (the barge-in signal)."""
 
+    def speech_stopped():
+        """The caller stopped speaking (the end of a turn, before its transcript)."""
+
     def partial(text):
         """The current turn's words so far (C{text} replaces any earlier partial)."""
 

@@ -68,6 +68,7 @@ USER_AGENT = "voicecalld"
 # rest are shared.
 _CONFIGURED = frozenset({"session.updated", "transcription_session.updated"})
 _SPEECH_STARTED = "input_audio_buffer.speech_started"
+_SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
 _COMMITTED = "input_audio_buffer.committed"
 _DELTA = "conversation.item.input_audio_transcription.delta"
 _COMPLETED = "conversation.item.input_audio_transcription.completed"
@@ -410,6 +411,8 @@ class OpenAIRealtimeSession:
                 self._configured()
         elif kind == _SPEECH_STARTED:
             self._tell("speech_started")
+        elif kind == _SPEECH_STOPPED:
+            self._tell("speech_stopped")
         elif kind == _DELTA:
             item, delta = event.get("item_id"), event.get("delta")
             if isinstance(item, str) and isinstance(delta, str) and delta:

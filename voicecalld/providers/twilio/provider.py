@@ -593,6 +593,9 @@ class _Transcripts:
     def speech_started(self) -> None:
         self._emit(ev.SpeechStarted(**self._media._ids()))
 
+    def speech_stopped(self) -> None:
+        self._emit(ev.SpeechStopped(**self._media._ids()))
+
     def partial(self, text: str) -> None:
         self._emit(ev.Speech(text=text, final=False, **self._media._ids()))
 
