@@ -248,4 +248,5 @@ def build(
         reactor=reactor,
         warnings=warnings,
         metrics=collector,
+        exposer=exposer,
     )

@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from tests.fakes.tts import ToneTTS
 from tests.fakes.twilio import FakeTwilio
+from tests.waiting import wait_for
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
 from voicecalld.calls.states import CallState
@@ -62,24 +63,6 @@ class ScriptedSTT:
         session = _Session(listener)
         self.sessions.append(session)
         return session
-
-
-def wait_for(check, timeout: float = 10.0) -> Deferred:
-    """Fire with check()'s value once it is truthy (checked each reactor turn), bounded."""
-    d: Deferred = Deferred()
-    deadline = reactor.seconds() + timeout
-
-    def poll() -> None:
-        value = check()
-        if value:
-            d.callback(value)
-        elif reactor.seconds() > deadline:
-            d.errback(AssertionError(f"condition not met within {timeout} s"))
-        else:
-            reactor.callLater(0.01, poll)
-
-    poll()
-    return d
 
 
 class Rig:
