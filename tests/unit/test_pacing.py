@@ -137,3 +137,17 @@ class PacingTests(TestCase):
         run(clock, 0.5)
         self.assertTrue(all(len(r.frames) == 10 for r in recorders))
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class StoppedPacerTests(TestCase):
+    """After its stream is gone, a pacer sends nothing more, whatever still arrives."""
+
+    def test_audio_after_stop_is_dropped(self):
+        clock, p, rec, _ = pacer()
+        p.stop()
+        p.audio(b"\x01" * 1600)
+        p.mark("late")
+        p.keepalive = True
+        run(clock, 0.5)
+        self.assertEqual((rec.frames, rec.marks), ([], []))
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -109,6 +109,7 @@ class FramePacer:
         self._keepalive = False
         self.frames_sent = 0
         self.queued_frames = 0
+        self._stopped = False
 
     @property
     def keepalive(self) -> bool:
@@ -169,12 +170,16 @@ class FramePacer:
         return frames * FRAME_SECONDS
 
     def stop(self) -> None:
-        """Drop everything and stop ticking (the stream went away)."""
+        """Drop everything and stop ticking for good (the stream went away)."""
         self.clear()
+        self._stopped = True
         self._ticker.deactivate(self)
         self._due = None
 
     def _start(self) -> None:
+        if self._stopped:
+            self.clear()
+            return
         now = self._clock.seconds()
         if self._due is None or self._due < now - MAX_DEBT:
             self._due = now

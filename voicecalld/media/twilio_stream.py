@@ -62,10 +62,14 @@ class StreamHandler(Protocol):
 StartHandler = Callable[["TwilioMediaStream", dict[str, Any]], "StreamHandler | str"]
 
 
+# Not "log" on the autobahn classes: autobahn uses that attribute for its own
+# (txaio) logger, which drops its per-frame debug events cheaply.
+_log = Logger()
+
+
 class TwilioStreamFactory(WebSocketServerFactory):
     """Accepts Twilio media-stream sockets within the limits."""
 
-    log = Logger()
     noisy = False
 
     def __init__(self, clock: IReactorTime, limits: StreamLimits, on_start: StartHandler) -> None:
@@ -80,6 +84,9 @@ class TwilioStreamFactory(WebSocketServerFactory):
             maxMessagePayloadSize=limits.max_message_bytes,
             maxFramePayloadSize=limits.max_message_bytes,
             autoPingInterval=0,
+            # Over-size or invalid frames get a close frame with the reason
+            # (1009, 1007, 1002) rather than a silent TCP abort.
+            failByDrop=False,
         )
 
     def pending_total(self) -> int:
@@ -90,8 +97,6 @@ class TwilioStreamFactory(WebSocketServerFactory):
 @implementer(IPushProducer)
 class TwilioMediaStream(WebSocketServerProtocol):
     """One Twilio media-stream socket."""
-
-    log = Logger()
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,13 +110,14 @@ class TwilioMediaStream(WebSocketServerProtocol):
         self._paused = False
         self._backlog = 0
         self._closing = False
+        self._close_reason: str | None = None
 
     def onConnect(self, request: Any) -> None:
         factory: TwilioStreamFactory = self.factory
         limits = factory.limits
         self._peer_host = getattr(self.transport.getPeer(), "host", "?")
         if len(factory.open) >= limits.max_connections:
-            factory.log.warn(
+            _log.warn(
                 "media socket from {peer} refused: {count} streams are open"
                 " (streaming.maxConnections)",
                 peer=self._peer_host,
@@ -122,7 +128,7 @@ class TwilioMediaStream(WebSocketServerProtocol):
         if factory.pending_total() >= limits.max_pending or (
             factory.pending.get(self._peer_host, 0) >= limits.max_pending_per_peer
         ):
-            factory.log.warn(
+            _log.warn(
                 "media socket from {peer} refused: too many sockets waiting for start",
                 peer=self._peer_host,
                 log_code="media.pending",
@@ -146,7 +152,7 @@ class TwilioMediaStream(WebSocketServerProtocol):
 
     def _start_timed_out(self) -> None:
         self._start_timer = None
-        self.log.info(
+        _log.info(
             "media socket from {peer} sent no valid start in time",
             peer=self._peer_host,
             log_code="media.start_timeout",
@@ -154,20 +160,24 @@ class TwilioMediaStream(WebSocketServerProtocol):
         self.close(CLOSE_POLICY, "Start timeout")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._closing:
+            # Whatever follows a refusal or a close is not acted on.
+            return
         if isBinary:
             self.close(CLOSE_UNSUPPORTED, "expected JSON text frames")
             return
         try:
             message = json.loads(payload)
             event = message["event"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             self.close(CLOSE_BAD_DATA, "malformed message")
             return
         handler = self.handler
         if handler is not None:
             try:
                 if event == "media":
-                    handler.media(binascii.a2b_base64(message["media"]["payload"]))
+                    encoded = message["media"]["payload"]
+                    handler.media(binascii.a2b_base64(encoded, strict_mode=True))
                 elif event == "mark":
                     handler.mark(str(message["mark"]["name"]))
                 elif event == "dtmf":
@@ -182,15 +192,25 @@ class TwilioMediaStream(WebSocketServerProtocol):
 
     def _started(self, message: dict[str, Any]) -> None:
         start = message.get("start")
-        stream_sid = message.get("streamSid") or (start or {}).get("streamSid")
-        if not isinstance(start, dict) or not isinstance(stream_sid, str):
+        if not isinstance(start, dict):
+            self.close(CLOSE_BAD_DATA, "malformed start message")
+            return
+        stream_sid = message.get("streamSid") or start.get("streamSid")
+        call_sid = start.get("callSid")
+        parameters = start.get("customParameters", {})
+        if (
+            not isinstance(stream_sid, str)
+            or not isinstance(call_sid, str | None)
+            or not isinstance(parameters, dict)
+            or not all(isinstance(v, str) for v in parameters.values())
+        ):
             self.close(CLOSE_BAD_DATA, "malformed start message")
             return
         self.stream_sid = stream_sid
-        self.call_sid = start.get("callSid")
+        self.call_sid = call_sid
         result = self.factory.on_start(self, start)
         if isinstance(result, str):
-            self.log.warn(
+            _log.warn(
                 "media stream {sid} for {call_sid} refused: {why}",
                 sid=stream_sid,
                 call_sid=self.call_sid,
@@ -242,7 +262,7 @@ class TwilioMediaStream(WebSocketServerProtocol):
         if self._paused:
             self._backlog += len(data)
             if self._backlog > self.factory.limits.max_send_backlog:
-                self.log.warn(
+                _log.warn(
                     "media stream {sid}: Twilio is not reading; {size} bytes waiting, closing",
                     sid=self.stream_sid,
                     size=self._backlog,
@@ -267,6 +287,7 @@ class TwilioMediaStream(WebSocketServerProtocol):
         if self._closing:
             return
         self._closing = True
+        self._close_reason = reason
         if self.state == self.STATE_OPEN:
             # sendClose only takes application codes; protocol codes such as
             # 1008 (policy) go through the frame-level call.
@@ -280,4 +301,5 @@ class TwilioMediaStream(WebSocketServerProtocol):
         self._leave_pending()
         handler, self.handler = self.handler, None
         if handler is not None:
-            handler.stopped(reason or ("closed" if wasClean else "dropped"))
+            # Our own reason when we closed (autobahn reports the peer's reply).
+            handler.stopped(self._close_reason or reason or ("closed" if wasClean else "dropped"))

@@ -77,7 +77,10 @@ class TwilioWebhook(resource.Resource):
         """Check signatures against this public URL (or rebuild it, when None)."""
         self._rules = UrlRules.from_settings(self.provider.settings, public_url=known_public_url)
 
-    def render_GET(self, request):
+    def render(self, request):
+        """POST only; any other method gets 405 (Twisted's default is 501 for some)."""
+        if request.method == b"POST":
+            return self.render_POST(request)
         request.setResponseCode(405)
         request.setHeader(b"allow", b"POST")
         return b"Method Not Allowed\n"
