@@ -322,6 +322,7 @@ export class DaemonClient {
     message?: string;
     mode?: string;
     sessionKey?: string;
+    dtmfSequence?: string;
   }): Promise<{ callId: string; call: CallRecord }> {
     const box = await this.call("Initiate", optional(args), this.timeouts.initiate);
     return { callId: text(box, "callId"), call: decodeJson(box, "call") as CallRecord };

@@ -69,16 +69,12 @@ export function createCommands(client: DaemonClient, config: ShimConfig) {
     async initiate(params: InitiateParams, missingTo = "to required") {
       enabled();
       const to = need(params.to ?? config.toNumber, missingTo);
-      if (params.dtmfSequence) {
-        throw new CommandInputError(
-          "dtmfSequence is not supported by voicecalld; send the digits with send_dtmf once the call is answered",
-        );
-      }
       const result = await client.initiate({
         to,
         message: params.message,
         mode: params.mode,
         sessionKey: params.sessionKey,
+        dtmfSequence: params.dtmfSequence,
       });
       return { callId: result.callId, initiated: true as const };
     },

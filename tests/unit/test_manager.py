@@ -68,6 +68,17 @@ class InitiateTests(TestCase):
         self.assertEqual(h.provider.requests, [])
         self.assertEqual(h.ok(h.store.recent(10)), [])
 
+    def test_dtmf_sequence_is_for_conversations(self):
+        h = Harness(self)
+        error = h.error(
+            h.manager.initiate(TO, "hi", "notify", dtmf_sequence="1234"), InvalidArgument
+        )
+        self.assertEqual(str(error), 'dtmfSequence is valid only with mode "conversation"')
+        h.error(h.manager.initiate(TO, "hi", "conversation", dtmf_sequence="12x"), InvalidArgument)
+        record = h.ok(h.manager.initiate(TO, "hi", "conversation", dtmf_sequence="ww1234#"))
+        self.assertEqual(record.metadata["dtmfSequence"], "ww1234#")
+        self.assertEqual(h.stored(record.call_id).metadata["dtmfSequence"], "ww1234#")
+
     def test_concurrency_cap_refuses_without_dialling(self):
         h = Harness(self, {"maxConcurrentCalls": 1})
         h.ok(h.manager.initiate(TO, "one", "notify"))

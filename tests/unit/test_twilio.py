@@ -203,6 +203,14 @@ class WithoutStreaming(TestCase):
         self.assertEqual((yield rig.record(record.call_id)).state, CallState.HANGUP_BOT)
 
     @inlineCallbacks
+    def test_pre_connect_digits_go_as_send_digits(self):
+        rig = yield Rig(self, {}, False).start()
+        yield Deferred.fromCoroutine(
+            rig.manager.initiate(TO, "Hi", "conversation", dtmf_sequence="ww123#")
+        )
+        self.assertEqual(rig.fake.requests[0].get("SendDigits"), "ww123#")
+
+    @inlineCallbacks
     def test_provider_error_ends_the_call_with_twilios_code(self):
         rig = yield Rig(self, {}, False).start()
         rig.fake.fail_next("create", 400, 21211, "Invalid 'To' Phone Number")

@@ -238,9 +238,17 @@ class CallManager:
     # -- client operations ---------------------------------------------------
 
     async def initiate(
-        self, to: str | None, message: str | None, mode: str | None, session_key: str | None = None
+        self,
+        to: str | None,
+        message: str | None,
+        mode: str | None,
+        session_key: str | None = None,
+        dtmf_sequence: str | None = None,
     ) -> CallRecord:
-        """Place an outbound call; returns its record once the provider accepted it."""
+        """
+        Place an outbound call; returns its record once the provider accepted it.
+        C{dtmf_sequence} (conversation calls only) is keyed as soon as the call connects.
+        """
         self._check_accepting()
         to = _clean(to) or self.settings.to_number
         if to is None:
@@ -252,6 +260,12 @@ class CallManager:
         if message is None and mode == NOTIFY:
             raise InvalidArgument("message required")
         _check_text(message)
+        dtmf_sequence = _clean(dtmf_sequence)
+        if dtmf_sequence is not None:
+            if mode != CONVERSATION:
+                raise InvalidArgument('dtmfSequence is valid only with mode "conversation"')
+            if re.fullmatch(DTMF_PATTERN, dtmf_sequence) is None or len(dtmf_sequence) > 32:
+                raise InvalidArgument("dtmfSequence must be 1-32 of 0-9, A-D, #, * and w")
         now = self._clock.seconds()
         decision = self._guard.check(to, now)
         if decision.allowed and len(self._live) >= self.settings.max_concurrent_calls:
@@ -283,6 +297,7 @@ class CallManager:
             started_at=now,
             initial_message=message,
             session_key=_clean(session_key),
+            metadata={"dtmfSequence": dtmf_sequence} if dtmf_sequence else {},
         )
         live = self._adopt(record)
         self._guard.placed(now)

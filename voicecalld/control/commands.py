@@ -76,6 +76,7 @@ class Initiate(amp.Command):
         (b"message", _text(True)),
         (b"mode", _text(True)),
         (b"sessionKey", _text(True)),
+        (b"dtmfSequence", _text(True)),
     ]
     response = [(b"callId", _text()), (b"call", JSON())]
     errors = ERRORS

@@ -223,9 +223,11 @@ class ControlProtocol(amp.AMP):
         return {"version": __version__, "provider": self.factory.provider.name}
 
     @c.Initiate.responder
-    def initiate(self, to=None, message=None, mode=None, sessionKey=None) -> Deferred:
+    def initiate(
+        self, to=None, message=None, mode=None, sessionKey=None, dtmfSequence=None
+    ) -> Deferred:
         async def run():
-            record = await self.manager.initiate(to, message, mode, sessionKey)
+            record = await self.manager.initiate(to, message, mode, sessionKey, dtmfSequence)
             return {"callId": record.call_id, "call": record.to_json()}
 
         return Deferred.fromCoroutine(run())

@@ -95,6 +95,8 @@ class MockProvider:
 
     def place_call(self, record: CallRecord) -> Deferred:
         provider_call_id = f"mock-{record.call_id}"
+        if record.metadata.get("dtmfSequence"):
+            self.dtmf_sent.append((record.call_id, record.metadata["dtmfSequence"]))
         ids = {"call_id": record.call_id, "provider_call_id": provider_call_id}
         self._later(record, RING_DELAY, ev.Ringing(**ids))
         if record.to_number.endswith(BUSY_SUFFIX):

@@ -201,6 +201,11 @@ class TwilioProvider:
                 ("StatusCallbackEvent", e)
                 for e in ("initiated", "ringing", "answered", "completed")
             ],
+            *(
+                [("SendDigits", record.metadata["dtmfSequence"])]
+                if record.metadata.get("dtmfSequence")
+                else []
+            ),
             ("Timeout", str(ring)),
             # A backstop if voicecalld is gone when the call should end.
             ("TimeLimit", str(self.settings.max_duration_seconds + 60)),
