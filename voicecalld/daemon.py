@@ -120,7 +120,10 @@ class VoiceCallDaemon(service.MultiService):
                     f"cannot listen for {listener.what} on {listener.description}: {_reason(e)}"
                 ) from e
             self.log.info(
-                "listening for {what} on {where}", what=listener.what, where=listener.description
+                "listening for {what} on {where} ({address})",
+                what=listener.what,
+                where=listener.description,
+                address=_address(listener.port),
             )
         self.manager.start()
         if self.metrics is not None:
@@ -169,6 +172,13 @@ class VoiceCallDaemon(service.MultiService):
 async def _maybe(result: Any) -> None:
     if isinstance(result, Deferred):
         await result
+
+
+def _address(port: IListeningPort) -> str:
+    host = port.getHost()
+    if hasattr(host, "port"):
+        return f"{host.host}:{host.port}"
+    return str(getattr(host, "name", host))
 
 
 def _reason(e: BaseException) -> str:

@@ -104,6 +104,7 @@ ALL_ERRORS: tuple[type[VoiceCallError], ...] = (
     Timeout,
     StoreError,
     ShuttingDown,
+    ExposeFailed,
     Disabled,
     VoiceCallError,
 )

@@ -149,6 +149,13 @@ def makeService(options: Options) -> IService:
     except Problem as problem:
         _die(f"bad config: {ConfigError(loaded.source, [problem])}")
     warnings = [str(note) for note in loaded.notes] + unbuilt_notes(loaded)
+    if loaded.settings.skip_signature_verification:
+        warnings.insert(
+            0,
+            "SECURITY WARNING: skipSignatureVerification is on: webhook"
+            " signatures are NOT checked, so anyone who can reach the webhook can"
+            " drive calls; use it only for local development",
+        )
 
     def endpoint(description: str, option: str) -> Any:
         try:
