@@ -4,7 +4,6 @@
  * line).  A failure is one line on stderr and a non-zero exit: 1 when the
  * daemon refused, 2 for bad input, 3 when the daemon cannot be reached.
  */
-import { AmpError } from "./amp.ts";
 import { type CallRecord, DaemonClient, Unreachable } from "./client.ts";
 import { type Commands, CommandInputError, errorText } from "./commands.ts";
 
@@ -227,18 +226,19 @@ export function registerVoiceCallCli(program: CommandLike, deps: CliDeps): void 
 
   root
     .command("expose")
-    .description("Publish the webhook port through Tailscale (not available with voicecalld yet)")
+    .description("Publish the webhook and media-stream paths through Tailscale (funnel, serve) or stop (off)")
     .option("--mode <mode>", "off, serve or funnel", "funnel")
-    .option("--path <path>", "Public path")
-    .option("--port <port>", "Local port")
-    .option("--serve-path <path>", "Local webhook path")
+    .option("--path <path>", "Public path (voicecalld uses tailscale.path from its config)")
+    .option("--port <port>", "Local port (voicecalld uses serve.port from its config)")
+    .option("--serve-path <path>", "Local webhook path (voicecalld uses serve.path)")
     .action(
-      run(async () => {
-        throw new AmpError(
-          "NOT_ALLOWED",
-          "expose is not available: voicecalld does not publish its webhook port yet; set publicUrl " +
-            "or run `tailscale funnel` yourself for serve.port",
-        );
+      run(async (o) => {
+        const mode: string = ["off", "serve", "funnel"].includes(o.mode ?? "") ? (o.mode as string) : "funnel";
+        const result = await client.expose(mode);
+        if (mode === "off") {
+          return { ok: true, mode: "off", publicUrl: result.publicUrl };
+        }
+        return { ok: true, mode, publicUrl: result.publicUrl, streamUrl: result.streamUrl };
       }),
     );
 }

@@ -341,6 +341,15 @@ export class DaemonClient {
     };
   }
 
+  async expose(mode: string): Promise<{ how: string; publicUrl?: string; streamUrl?: string }> {
+    const box = await this.call("Expose", { mode }, this.timeouts.initiate * 3);
+    return {
+      how: text(box, "how"),
+      publicUrl: box.has("publicUrl") ? text(box, "publicUrl") : undefined,
+      streamUrl: box.has("streamUrl") ? text(box, "streamUrl") : undefined,
+    };
+  }
+
   async sendDtmf(callId: string, digits: string): Promise<void> {
     await this.call("SendDtmf", { callId, digits }, this.timeouts.quick);
   }

@@ -313,7 +313,7 @@ describe("against the real daemon", () => {
     assert.ok(latency.turnLatency.count >= 1);
     const expose = await plugin.cli("expose");
     assert.equal(expose.code, 1);
-    assert.match(expose.err, /^voicecall: NOT_ALLOWED: expose is not available/);
+    assert.match(expose.err, /^voicecall: EXPOSE_FAILED: tailscale is not installed/);
     const speak = await plugin.cli("speak", { callId, message: "hello" });
     assert.equal(speak.code, 1);
     assert.match(speak.err, /^voicecall: (UNKNOWN_CALL|CALL_ENDED): /);
