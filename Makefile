@@ -33,7 +33,7 @@ format: $(STAMP)
 	$(BIN)/ruff format voicecalld tests twisted bench
 
 bench: $(STAMP)
-	@echo "bench: no benchmarks yet"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

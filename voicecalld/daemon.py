@@ -26,6 +26,7 @@ from twisted.web.server import Site
 from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
 from voicecalld.config.loader import LoadedConfig
+from voicecalld.config.model import VoiceCallSettings
 from voicecalld.control.server import ControlFactory, PeerPolicy
 from voicecalld.expose.exposer import Exposer
 from voicecalld.metrics import Metrics, MetricsResource
@@ -35,6 +36,7 @@ from voicecalld.store.interface import ICallStore
 from voicecalld.voice.chat import make_chat_responder
 from voicecalld.voice.replies import ReplyRouter
 from voicecalld.web.guard import GuardedSite
+from voicecalld.web.limits import WebLimits
 from voicecalld.web.site import build_root
 
 EXIT_STARTUP_FAILED = 1
@@ -194,9 +196,11 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def make_site(provider: IProvider, reactor: Any) -> Site:
+def make_site(provider: IProvider, reactor: Any, settings: VoiceCallSettings) -> Site:
     """The webhook site with the provider's resources, behind the input limits."""
-    site = GuardedSite(build_root(provider.web_resources()), reactor=reactor)
+    # Room for every media socket the config allows, plus the webhooks.
+    limits = WebLimits(max_connections=settings.streaming.max_connections + 256)
+    site = GuardedSite(build_root(provider.web_resources()), reactor=reactor, limits=limits)
     site.noisy = False
     return site
 
@@ -227,7 +231,7 @@ def build(
     )
     control_factory.noisy = False
     listeners = [
-        Listener("webhooks", webhook[0], webhook[1], make_site(provider, reactor)),
+        Listener("webhooks", webhook[0], webhook[1], make_site(provider, reactor, settings)),
         Listener("control clients", control_description, control_endpoint, control_factory),
     ]
     collector = None

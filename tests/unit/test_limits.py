@@ -329,8 +329,8 @@ class RateTests(GuardTestCase):
         self.assertEqual((await self.exchange(OK_REQUEST)).status, 200)
         self.assertEqual(len(self.resource.calls), 4)
 
-    async def test_default_rate_allows_a_burst_of_40(self) -> None:
-        self.start()
+    async def test_a_burst_of_40_is_allowed(self) -> None:
+        self.start(WebLimits(rate=20, burst=40))
         client = await self.connect()
         one = b"POST /voice/webhook HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx"
         client.transport.write(one * 41)
@@ -342,10 +342,16 @@ class RateTests(GuardTestCase):
 
 
 class InFlightTests(GuardTestCase):
-    """At most 8 requests per peer being read or answered."""
+    """At most N requests per peer being read or answered (8 here)."""
+
+    def test_defaults_fit_a_carriers_burst(self) -> None:
+        limits = WebLimits()
+        self.assertEqual(
+            (limits.rate, limits.burst, limits.max_in_flight_per_peer), (100.0, 300, 32)
+        )
 
     async def test_ninth_concurrent_request_is_refused(self) -> None:
-        self.start(hold=True)
+        self.start(WebLimits(max_in_flight_per_peer=8), hold=True)
         clients = []
         for _ in range(8):
             client = await self.connect()

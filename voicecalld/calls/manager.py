@@ -485,15 +485,25 @@ class CallManager:
         if not text:
             await self._commit(live, live.record, processed=processed)
             return Outcome.APPLIED
-        entry = TranscriptEntry(self._clock.seconds(), USER, text)
-        await self._commit(live, live.record.with_entry(entry), [entry], processed)
+        heard_at = self._clock.seconds()
+        entry = TranscriptEntry(heard_at, USER, text)
+        # The entry is in the record at once and on disk when `stored` fires:
+        # barge-in and the reply request need not wait for the disk, but a
+        # waiting `continue` is only answered once the words are durable.
+        stored = Deferred.fromCoroutine(
+            self._commit(live, live.record.with_entry(entry), [entry], processed)
+        )
         live.caller_turns += 1
         takes_turn = self.conversation.final(live, text)
         waiter = live.waiter
         if waiter is not None and not waiter.deferred.called:
-            waiter.deferred.callback(text)
-        elif takes_turn and live.record.mode == CONVERSATION and not live.speaking_initial:
-            self.conversation.reply(live, live.caller_turns)
+            await stored
+            if not waiter.deferred.called:
+                waiter.deferred.callback(text)
+        else:
+            if takes_turn and live.record.mode == CONVERSATION and not live.speaking_initial:
+                self.conversation.reply(live, live.caller_turns, heard_at)
+            await stored
         return Outcome.APPLIED
 
     async def _on_dtmf(self, live: LiveCall, event: ev.Dtmf, processed) -> Any:

@@ -214,11 +214,14 @@ class Conversation:
             self._barge_in(live, "caller turn")
         return True
 
-    def reply(self, live: LiveCall, turn: int) -> None:
-        """Ask for a reply to the caller's turn C{turn} and say it, timing each stage."""
+    def reply(self, live: LiveCall, turn: int, heard_at: float) -> None:
+        """
+        Ask for a reply to the caller's turn C{turn} (whose final transcript
+        arrived at C{heard_at}) and say it, timing each stage.
+        """
         if not self._replies.available:
             return
-        timing = TurnTiming(turn, self._clock.seconds(), live.speech_ended_at)
+        timing = TurnTiming(turn, heard_at, live.speech_ended_at)
         Deferred.fromCoroutine(self._answer(live, timing)).addErrback(
             lambda f: self.log.failure(
                 "answering a turn on {call_id} failed", f, call_id=live.call_id

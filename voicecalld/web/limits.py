@@ -52,9 +52,11 @@ class WebLimits:
     max_body_bytes: int = 64 * 1024
     header_timeout: float = 5.0
     body_timeout: float = 5.0
-    rate: float = 20.0
-    burst: int = 40
-    max_in_flight_per_peer: int = 8
+    # Carriers send a call's webhooks and media sockets from a few addresses,
+    # so a burst of calls must fit under one peer's limits.
+    rate: float = 100.0
+    burst: int = 300
+    max_in_flight_per_peer: int = 32
     max_connections: int = 256
     linger: float = 2.0
     max_tracked_peers: int = 10_000

@@ -1,0 +1,124 @@
+"""
+Runs every benchmark (C{python -m bench.run}, C{make bench}): prints one table and writes
+C{bench/results.json}.  It reports and does not gate: a missed target still exits 0 (only a
+benchmark that could not run at all makes it exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import frames, turns
+from bench._common import machine
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+HEADER = ("benchmark", "metric", "value", "target", "pass/fail")
+TMPFS = "/dev/shm"
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """The rows under L{HEADER}, in aligned columns."""
+    lines = [HEADER, *rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(HEADER))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)))
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in out)
+
+
+def run_turns(turns_per_call: int, store_dir: str | None) -> dict[str, Any]:
+    """The turns benchmark in a child process (each run needs a fresh reactor)."""
+    command = [sys.executable, "-m", "bench.turns", "--json"]
+    command += ["--turns-per-call", str(turns_per_call)]
+    if store_dir:
+        command += ["--store-dir", store_dir]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.turns failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; print the table and notes; write the results file."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", default=",".join(map(str, frames.DEFAULT_STREAMS)))
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--turns-per-call", type=int, default=100)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    began = time.time()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
+    }
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    failed = False
+
+    try:
+        streams = tuple(int(s) for s in args.streams.split(","))
+        figures = frames.run(streams, warmup=args.warmup, duration=args.duration)
+        results["frames"] = figures
+        rows += frames.rows(figures)
+        notes += frames.notes(figures)
+    except Exception as e:
+        failed = True
+        results["frames"] = {"error": str(e)}
+        rows.append(("frames", "error", type(e).__name__, "", "error"))
+        notes.append(f"frames: {e}")
+
+    results["turns"] = {}
+    for label, where in (("disk", None), ("tmpfs", TMPFS if os.path.isdir(TMPFS) else None)):
+        if label == "tmpfs" and where is None:
+            continue
+        print(f"turns: store on {label} ({where or 'the temp dir'})", file=sys.stderr)
+        try:
+            figures = run_turns(args.turns_per_call, where)
+        except Exception as e:
+            failed = True
+            results["turns"][label] = {"error": str(e)}
+            rows.append(("turns", f"error ({label})", type(e).__name__, "", "error"))
+            notes.append(f"turns ({label}): {e}")
+            continue
+        results["turns"][label] = figures
+        rows += turns.rows(figures, "" if label == "disk" else f"store on {label}")
+        if label == "disk":
+            notes.append(
+                f"turns: {figures['turns']} turns on {figures['calls']} calls, store in"
+                f" {figures['storeDir']}; 'ours' runs from the final transcript event to the"
+                " reply's first frame with instant vendors; other processes used"
+                f" {figures['machineShareUsedByOthers']:.0%} of the machine meanwhile"
+            )
+
+    results["durationSeconds"] = round(time.time() - began, 1)
+    results["table"] = [dict(zip(HEADER, row, strict=True)) for row in rows]
+    print()
+    print(table(rows))
+    if notes:
+        print()
+        for line in notes:
+            print(f"- {line}")
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.output} ({results['durationSeconds']} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
