@@ -129,14 +129,6 @@ class CallManager:
         records = await self._store.live_calls()
         checks = [self._restore_one(record) for record in records]
         await DeferredList([Deferred.fromCoroutine(c) for c in checks], consumeErrors=True)
-        if self.replies.fallback is not None:
-            source = "the connected responder, else " + self.replies.fallback.describe()
-        else:
-            source = (
-                "only a connected responder (the gateway shim); set OPENAI_API_KEY or"
-                " responseBaseUrl for a fallback"
-            )
-        self.log.info("conversation replies: {source}", source=source)
         self.log.info(
             "restored {live} live call(s) of {seen} found in {path}",
             live=len(self._live),
@@ -198,6 +190,14 @@ class CallManager:
 
     def start(self) -> None:
         """Take new calls and run the periodic reaper."""
+        if self.replies.fallback is not None:
+            source = "the connected responder, else " + self.replies.fallback.describe()
+        else:
+            source = (
+                "only a connected responder (the gateway shim); set OPENAI_API_KEY or"
+                " responseBaseUrl for a fallback"
+            )
+        self.log.info("conversation replies: {source}", source=source)
         self._accepting = True
         if not self._reaper.running:
             self._reaper.start(REAPER_INTERVAL, now=False)
