@@ -109,6 +109,8 @@ class MockTests(TestCase):
         self.assertEqual(bad.code, 400)
         lookalike = self.successResultOf(http.post("http://h/voice/webhook-evil", data=b"{}"))
         self.assertEqual(lookalike.code, 404)
+        for elsewhere in ("http://h/", "http://h/voice", "http://h/nope/deeper"):
+            self.assertEqual(self.successResultOf(http.get(elsewhere)).code, 404, elsewhere)
         nested = self.successResultOf(http.post("http://h/voice/webhook/x", data=b"{}"))
         self.assertEqual(nested.code, 404)
         slash = self.successResultOf(

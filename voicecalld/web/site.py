@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from twisted.web import pages, resource
-from twisted.web.server import Site
 
 
 class ExactPath(resource.Resource):
@@ -26,25 +25,27 @@ class ExactPath(resource.Resource):
         return self._inner.render(request)
 
 
+class _Folder(resource.Resource):
+    """A path segment with children; anything else below it is a plain 404."""
+
+    def getChild(self, path, request):
+        return pages.notFound()
+
+    def render(self, request):
+        return pages.notFound().render(request)
+
+
 def build_root(mounts: Mapping[str, resource.IResource]) -> resource.Resource:
     """A root resource serving each resource at its path (others get 404)."""
-    root = resource.Resource()
+    root = _Folder()
     for path, inner in mounts.items():
         segments = [s.encode() for s in path.strip("/").split("/")]
         node = root
         for segment in segments[:-1]:
             child = node.children.get(segment)
             if child is None:
-                child = resource.Resource()
+                child = _Folder()
                 node.putChild(segment, child)
             node = child
         node.putChild(segments[-1], ExactPath(inner))
     return root
-
-
-def build_site(mounts: Mapping[str, resource.IResource]) -> Site:
-    """The webhook site; access logging is left to voicecalld's own events."""
-    site = Site(build_root(mounts))
-    site.displayTracebacks = False
-    site.log = lambda request: None
-    return site
