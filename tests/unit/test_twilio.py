@@ -203,6 +203,19 @@ class WithoutStreaming(TestCase):
         self.assertEqual((yield rig.record(record.call_id)).state, CallState.HANGUP_BOT)
 
     @inlineCallbacks
+    def test_ending_a_ringing_call_cancels_it(self):
+        rig = yield Rig(self, {}, False).start()
+        record = yield rig.initiate()
+        call = yield rig.fake.when_call(0)
+        yield call.ring()
+        yield Deferred.fromCoroutine(rig.manager.end(record.call_id))
+        statuses = [r.get("Status") for r in rig.fake.requests if r.get("Status")]
+        self.assertEqual(statuses, ["canceled", "completed"])
+        yield call.when_ended()
+        self.assertEqual(call.status, "canceled")
+        self.assertEqual((yield rig.record(record.call_id)).state, CallState.HANGUP_BOT)
+
+    @inlineCallbacks
     def test_pre_connect_digits_go_as_send_digits(self):
         rig = yield Rig(self, {}, False).start()
         yield Deferred.fromCoroutine(

@@ -10,6 +10,7 @@ verifies signatures and turns requests into calls on this class.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -229,7 +230,17 @@ class TwilioProvider:
         sid = record.provider_call_id or self._sid_of(record.call_id)
         if sid is None:
             return
-        status = "completed" if record.answered_at is not None else "canceled"
+        if record.answered_at is None:
+            # Twilio ends a queued or ringing call with "canceled", which does
+            # nothing to a call that has been answered meanwhile; "completed"
+            # then ends that one.
+            await self._update_status(sid, "canceled")
+            with contextlib.suppress(ProviderError):
+                await self._update_status(sid, "completed")
+            return
+        await self._update_status(sid, "completed")
+
+    async def _update_status(self, sid: str, status: str) -> None:
         try:
             await self.rest.update_call(sid, [("Status", status)])
         except ProviderError as e:
