@@ -26,7 +26,7 @@ from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import ProviderError
 from voicecalld.voice.replies import IResponder
 
-OPENAI_ROOT = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_PROMPT = (
     "You are a friendly, brief voice assistant on a phone call. Answer in one or two short"
@@ -145,7 +145,7 @@ def make_chat_responder(
     if model.startswith("openai/"):
         model = model.removeprefix("openai/")
     return ChatResponder(
-        base_url=settings.response_base_url or OPENAI_ROOT,
+        base_url=settings.response_base_url or DEFAULT_BASE_URL,
         api_key=key,
         model=model,
         system_prompt=settings.response_system_prompt or DEFAULT_PROMPT,

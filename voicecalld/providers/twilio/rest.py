@@ -22,8 +22,9 @@ from twisted.logger import Logger
 from voicecalld.errors import ProviderError
 
 API_VERSION = "2010-04-01"
-REGION_ROOTS = {
-    "us1": "https://api.twilio.com",
+# The default API roots per twilio.region; twilio.apiBaseUrl overrides them.
+DEFAULT_BASE_URLS = {
+    "us1": "https://api.twilio.com",  # default for us1
     "ie1": "https://api.dublin.ie1.twilio.com",
     "au1": "https://api.sydney.au1.twilio.com",
 }
@@ -127,4 +128,4 @@ def _error(status: int, body: bytes, doing: str) -> TwilioError:
 
 def api_root(region: str, configured: str | None) -> str:
     """Where REST calls go: C{twilio.apiBaseUrl}, else the region's root."""
-    return configured or REGION_ROOTS[region]
+    return configured or DEFAULT_BASE_URLS[region]
