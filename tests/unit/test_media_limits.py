@@ -25,7 +25,8 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.unit.test_twilio import Rig, wait_for
+from tests.unit.test_twilio import Rig
+from tests.waiting import autobahn_settled, wait_for
 from voicecalld.calls.states import CallState
 from voicecalld.media.tokens import TOKEN_LIFETIME, StreamTokens
 from voicecalld.media.twilio_stream import StreamLimits, TwilioMediaStream, TwilioStreamFactory
@@ -153,19 +154,6 @@ class Sockets:
             yield within(client.closed)
 
 
-@inlineCallbacks
-def autobahn_timers_gone():
-    """Wait until autobahn's batched close/open timers have left the reactor."""
-    yield wait_for(
-        lambda: (
-            not any(
-                "_notify_bucket" in repr(getattr(c, "func", None))
-                for c in reactor.getDelayedCalls()
-            )
-        )
-    )
-
-
 class Recorder:
     """A started stream's handler: records what arrives and answers dtmf with a mark."""
 
@@ -242,7 +230,7 @@ class StreamServer:
     def _quiesce(self):
         yield self.port.stopListening()
         yield wait_for(lambda: not self.factory.open and not self.factory.pending)
-        yield autobahn_timers_gone()
+        yield autobahn_settled()
 
     @inlineCallbacks
     def started(self, bind: str = "127.0.0.1"):
