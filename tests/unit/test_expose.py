@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -58,6 +59,8 @@ sys.stdout.write(rule.get("stdout", ""))
 sys.stdout.flush()
 sys.stderr.write(rule.get("stderr", ""))
 sys.stderr.flush()
+with open(path + ".printed", "a") as printed:
+    printed.write(json.dumps(args) + "\\n")
 while rule.get("hang"):
     signal.pause()
 sys.exit(rule.get("exit", 0))
@@ -291,7 +294,11 @@ class TailscaleTests(FakeToolsTestCase):
             ],
         )
         exposing = expose(settings(), "funnel", **self.kwargs())
-        await eventually(lambda: len(self.calls("tailscale")) == 2, "the funnel command")
+        printed = os.path.join(self.bin, "tailscale.printed")
+        await eventually(
+            lambda: os.path.exists(printed) and len(Path(printed).read_text().splitlines()) == 2,
+            "the funnel command's output",
+        )
         self.clock.advance(29)
         self.assertNoResult(exposing)
         self.clock.advance(1)
