@@ -432,9 +432,7 @@ class CallManager:
         if event.provider_call_id and live.record.provider_call_id != event.provider_call_id:
             self._by_provider_id[event.provider_call_id] = live.call_id
             live.record = attrs.evolve(live.record, provider_call_id=event.provider_call_id)
-        processed = [] if key is None else [(key, self._clock.seconds() + PROCESSED_KEY_LIFETIME)]
-        if key is not None:
-            self._processed[key] = processed[0][1]
+        processed = self._remember(key)
         handler = _HANDLERS.get(type(event))
         if handler is None:
             await self._commit(live, live.record, processed=processed)
@@ -579,11 +577,7 @@ class CallManager:
             initial_message=greeting,
         )
         live = self._adopt(record)
-        processed = (
-            [] if event.dedupe_key is None else [(event.dedupe_key, now + PROCESSED_KEY_LIFETIME)]
-        )
-        for key, expiry in processed:
-            self._processed[key] = expiry
+        processed = self._remember(event.dedupe_key)
         try:
             await self._commit(live, record, processed=processed)
         except StoreError:
@@ -966,9 +960,17 @@ class CallManager:
             )
         )
 
+    def _remember(self, key: str | None) -> list[tuple[str, float]]:
+        """Mark an event key processed; the (key, expiry) pairs to store with its change."""
+        if key is None:
+            return []
+        expiry = self._clock.seconds() + PROCESSED_KEY_LIFETIME
+        self._processed[key] = expiry
+        return [(key, expiry)]
+
     def _background(self, work: Any) -> None:
-        d = Deferred.fromCoroutine(work) if not isinstance(work, Deferred) else work
-        d.addErrback(lambda f: self.log.failure("call work failed", f))
+        """Run a coroutine on its own; its failure is logged, not lost."""
+        Deferred.fromCoroutine(work).addErrback(lambda f: self.log.failure("call work failed", f))
 
 
 _HANDLERS = {
