@@ -135,9 +135,7 @@ class SpeechPlayer:
         if utterance.sent_bytes == 0:
             self._finish(utterance, complete=True)
             return
-        self._pacer.end(f"{utterance.name}:end")
-        wait = self._pacer.backlog() + self._pacer.lead + MARK_GRACE
-        utterance.fallback = self._clock.callLater(wait, self._mark_lost, utterance)
+        self._end_mark(utterance)
 
     def _synthesis_failed(self, failure: Failure, utterance: _Utterance) -> None:
         if utterance is not self._current or failure.check(CancelledError):
@@ -151,6 +149,10 @@ class SpeechPlayer:
             return
         utterance.failed = True
         utterance.synthesized = True
+        self._end_mark(utterance)
+
+    def _end_mark(self, utterance: _Utterance) -> None:
+        """Mark the utterance's end, and give up on that mark if it never comes back."""
         self._pacer.end(f"{utterance.name}:end")
         wait = self._pacer.backlog() + self._pacer.lead + MARK_GRACE
         utterance.fallback = self._clock.callLater(wait, self._mark_lost, utterance)
