@@ -183,7 +183,8 @@ class TwilioProvider:
             raise RuntimeError("the Twilio provider was not started")
         return self._sink(event)
 
-    def _emit_later(self, event: ev.CallEvent) -> None:
+    def emit_later(self, event: ev.CallEvent) -> None:
+        """Report an event without waiting for it (failures are logged)."""
         self.emit(event).addErrback(
             lambda f: self.log.failure("applying {event!r} failed", f, event=event)
         )
@@ -433,7 +434,7 @@ class TwilioProvider:
                 call_id=call.call_id,
                 n=call.stream_restarts,
             )
-            self._emit_later(
+            self.emit_later(
                 ev.Failed(
                     call_id=call.call_id,
                     provider_call_id=call.sid,
@@ -461,7 +462,7 @@ class TwilioProvider:
         waiters, call.media_waiters = call.media_waiters, []
         for waiting in waiters:
             waiting.callback(media)
-        self._emit_later(
+        self.emit_later(
             ev.MediaConnected(
                 call_id=call.call_id, provider_call_id=call.sid, stream_id=socket.stream_sid or ""
             )
@@ -473,7 +474,7 @@ class TwilioProvider:
         call = media.call
         if call.media is media:
             call.media = None
-            self._emit_later(
+            self.emit_later(
                 ev.MediaDisconnected(
                     call_id=call.call_id,
                     provider_call_id=call.sid,
@@ -482,7 +483,7 @@ class TwilioProvider:
                 )
             )
         if reason.startswith("Backpressure") and not call.ended:
-            self._emit_later(
+            self.emit_later(
                 ev.Failed(
                     call_id=call.call_id,
                     provider_call_id=call.sid,
@@ -571,7 +572,7 @@ class _Media:
             self.stt.feed(audio)
 
     def dtmf(self, digit: str) -> None:
-        self.provider._emit_later(ev.Dtmf(digits=digit, **self._ids()))
+        self.provider.emit_later(ev.Dtmf(digits=digit, **self._ids()))
 
     def mark(self, name: str) -> None:
         self.player.mark_echoed(name)
@@ -594,7 +595,7 @@ class _Media:
             self.stt.close()
 
     def _problem(self, message: str) -> None:
-        self.provider._emit_later(ev.Failed(message=message, retryable=True, **self._ids()))
+        self.provider.emit_later(ev.Failed(message=message, retryable=True, **self._ids()))
 
 
 class _Transcripts:
@@ -604,7 +605,7 @@ class _Transcripts:
         self._media = media
 
     def _emit(self, event: ev.CallEvent) -> None:
-        self._media.provider._emit_later(event)
+        self._media.provider.emit_later(event)
 
     def speech_started(self) -> None:
         self._emit(ev.SpeechStarted(**self._media._ids()))

@@ -218,7 +218,7 @@ class TwilioWebhook(resource.Resource):
         call = provider.call_for(getattr(outcome, "call_id", None), sid)
         if call is None:
             return _twiml(twiml.reject())
-        provider._emit_later(
+        provider.emit_later(
             ev.Answered(
                 call_id=call.call_id, provider_call_id=sid, dedupe_key=f"twilio:answered:{sid}"
             )
