@@ -220,11 +220,11 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
     from twisted.internet.defer import succeed
 
     from tests.fakes.tts import ToneTTS
-    from voicecalld.calls import events as ev
-    from voicecalld.calls.record import CONVERSATION, OUTBOUND, CallRecord
-    from voicecalld.calls.states import CallState
     from voicecalld.config import parse_config
     from voicecalld.providers.twilio.provider import TwilioProvider
+    from voicecalld.values import events as ev
+    from voicecalld.values.record import CONVERSATION, OUTBOUND, CallRecord
+    from voicecalld.values.states import CallState
     from voicecalld.voice.stt_openai import OpenAIRealtimeSTT
     from voicecalld.web.guard import GuardedSite
     from voicecalld.web.limits import WebLimits

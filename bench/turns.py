@@ -164,7 +164,7 @@ async def drive(
     """Open the manager, place the calls, drive the turns; returns the figures."""
     from twisted.internet.defer import Deferred
 
-    from voicecalld.calls import events as ev
+    from voicecalld.values import events as ev
 
     stamps = Stamps()
     samples: list[dict[str, float]] = []

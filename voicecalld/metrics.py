@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from twisted.web import resource
 
-from voicecalld.calls import notices
 from voicecalld.calls.hub import NoticeHub
+from voicecalld.values import notices
 
 
 class Metrics:

@@ -7,11 +7,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from voicecalld.calls import events as ev
-from voicecalld.calls.record import CallRecord
-from voicecalld.calls.states import CallState
 from voicecalld.errors import ProviderError
-from voicecalld.providers.interface import CallStatus, IProvider, Liveness, Playback
+from voicecalld.providers.interface import IProvider
+from voicecalld.values import events as ev
+from voicecalld.values.playback import CallStatus, Liveness, Playback
+from voicecalld.values.record import CallRecord
+from voicecalld.values.states import CallState
 
 
 @implementer(IProvider)

@@ -9,11 +9,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from tests.fakes.provider import RecordingProvider
-from voicecalld.calls.events import Answered
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
 from voicecalld.config import parse_config
 from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
+from voicecalld.values.events import Answered
 
 
 def deferred(value: Any) -> Deferred:

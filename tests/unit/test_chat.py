@@ -7,10 +7,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from tests.fakes.openai_chat import FakeChat
-from voicecalld.calls.record import CallRecord, TranscriptEntry
-from voicecalld.calls.states import CallState
 from voicecalld.config import parse_config
 from voicecalld.errors import ProviderError
+from voicecalld.values.record import CallRecord, TranscriptEntry
+from voicecalld.values.states import CallState
 from voicecalld.voice.chat import DEFAULT_MODEL, make_chat_responder, spoken_text
 
 

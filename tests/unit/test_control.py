@@ -12,13 +12,13 @@ from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
 from tests.unit.harness import Harness
-from voicecalld.calls import events as ev
-from voicecalld.calls import notices
 from voicecalld.control import commands as c
 from voicecalld.control.client import ControlClient
 from voicecalld.control.server import SUBSCRIBER_QUEUE, ControlFactory, PeerPolicy
 from voicecalld.errors import InvalidArgument, NotAllowed, UnknownCall
 from voicecalld.providers.mock import MockProvider
+from voicecalld.values import events as ev
+from voicecalld.values import notices
 
 ME = (1234, os.geteuid(), os.getegid())
 TO = "+15551234567"

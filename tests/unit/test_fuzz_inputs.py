@@ -38,12 +38,12 @@ from twisted.trial.unittest import TestCase
 
 from tests.fakes.tts import ScriptedTTS
 from tests.unit.test_twilio import SID, TOKEN, Rig, ScriptedSTT
-from voicecalld.calls import events as ev
-from voicecalld.calls.record import CallRecord
-from voicecalld.calls.states import CallState
 from voicecalld.config import parse_config
 from voicecalld.media.twilio_stream import TwilioMediaStream
 from voicecalld.providers.twilio.provider import TwilioProvider
+from voicecalld.values import events as ev
+from voicecalld.values.record import CallRecord
+from voicecalld.values.states import CallState
 
 CALL_ID = "call-fuzz"
 CALL_SID = "CA" + "4" * 32

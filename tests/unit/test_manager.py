@@ -8,9 +8,7 @@ from zope.interface import implementer
 
 from tests.fakes.provider import RecordingProvider, provider_error
 from tests.unit.harness import Harness
-from voicecalld.calls import events as ev
 from voicecalld.calls.manager import DEFAULT_GREETING
-from voicecalld.calls.states import CallState
 from voicecalld.errors import (
     Busy,
     CallEnded,
@@ -22,7 +20,9 @@ from voicecalld.errors import (
     Timeout,
     UnknownCall,
 )
-from voicecalld.providers.interface import CallStatus, Liveness
+from voicecalld.values import events as ev
+from voicecalld.values.playback import CallStatus, Liveness
+from voicecalld.values.states import CallState
 from voicecalld.voice.replies import IResponder
 from voicecalld.voice.turns import APOLOGY
 

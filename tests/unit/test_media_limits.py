@@ -27,9 +27,9 @@ from twisted.trial.unittest import TestCase
 
 from tests.unit.test_twilio import Rig
 from tests.waiting import autobahn_settled, wait_for
-from voicecalld.calls.states import CallState
 from voicecalld.media.tokens import TOKEN_LIFETIME, StreamTokens
 from voicecalld.media.twilio_stream import StreamLimits, TwilioMediaStream, TwilioStreamFactory
+from voicecalld.values.states import CallState
 from voicecalld.web.guard import GuardedSite
 from voicecalld.web.site import build_root
 

@@ -9,11 +9,11 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from voicecalld.calls import events as ev
-from voicecalld.calls.record import CallRecord
-from voicecalld.calls.states import CallState
-from voicecalld.providers.interface import Liveness
 from voicecalld.providers.mock import ANSWER_DELAY, CHARS_PER_SECOND, RING_DELAY, MockProvider
+from voicecalld.values import events as ev
+from voicecalld.values.playback import Liveness
+from voicecalld.values.record import CallRecord
+from voicecalld.values.states import CallState
 from voicecalld.web.site import build_root
 
 

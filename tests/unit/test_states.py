@@ -6,7 +6,7 @@ import itertools
 
 from twisted.trial.unittest import TestCase
 
-from voicecalld.calls.states import LIVE, TERMINAL, CallState, Move, judge
+from voicecalld.values.states import LIVE, TERMINAL, CallState, Move, judge
 
 S = CallState
 ORDER = [S.INITIATED, S.RINGING, S.ANSWERED, S.ACTIVE]

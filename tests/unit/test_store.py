@@ -7,10 +7,10 @@ import sqlite3
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from voicecalld.calls.record import CallRecord, TranscriptEntry
-from voicecalld.calls.states import CallState
 from voicecalld.store.schema import CURRENT_VERSION, NewerSchema, migrate
 from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner, ThreadRunner
+from voicecalld.values.record import CallRecord, TranscriptEntry
+from voicecalld.values.states import CallState
 
 
 def record(call_id: str = "c1", **changes) -> CallRecord:

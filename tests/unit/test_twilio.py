@@ -24,11 +24,11 @@ from tests.fakes.twilio import FakeTwilio
 from tests.waiting import wait_for
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
-from voicecalld.calls.states import CallState
 from voicecalld.config import parse_config
 from voicecalld.errors import ProviderError
 from voicecalld.providers.twilio.provider import TwilioProvider
 from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
+from voicecalld.values.states import CallState
 from voicecalld.voice.stt import ISTT, ISTTSession
 from voicecalld.web.guard import GuardedSite
 from voicecalld.web.site import build_root

@@ -9,11 +9,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from tests.fakes.tts import ToneTTS
-from voicecalld.calls.record import CallRecord
-from voicecalld.calls.states import CallState
 from voicecalld.config import parse_config
 from voicecalld.providers.twilio import twiml
 from voicecalld.providers.twilio.provider import TwilioProvider
+from voicecalld.values.record import CallRecord
+from voicecalld.values.states import CallState
 
 PUBLIC = "https://voice.example.com/voice/webhook"
 

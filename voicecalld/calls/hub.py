@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from voicecalld.calls.notices import Notice
+from voicecalld.values.notices import Notice
 
 Listener = Callable[[Notice], None]
 

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from voicecalld.calls.record import CallRecord
+from voicecalld.values.record import CallRecord
 
 
 class Waiter:

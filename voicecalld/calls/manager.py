@@ -2,7 +2,7 @@
 The call manager: the one owner of every call's state.
 
 Clients (the control socket) ask it to place, speak on, listen on and end
-calls; providers tell it what happened (L{voicecalld.calls.events}).  Each
+calls; providers tell it what happened (L{voicecalld.values.events}).  Each
 change is committed to the store before it is acknowledged to anyone, and
 published as a notice for the live tail.  Time comes from an injected clock.
 """
@@ -20,24 +20,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from voicecalld.calls import events as ev
-from voicecalld.calls import notices
-from voicecalld.calls.events import Accepted, Outcome, Refused
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.live import LiveCall, Waiter
 from voicecalld.calls.policy import OutboundGuard, inbound_decision
-from voicecalld.calls.record import (
-    BOT,
-    CONVERSATION,
-    INBOUND,
-    MODES,
-    NOTIFY,
-    OUTBOUND,
-    USER,
-    CallRecord,
-    TranscriptEntry,
-)
-from voicecalld.calls.states import CONNECTED, CallState, Move, judge
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import (
     Busy,
@@ -52,8 +37,24 @@ from voicecalld.errors import (
     UnknownCall,
     VoiceCallError,
 )
-from voicecalld.providers.interface import CallStatus, IProvider, Liveness, Playback
+from voicecalld.providers.interface import IProvider
 from voicecalld.store.interface import ICallStore
+from voicecalld.values import events as ev
+from voicecalld.values import notices
+from voicecalld.values.events import Accepted, Outcome, Refused
+from voicecalld.values.playback import CallStatus, Liveness, Playback
+from voicecalld.values.record import (
+    BOT,
+    CONVERSATION,
+    INBOUND,
+    MODES,
+    NOTIFY,
+    OUTBOUND,
+    USER,
+    CallRecord,
+    TranscriptEntry,
+)
+from voicecalld.values.states import CONNECTED, CallState, Move, judge
 from voicecalld.voice.replies import ReplyRouter
 from voicecalld.voice.turns import BargeIn, Conversation, TurnTiming
 

@@ -131,7 +131,7 @@ class Subscribe(amp.Command):
 
 
 class Event(amp.Command):
-    """Daemon → subscriber: one notice (C{voicecalld.calls.notices}) as JSON."""
+    """Daemon → subscriber: one notice (C{voicecalld.values.notices}) as JSON."""
 
     arguments = [(b"event", JSON())]
     response: list = []

@@ -29,12 +29,12 @@ from zope.interface import implementer
 
 from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
-from voicecalld.calls.notices import Notice, Subscribed
-from voicecalld.calls.record import CallRecord
 from voicecalld.control import commands as c
 from voicecalld.errors import CallEnded, ExposeFailed, InvalidArgument, NotAllowed
 from voicecalld.expose.process import ExposeError
 from voicecalld.providers.interface import IProvider, ISimulator
+from voicecalld.values.notices import Notice, Subscribed
+from voicecalld.values.record import CallRecord
 
 SUBSCRIBER_QUEUE = 1000
 

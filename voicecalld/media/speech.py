@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from voicecalld.errors import ProviderError
 from voicecalld.media.codec import FRAME_BYTES
 from voicecalld.media.pacing import FramePacer
-from voicecalld.providers.interface import Playback
+from voicecalld.values.playback import Playback
 
 BYTES_PER_SECOND = 8000
 MARK_EVERY_BYTES = BYTES_PER_SECOND // 2

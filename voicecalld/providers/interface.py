@@ -4,53 +4,13 @@ What a telephony provider does for the call manager.
 Twilio, Telnyx, Plivo and the mock all provide L{IProvider}.  Methods return
 Deferreds and never block the reactor; failures are
 L{voicecalld.errors.ProviderError} with the provider's own code and message.
-Providers report what happens on their side as L{voicecalld.calls.events}
+Providers report what happens on their side as L{voicecalld.values.events}
 values, through the sink given to L{IProvider.start}.
 """
 
 from __future__ import annotations
 
-import enum
-
-from attrs import frozen
 from zope.interface import Attribute, Interface
-
-from voicecalld.calls.states import CallState
-
-
-@frozen
-class Playback:
-    """
-    How a spoken utterance went: what the caller heard of it, and (for
-    streamed speech) when its first audio arrived from the TTS vendor and
-    when its first frame went to the caller.
-    """
-
-    text: str
-    played: str
-    complete: bool = True
-    requested_at: float | None = None
-    first_audio_at: float | None = None
-    first_frame_at: float | None = None
-
-
-class Liveness(enum.Enum):
-    """What the provider says about a call voicecalld restored after a restart."""
-
-    ALIVE = "alive"
-    ENDED = "ended"
-    UNKNOWN_CALL = "unknown-call"
-    UNREACHABLE = "unreachable"
-
-
-@frozen
-class CallStatus:
-    """The provider's view of one call."""
-
-    liveness: Liveness
-    end_reason: CallState | None = None
-    answered: bool | None = None
-    detail: str | None = None
 
 
 class IProvider(Interface):
@@ -61,7 +21,7 @@ class IProvider(Interface):
     def start(sink):
         """
         Begin reporting call events: C{sink(event)} takes a
-        L{voicecalld.calls.events.CallEvent} and returns a Deferred that fires
+        L{voicecalld.values.events.CallEvent} and returns a Deferred that fires
         once the manager has durably applied it.
         """
 

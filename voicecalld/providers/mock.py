@@ -23,12 +23,13 @@ from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from voicecalld.calls import events as ev
-from voicecalld.calls.events import Accepted, Refused
-from voicecalld.calls.record import CallRecord
-from voicecalld.calls.states import CallState
 from voicecalld.errors import NotAllowed, ProviderError
-from voicecalld.providers.interface import CallStatus, IProvider, ISimulator, Liveness, Playback
+from voicecalld.providers.interface import IProvider, ISimulator
+from voicecalld.values import events as ev
+from voicecalld.values.events import Accepted, Refused
+from voicecalld.values.playback import CallStatus, Liveness, Playback
+from voicecalld.values.record import CallRecord
+from voicecalld.values.states import CallState
 
 RING_DELAY = 0.2
 ANSWER_DELAY = 0.6

@@ -17,9 +17,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from voicecalld.calls.record import CallRecord, TranscriptEntry
 from voicecalld.store.interface import ICallStore
 from voicecalld.store.schema import migrate
+from voicecalld.values.record import CallRecord, TranscriptEntry
 
 
 class SynchronousRunner:

@@ -21,9 +21,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from voicecalld.calls.record import BOT, INBOUND, CallRecord
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import ProviderError
+from voicecalld.values.record import BOT, INBOUND, CallRecord
 from voicecalld.voice.replies import IResponder
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -16,8 +16,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface
 
-from voicecalld.calls.record import CallRecord
 from voicecalld.errors import Timeout
+from voicecalld.values.record import CallRecord
 
 
 class IResponder(Interface):

@@ -21,12 +21,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from voicecalld.calls import notices
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.live import LiveCall
-from voicecalld.calls.record import CONVERSATION
-from voicecalld.calls.states import CallState
-from voicecalld.providers.interface import Playback
+from voicecalld.values import notices
+from voicecalld.values.playback import Playback
+from voicecalld.values.record import CONVERSATION
+from voicecalld.values.states import CallState
 from voicecalld.voice.replies import ReplyRouter
 
 APOLOGY = "Sorry, I can't answer that right now. Could you say it again?"

@@ -22,9 +22,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from voicecalld.calls import events as ev
-from voicecalld.calls.record import CONVERSATION, INBOUND, CallRecord
-from voicecalld.calls.states import CallState
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import ProviderError
 from voicecalld.media.dtmf import dtmf_audio
@@ -37,9 +34,13 @@ from voicecalld.media.twilio_stream import (
     TwilioMediaStream,
     TwilioStreamFactory,
 )
-from voicecalld.providers.interface import CallStatus, IProvider, Liveness, Playback
+from voicecalld.providers.interface import IProvider
 from voicecalld.providers.twilio import twiml
 from voicecalld.providers.twilio.rest import TwilioRest, api_root
+from voicecalld.values import events as ev
+from voicecalld.values.playback import CallStatus, Liveness, Playback
+from voicecalld.values.record import CONVERSATION, INBOUND, CallRecord
+from voicecalld.values.states import CallState
 
 Sink = Callable[[ev.CallEvent], Deferred]
 

@@ -23,10 +23,10 @@ from twisted.logger import Logger
 from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET
 
-from voicecalld.calls import events as ev
-from voicecalld.calls.states import CallState
 from voicecalld.providers.twilio import twiml
 from voicecalld.providers.twilio.provider import END_REASONS, TwilioProvider
+from voicecalld.values import events as ev
+from voicecalld.values.states import CallState
 from voicecalld.web.public_url import UrlRules, from_twisted_request, reconstruct
 
 REPLAY_MEMORY = 10 * 60.0

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
-from voicecalld.calls.states import CallState
+from voicecalld.values.states import CallState
 
 BOT = "bot"
 USER = "user"

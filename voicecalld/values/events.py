@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from voicecalld.calls.states import CallState
+from voicecalld.values.states import CallState
 
 
 @frozen(kw_only=True)
