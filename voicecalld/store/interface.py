@@ -22,9 +22,10 @@ class ICallStore(Interface):
 
     def commit(record, entries=(), processed=()):
         """
-        Durably save C{record}, append its new transcript C{entries} (the last
-        ones of C{record.transcript}) and remember C{processed} event keys
-        (pairs of key and expiry time), all at once.
+        Durably save C{record}, add its new transcript C{entries} and remember
+        C{processed} event keys (pairs of key and expiry time), all at once.
+        Transcripts load in the order their entries were said (by timestamp,
+        then by when they were stored).
         """
 
     def load(call_id):

@@ -110,8 +110,11 @@ class SQLiteCallStore:
         processed: tuple[tuple[str, float], ...],
     ) -> None:
         db = self._connection()
-        first = len(record.transcript) - len(entries)
         with _Transaction(db):
+            (first,) = db.execute(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM transcript WHERE call_id = ?",
+                (record.call_id,),
+            ).fetchone()
             db.execute(
                 "INSERT INTO calls (call_id, provider, provider_call_id, direction, state,"
                 " live, started_at, ended_at, record) VALUES (?,?,?,?,?,?,?,?,?)"
@@ -130,13 +133,14 @@ class SQLiteCallStore:
                     json.dumps(record.to_json(transcript=False)),
                 ),
             )
-            db.executemany(
-                "INSERT OR IGNORE INTO transcript (call_id, seq, entry) VALUES (?,?,?)",
-                [
-                    (record.call_id, first + i, json.dumps(e.to_json()))
-                    for i, e in enumerate(entries)
-                ],
-            )
+            # An entry is stored once, however often it is committed.
+            for i, entry in enumerate(entries):
+                text = json.dumps(entry.to_json())
+                db.execute(
+                    "INSERT INTO transcript (call_id, seq, entry) SELECT ?, ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM transcript WHERE call_id = ? AND entry = ?)",
+                    (record.call_id, first + i, text, record.call_id, text),
+                )
             db.executemany(
                 "INSERT OR REPLACE INTO processed_events (key, call_id, expires_at) VALUES (?,?,?)",
                 [(key, record.call_id, expires) for key, expires in processed],
@@ -178,7 +182,9 @@ class SQLiteCallStore:
             entries = tuple(
                 TranscriptEntry.from_json(json.loads(entry))
                 for (entry,) in db.execute(
-                    "SELECT entry FROM transcript WHERE call_id = ? ORDER BY seq", (call_id,)
+                    "SELECT entry FROM transcript WHERE call_id = ?"
+                    " ORDER BY json_extract(entry, '$.timestamp'), seq",
+                    (call_id,),
                 )
             )
             result.append(CallRecord.from_json(json.loads(data), entries))

@@ -101,8 +101,14 @@ class CallRecord:
         return self.state.terminal
 
     def with_entry(self, entry: TranscriptEntry) -> CallRecord:
-        """This record with one more transcript entry."""
-        return attrs.evolve(self, transcript=(*self.transcript, entry))
+        """
+        This record with one more transcript entry, in the order things were
+        said: after every entry stamped at or before it.
+        """
+        at = len(self.transcript)
+        while at > 0 and self.transcript[at - 1].at > entry.at:
+            at -= 1
+        return attrs.evolve(self, transcript=(*self.transcript[:at], entry, *self.transcript[at:]))
 
     def with_metadata(self, **values: Any) -> CallRecord:
         """This record with some metadata keys set (None removes a key)."""
