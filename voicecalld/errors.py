@@ -108,3 +108,10 @@ ALL_ERRORS: tuple[type[VoiceCallError], ...] = (
     Disabled,
     VoiceCallError,
 )
+
+
+def provider_error(e: BaseException) -> VoiceCallError:
+    """A provider's failure as the error clients see (L{ProviderError} unless it is ours)."""
+    if isinstance(e, VoiceCallError):
+        return e
+    return ProviderError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)

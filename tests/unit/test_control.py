@@ -6,6 +6,7 @@ import os
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -37,8 +38,8 @@ def connect(factory: ControlFactory, client: ControlClient | None = None):
 class Fixture:
     """A harness plus a control factory that believes every peer is us."""
 
-    def __init__(self, test: TestCase, config=None, provider=None):
-        self.h = Harness(test, config, provider=provider)
+    def __init__(self, test: TestCase, config=None, provider=None, clock=None):
+        self.h = Harness(test, config, provider=provider, clock=clock)
         self.factory = ControlFactory(
             self.h.manager,
             self.h.provider,
@@ -122,10 +123,9 @@ class CommandTests(TestCase):
         self.assertIn("only with the mock provider", str(failure.value))
 
     def test_simulate_with_the_mock(self):
-        f = Fixture(self, {"inboundPolicy": "open"})
-        mock = MockProvider(f.h.clock)
-        f.factory.provider = mock
-        mock.start(f.h.manager.handle_event)
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        f = Fixture(self, {"inboundPolicy": "open"}, provider=MockProvider(clock), clock=clock)
         _server, client, pump = connect(f.factory)
         answer = self.successResultOf(
             f.call(client, pump, c.Simulate, action="inbound", From="+15557654321")

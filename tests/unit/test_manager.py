@@ -9,6 +9,7 @@ from zope.interface import implementer
 from tests.fakes.provider import RecordingProvider, provider_error
 from tests.unit.harness import Harness
 from voicecalld.calls.manager import DEFAULT_GREETING
+from voicecalld.calls.turns import APOLOGY
 from voicecalld.errors import (
     Busy,
     CallEnded,
@@ -24,7 +25,6 @@ from voicecalld.values import events as ev
 from voicecalld.values.playback import CallStatus, Liveness
 from voicecalld.values.states import CallState
 from voicecalld.voice.replies import IResponder
-from voicecalld.voice.turns import APOLOGY
 
 TO = "+15551234567"
 

@@ -30,9 +30,9 @@ from zope.interface import implementer
 from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
 from voicecalld.control import commands as c
-from voicecalld.errors import CallEnded, ExposeFailed, InvalidArgument, NotAllowed
+from voicecalld.errors import ExposeFailed, InvalidArgument, NotAllowed
 from voicecalld.expose.process import ExposeError
-from voicecalld.providers.interface import IProvider, ISimulator
+from voicecalld.providers.interface import IProvider
 from voicecalld.values.notices import Notice, Subscribed
 from voicecalld.values.record import CallRecord
 
@@ -294,36 +294,8 @@ class ControlProtocol(amp.AMP):
     @c.Simulate.responder
     def simulate(self, action, callId=None, From=None, to=None, text=None, digits=None) -> Deferred:
         async def run():
-            provider = self.factory.provider
-            if not ISimulator.providedBy(provider):
-                raise NotAllowed(
-                    f"simulate works only with the mock provider (this daemon runs {provider.name})"
-                )
-            if action == "inbound":
-                if not From:
-                    raise InvalidArgument("from required")
-                to_number = to or self.manager.settings.from_number or "+15550000000"
-                call_id = await provider.simulate_inbound(From, to_number)
-                return {"callId": call_id}
-            actions = {
-                "say": ("text", text, provider.simulate_say),
-                "dtmf": ("digits", digits, provider.simulate_dtmf),
-                "hangup": (None, None, provider.simulate_hangup),
-            }
-            if action not in actions:
-                raise InvalidArgument(
-                    f"unknown simulate action {action!r} (inbound, say, dtmf, hangup)"
-                )
-            if not callId:
-                raise InvalidArgument("callId required")
-            name, value, act = actions[action]
-            if name is not None and not value:
-                raise InvalidArgument(f"{name} required")
-            record = await self.manager.get(callId)
-            if record.ended:
-                raise CallEnded(f"Call has ended ({record.end_reason})")
-            await (act(record) if name is None else act(record, value))
-            return {"callId": record.call_id}
+            call_id = await self.manager.simulate(action, callId, From, to, text, digits)
+            return {"callId": call_id}
 
         return Deferred.fromCoroutine(run())
 
