@@ -2,12 +2,12 @@
 Twilio's webhooks: signature first, then status callbacks, answers, and the
 TwiML that keeps each call doing what the call manager asked.
 
-Every request is checked with the SDK's C{RequestValidator} against the URL
-Twilio used (rebuilt by L{voicecalld.web.public_url}) before anything else;
-a bad or missing signature gets 403, one log line naming the URL checked,
-and changes nothing.  Events are applied (and stored) before Twilio gets
-its answer; a retried request is answered the same way without repeating
-anything.
+Every request's signature is checked before anything else, against every
+URL Twilio could have signed (listed by L{voicecalld.web.public_url}); a
+bad or missing signature gets 403, one log line naming every URL tried, and
+changes nothing.  Events are applied (and stored) before Twilio
+gets its answer; a retried request is answered the same way without
+repeating anything.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from twilio.request_validator import RequestValidator
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web import resource
@@ -27,7 +26,9 @@ from voicecalld.calls import events as ev
 from voicecalld.calls.states import CallState
 from voicecalld.providers.twilio import twiml
 from voicecalld.providers.twilio.provider import END_REASONS, TwilioProvider
-from voicecalld.web.public_url import UrlRules, from_twisted_request, reconstruct
+from voicecalld.providers.twilio.signature import HEADER, TwilioSignature
+from voicecalld.web.public_url import UrlRules, from_twisted_request, reconstruct, redacted
+from voicecalld.web.signatures import check
 
 REPLAY_MEMORY = 10 * 60.0
 REPLAY_ENTRIES = 10_000
@@ -35,13 +36,10 @@ XML = b"application/xml"
 
 
 class _Params:
-    """Form parameters with repeated names, as the SDK's validator reads them."""
+    """Form parameters, possibly with repeated names."""
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self._pairs = pairs
-
-    def __iter__(self):
-        return iter({name for name, _ in self._pairs})
 
     def getall(self, name: str) -> list[str]:
         return [value for key, value in self._pairs if key == name]
@@ -68,7 +66,7 @@ class TwilioWebhook(resource.Resource):
         super().__init__()
         self.provider = provider
         settings = provider.settings
-        self._validator = RequestValidator(settings.twilio.auth_token.reveal())
+        self._token = settings.twilio.auth_token.reveal()
         self._skip = settings.skip_signature_verification
         self._rules = UrlRules.from_settings(settings, public_url=provider.known_public_url)
         self._answers: OrderedDict[str, tuple[float, _Answer]] = OrderedDict()
@@ -92,23 +90,24 @@ class TwilioWebhook(resource.Resource):
         except UnicodeDecodeError:
             return self._refuse(request, 400, "body is not UTF-8 form data")
         params = _Params(pairs)
-        signature = request.getHeader(b"x-twilio-signature")
+        signature = request.getHeader(HEADER)
         checked = reconstruct(from_twisted_request(request), self._rules)
         if self._skip:
             self.log.warn(
                 "Twilio webhook for {url} accepted WITHOUT a signature check"
                 " (skipSignatureVerification)",
-                url=checked.url,
+                url=redacted(checked.url),
                 log_code="webhook.unverified",
             )
-        elif not signature or not any(
-            self._validator.validate(url, params, signature.decode("latin-1"))
-            for url in checked.candidates
-        ):
+        elif not signature or not self._signed(checked.candidates, pairs, signature):
+            urls = [redacted(url) for url in checked.candidates]
             self.log.warn(
-                "Twilio webhook refused: {why} for URL {url} (URL from {rule})",
+                "Twilio webhook refused: {why} for any of {count} URLs: {tried} (URL from {rule})",
                 why="invalid signature" if signature else "no X-Twilio-Signature",
-                url=checked.url,
+                count=len(urls),
+                tried=", ".join(urls),
+                url=urls[0],
+                urls=urls,
                 rule=checked.reason,
                 log_code="webhook.bad_signature",
             )
@@ -146,6 +145,9 @@ class TwilioWebhook(resource.Resource):
         d = Deferred.fromCoroutine(self._handle(query, params, key))
         d.addCallbacks(answered, failed)
         return NOT_DONE_YET
+
+    def _signed(self, candidates: Any, pairs: list[tuple[str, str]], signature: bytes) -> bool:
+        return check(candidates, TwilioSignature(self._token, pairs, signature)).accepted
 
     async def _handle(self, query: dict[str, str], params: _Params, key: str) -> _Answer:
         provider = self.provider
