@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from voicecalld.calls import events as ev
+from voicecalld.calls.states import CallState
 from voicecalld.config import parse_config
 from voicecalld.providers.twilio.provider import TwilioProvider
 from voicecalld.providers.twilio.signature import TwilioSignature, signed_params
@@ -298,3 +299,73 @@ class WebhookSignatureTests(TestCase):
         text = event["log_format"].format(**event)
         self.assertNotIn("s3cret", text)
         self.assertIn("https://twilio:***@mycompany.com/myapp.php?foo=1&bar=2", text)
+
+
+CALL_SID = "CA" + "7" * 32
+STATUS_URL = "https://voice.example.com/voice/webhook?callId=call-1&type=status"
+
+
+class StatusTests(TestCase):
+    """Twilio's enumerated values are matched whatever their case."""
+
+    def events_for(self, params: dict[str, str], url: str = STATUS_URL) -> tuple[int, list]:
+        rig = WebhookRig("https://voice.example.com/voice/webhook", token="status-token")
+        params = {"CallSid": CALL_SID, "AccountSid": ACCOUNT, **params}
+        response = rig.post(self, url, params, rig.sign(url, params))
+        return response.code, rig.events
+
+    def test_call_status_table(self) -> None:
+        table = [
+            ("completed", ev.Ended, CallState.COMPLETED),
+            ("Completed", ev.Ended, CallState.COMPLETED),
+            ("COMPLETED", ev.Ended, CallState.COMPLETED),
+            ("canceled", ev.Ended, CallState.HANGUP_BOT),
+            ("CANCELED", ev.Ended, CallState.HANGUP_BOT),
+            ("no-answer", ev.Ended, CallState.NO_ANSWER),
+            ("No-Answer", ev.Ended, CallState.NO_ANSWER),
+            ("BUSY", ev.Ended, CallState.BUSY),
+            ("Failed", ev.Ended, CallState.FAILED),
+            (" failed ", ev.Ended, CallState.FAILED),
+            ("Ringing", ev.Ringing, None),
+            ("IN-PROGRESS", ev.Answered, None),
+            ("In-Progress", ev.Answered, None),
+            ("queued", None, None),
+            ("Initiated", None, None),
+            ("no_answer", None, None),
+            ("", None, None),
+        ]
+        for status, kind, reason in table:
+            code, events = self.events_for({"CallStatus": status})
+            self.assertEqual(code, 204, status)
+            self.assertEqual([type(e) for e in events], [kind] if kind else [], status)
+            if reason is not None:
+                self.assertEqual(events[0].reason, reason, status)
+                self.assertEqual(events[0].call_id, "call-1", status)
+
+    def test_cased_statuses_share_a_dedupe_key(self) -> None:
+        keys = {
+            self.events_for({"CallStatus": s, "SequenceNumber": "3"})[1][0].dedupe_key
+            for s in ("no-answer", "No-Answer", "NO-ANSWER")
+        }
+        self.assertEqual(len(keys), 1)
+
+    def test_answered_by_a_machine(self) -> None:
+        for answered_by in ("machine_start", "Machine_End_Beep", "MACHINE_END_OTHER"):
+            _, events = self.events_for({"CallStatus": "Completed", "AnsweredBy": answered_by})
+            self.assertEqual(events[0].reason, CallState.VOICEMAIL, answered_by)
+        _, events = self.events_for({"CallStatus": "completed", "AnsweredBy": "Human"})
+        self.assertEqual(events[0].reason, CallState.COMPLETED)
+
+    def test_end_status_on_the_voice_url(self) -> None:
+        url = "https://voice.example.com/voice/webhook"
+        code, events = self.events_for({"CallStatus": "Canceled"}, url)
+        self.assertEqual(code, 204)
+        self.assertEqual([(type(e), e.reason) for e in events], [(ev.Ended, CallState.HANGUP_BOT)])
+
+    def test_direction(self) -> None:
+        url = "https://voice.example.com/voice/webhook"
+        for direction in ("inbound", "Inbound", "INBOUND"):
+            _, events = self.events_for({"Direction": direction, "From": "+1555", "To": "+1"}, url)
+            self.assertEqual([type(e) for e in events], [ev.InboundCall], direction)
+        _, events = self.events_for({"Direction": "outbound-api"}, url)
+        self.assertEqual(events, [])

@@ -5,9 +5,10 @@ TwiML that keeps each call doing what the call manager asked.
 Every request's signature is checked before anything else, against every
 URL Twilio could have signed (listed by L{voicecalld.web.public_url}); a
 bad or missing signature gets 403, one log line naming every URL tried, and
-changes nothing.  Events are applied (and stored) before Twilio
-gets its answer; a retried request is answered the same way without
-repeating anything.
+changes nothing.  Twilio's enumerated values (C{CallStatus}, C{Direction},
+C{AnsweredBy}) are read case-insensitively.  Events are applied (and
+stored) before Twilio gets its answer; a retried request is answered the
+same way without repeating anything.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class TwilioWebhook(resource.Resource):
         sid = params.get("CallSid")
         call = provider.call_for(query.get("callId"), sid)
         ids = {"call_id": call.call_id if call else query.get("callId"), "provider_call_id": sid}
-        status = params.get("CallStatus")
+        status = _enum(params.get("CallStatus"))
         if kind == "status" or (kind is None and status in END_REASONS):
             await self._status(status, params, ids)
             return _Answer(204, b"", None)
@@ -178,7 +179,7 @@ class TwilioWebhook(resource.Resource):
             return _twiml(provider.restart_stream(call))
         return _Answer(400, f"unknown webhook type {kind!r}\n".encode(), b"text/plain")
 
-    async def _status(self, status: str | None, params: _Params, ids: dict[str, Any]) -> None:
+    async def _status(self, status: str, params: _Params, ids: dict[str, Any]) -> None:
         sid = ids["provider_call_id"]
         sequence = params.get("SequenceNumber") or params.get("Timestamp") or ""
         dedupe = f"twilio:status:{sid}:{status}:{sequence}"
@@ -188,7 +189,7 @@ class TwilioWebhook(resource.Resource):
             await self.provider.emit(ev.Answered(dedupe_key=f"twilio:answered:{sid}", **ids))
         elif status in END_REASONS:
             reason = END_REASONS[status]
-            if status == "completed" and params.get("AnsweredBy", "").startswith("machine"):
+            if status == "completed" and _enum(params.get("AnsweredBy")).startswith("machine"):
                 reason = CallState.VOICEMAIL
             await self.provider.emit(
                 ev.Ended(reason=reason, detail=f"Twilio: {status}", dedupe_key=dedupe, **ids)
@@ -198,7 +199,7 @@ class TwilioWebhook(resource.Resource):
         provider = self.provider
         if call is not None:
             return _twiml(provider.document(call))
-        if params.get("Direction") != "inbound":
+        if _enum(params.get("Direction")) != "inbound":
             self.log.warn(
                 "Twilio call {sid} ({direction}) was not placed by voicecalld; hanging up",
                 sid=params.get("CallSid"),
@@ -275,6 +276,11 @@ class TwilioWebhook(resource.Resource):
 
 def _twiml(document: str) -> _Answer:
     return _Answer(200, document.encode(), XML)
+
+
+def _enum(value: str | None) -> str:
+    """One of Twilio's enumerated values, as we compare it: trimmed, lower-case."""
+    return (value or "").strip().lower()
 
 
 def _number(value: str | None) -> int:
