@@ -29,10 +29,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from voicecalld.web import limits as codes
-from voicecalld.web.guard import GuardedSite
+from voicecalld.web.guard import GuardedSite, reason_phrase
 from voicecalld.web.limits import InFlight, TokenBucket, WebLimits, retry_after
 from voicecalld.web.site import build_root
 
+# What each refusal's status line says after its code.
+PHRASES = {
+    400: b"Bad Request",
+    408: b"Request Time-out",
+    413: b"Request Entity Too Large",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 OK_REQUEST = (
     b"POST /voice/webhook HTTP/1.1\r\nHost: h\r\n"
     b"Content-Type: application/x-www-form-urlencoded\r\n"
@@ -85,6 +94,11 @@ class RawClient(Protocol):
     def connectionLost(self, reason: Any) -> None:
         self.open = False
         self.done.callback(self.received)
+
+    @property
+    def status_line(self) -> bytes:
+        """The first line of the answer."""
+        return self.received.split(b"\r\n", 1)[0]
 
     @property
     def status(self) -> int | None:
@@ -321,7 +335,8 @@ class RateTests(GuardTestCase):
         for _ in range(3):
             self.assertEqual((await self.exchange(OK_REQUEST)).status, 200)
         refused = await self.exchange(OK_REQUEST)
-        self.assertEqual(refused.status, 429)
+        self.assertEqual(refused.status_line, b"HTTP/1.1 429 Too Many Requests")
+        self.assertTrue(refused.received.endswith(b"\r\n\r\n429 Too Many Requests\n"))
         self.assertIn(b"Retry-After: 1\r\n", refused.received)
         self.assertEqual(self.codes(), [codes.RATE_LIMITED])
         self.assertEqual(len(self.resource.calls), 3)
@@ -449,6 +464,7 @@ class MalformedTests(GuardTestCase):
         for number, (data, status, code) in enumerate(table):
             client = await self.exchange(data)
             self.assertEqual(client.status, status, data[:60])
+            self.assertEqual(client.status_line, b"HTTP/1.1 %d %s" % (status, PHRASES[status]))
             self.assertEqual(self.codes()[number:], [code], data[:60])
         self.assertEqual(self.resource.calls, [])
         self.assertEqual(self.site.in_flight.total(), 0)
@@ -522,6 +538,10 @@ class BookkeepingTests(unittest.TestCase):
             bucket.take(key)
         self.assertEqual(len(bucket), 2)
         self.assertEqual(bucket.take("a"), 0.0)
+
+    def test_every_refusal_has_its_reason_phrase(self) -> None:
+        for status, phrase in PHRASES.items():
+            self.assertEqual(reason_phrase(status), phrase, status)
 
     def test_retry_after(self) -> None:
         self.assertEqual([retry_after(w) for w in (0.01, 1.0, 1.2)], [1, 1, 2])

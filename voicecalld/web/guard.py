@@ -57,8 +57,17 @@ from voicecalld.web.limits import (
 _log = Logger(namespace="voicecalld.web.guard")
 
 
+# RFC 6585's codes, which twisted.web's table of reason phrases lacks.
+_PHRASES = {429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The reason phrase our refusals carry in their status line for C{status}."""
+    return _PHRASES.get(status) or http.RESPONSES.get(status, b"Error")
+
+
 def _refusal(status: int, headers: dict[str, str] | None = None) -> bytes:
-    phrase = http.RESPONSES.get(status, b"Error").decode("ascii")
+    phrase = reason_phrase(status).decode("ascii")
     body = f"{status} {phrase}\n".encode("ascii")
     lines = [
         f"HTTP/1.1 {status} {phrase}",
