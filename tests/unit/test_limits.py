@@ -357,7 +357,69 @@ class RateTests(GuardTestCase):
 
 
 class InFlightTests(GuardTestCase):
-    """At most N requests per peer being read or answered (8 here)."""
+    """
+    At most N requests per peer in flight: from the end of their headers to
+    the end of their answer.  N are served, the next is refused.
+    """
+
+    async def hold(self, count: int) -> list[RawClient]:
+        """C{count} requests held open by the resource, each on its own connection."""
+        clients = []
+        for _ in range(count):
+            client = await self.connect()
+            client.transport.write(OK_REQUEST)
+            clients.append(client)
+        await eventually(lambda: len(self.resource.held) == count, f"{count} held requests")
+        return clients
+
+    async def hold_one_more(self, held: int) -> None:
+        """One more request, which must be admitted (C{held} are then held)."""
+        client = await self.connect()
+        client.transport.write(OK_REQUEST)
+        await eventually(lambda: len(self.resource.held) == held, "one more request admitted")
+
+    async def test_the_default_cap_at_its_boundary(self) -> None:
+        self.start(hold=True)
+        limit = WebLimits().max_in_flight_per_peer
+        clients = await self.hold(limit)
+        self.assertEqual(self.site.in_flight.count("127.0.0.1"), limit)
+        refused = await self.exchange(OK_REQUEST)
+        self.assertEqual(refused.status_line, b"HTTP/1.1 429 Too Many Requests")
+        self.assertIn(b"Retry-After: 1\r\n", refused.received)
+        (event,) = [e for e in self.events if "log_code" in e]
+        self.assertEqual(
+            (event["log_code"], event["status"], event["limit"], event["peer"]),
+            (codes.TOO_MANY_IN_FLIGHT, 429, limit, "127.0.0.1"),
+        )
+        self.assertEqual(len(self.resource.calls), limit)
+        self.assertEqual(self.site.in_flight.count("127.0.0.1"), limit)
+
+        # One answer finished: exactly one more is let in, then the cap holds again.
+        self.resource.held[0].write(b"done")
+        self.resource.held[0].finish()
+        await clients[0].done
+        self.assertEqual(self.site.in_flight.count("127.0.0.1"), limit - 1)
+        await self.hold_one_more(limit + 1)
+        self.assertEqual((await self.exchange(OK_REQUEST)).status, 429)
+        self.assertEqual(self.codes(), [codes.TOO_MANY_IN_FLIGHT] * 2)
+
+    async def test_a_request_counts_from_its_headers_to_its_answer(self) -> None:
+        self.start(WebLimits(max_in_flight_per_peer=1), hold=True)
+        client = await self.connect()
+        client.transport.write(OK_REQUEST[:30])
+        await eventually(lambda: self.channel()._partial, "part of the headers")
+        self.assertEqual(self.site.in_flight.total(), 0)
+        client.transport.write(OK_REQUEST[30:-3])
+        await eventually(lambda: self.site.in_flight.total() == 1, "the headers counted")
+        self.assertEqual(self.resource.calls, [])
+        refused = await self.exchange(OK_REQUEST)
+        self.assertEqual(refused.status, 429)
+        client.transport.write(OK_REQUEST[-3:])
+        await eventually(lambda: len(self.resource.held) == 1, "the body read")
+        self.assertEqual(self.site.in_flight.total(), 1)
+        self.resource.held[0].finish()
+        await client.done
+        self.assertEqual(self.site.in_flight.total(), 0)
 
     def test_defaults_fit_a_carriers_burst(self) -> None:
         limits = WebLimits()

@@ -12,7 +12,8 @@ same requests, plus
    slowloris client cannot hold a connection; an idle keep-alive connection
    is simply closed at the header deadline;
  - a per-peer token bucket (429 with C{Retry-After}) and a per-peer cap on
-   requests being read or answered (429);
+   requests in flight, from the end of their headers to the end of their
+   answer (429 beyond the cap);
  - a cap on open connections, WebSockets included (503);
  - malformed HTTP answered 400 (431 for an over-long header line).
 
