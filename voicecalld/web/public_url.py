@@ -366,8 +366,10 @@ def redacted(url: str) -> str:
 
 
 def _with_port_variants(urls: Iterable[str]) -> tuple[str, ...]:
-    """Each URL and its port variants, without repeats; an empty C{?} or C{#}
-    also without it (Twilio's SDK drops them before checking)."""
+    """
+    Each URL and its port variants, without repeats; a URL ending in an empty
+    query or fragment also without it (Twilio's SDK drops them).
+    """
     seen: dict[str, None] = {}
     for url in urls:
         forms = [url]
@@ -414,7 +416,9 @@ def _as_received(view: RequestView, path: str, target_authority: str | None) -> 
     return f"{scheme}://{host}{port}{path}"
 
 
-def _from_public_url(public_url: str, view: RequestView, path: str, host_port: int | None):
+def _from_public_url(
+    public_url: str, view: RequestView, path: str, host_port: int | None
+) -> PublicUrl:
     try:
         parts = urlsplit(public_url)
         port = parts.port
