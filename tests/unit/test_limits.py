@@ -29,10 +29,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from voicecalld.web import limits as codes
-from voicecalld.web.guard import GuardedSite
+from voicecalld.web.guard import GuardedSite, reason_phrase
 from voicecalld.web.limits import InFlight, TokenBucket, WebLimits, retry_after
 from voicecalld.web.site import build_root
 
+# What each refusal's status line says after its code.
+PHRASES = {
+    400: b"Bad Request",
+    408: b"Request Time-out",
+    413: b"Request Entity Too Large",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 OK_REQUEST = (
     b"POST /voice/webhook HTTP/1.1\r\nHost: h\r\n"
     b"Content-Type: application/x-www-form-urlencoded\r\n"
@@ -85,6 +94,11 @@ class RawClient(Protocol):
     def connectionLost(self, reason: Any) -> None:
         self.open = False
         self.done.callback(self.received)
+
+    @property
+    def status_line(self) -> bytes:
+        """The first line of the answer."""
+        return self.received.split(b"\r\n", 1)[0]
 
     @property
     def status(self) -> int | None:
@@ -321,7 +335,8 @@ class RateTests(GuardTestCase):
         for _ in range(3):
             self.assertEqual((await self.exchange(OK_REQUEST)).status, 200)
         refused = await self.exchange(OK_REQUEST)
-        self.assertEqual(refused.status, 429)
+        self.assertEqual(refused.status_line, b"HTTP/1.1 429 Too Many Requests")
+        self.assertTrue(refused.received.endswith(b"\r\n\r\n429 Too Many Requests\n"))
         self.assertIn(b"Retry-After: 1\r\n", refused.received)
         self.assertEqual(self.codes(), [codes.RATE_LIMITED])
         self.assertEqual(len(self.resource.calls), 3)
@@ -342,7 +357,69 @@ class RateTests(GuardTestCase):
 
 
 class InFlightTests(GuardTestCase):
-    """At most N requests per peer being read or answered (8 here)."""
+    """
+    At most N requests per peer in flight: from the end of their headers to
+    the end of their answer.  N are served, the next is refused.
+    """
+
+    async def hold(self, count: int) -> list[RawClient]:
+        """C{count} requests held open by the resource, each on its own connection."""
+        clients = []
+        for _ in range(count):
+            client = await self.connect()
+            client.transport.write(OK_REQUEST)
+            clients.append(client)
+        await eventually(lambda: len(self.resource.held) == count, f"{count} held requests")
+        return clients
+
+    async def hold_one_more(self, held: int) -> None:
+        """One more request, which must be admitted (C{held} are then held)."""
+        client = await self.connect()
+        client.transport.write(OK_REQUEST)
+        await eventually(lambda: len(self.resource.held) == held, "one more request admitted")
+
+    async def test_the_default_cap_at_its_boundary(self) -> None:
+        self.start(hold=True)
+        limit = WebLimits().max_in_flight_per_peer
+        clients = await self.hold(limit)
+        self.assertEqual(self.site.in_flight.count("127.0.0.1"), limit)
+        refused = await self.exchange(OK_REQUEST)
+        self.assertEqual(refused.status_line, b"HTTP/1.1 429 Too Many Requests")
+        self.assertIn(b"Retry-After: 1\r\n", refused.received)
+        (event,) = [e for e in self.events if "log_code" in e]
+        self.assertEqual(
+            (event["log_code"], event["status"], event["limit"], event["peer"]),
+            (codes.TOO_MANY_IN_FLIGHT, 429, limit, "127.0.0.1"),
+        )
+        self.assertEqual(len(self.resource.calls), limit)
+        self.assertEqual(self.site.in_flight.count("127.0.0.1"), limit)
+
+        # One answer finished: exactly one more is let in, then the cap holds again.
+        self.resource.held[0].write(b"done")
+        self.resource.held[0].finish()
+        await clients[0].done
+        self.assertEqual(self.site.in_flight.count("127.0.0.1"), limit - 1)
+        await self.hold_one_more(limit + 1)
+        self.assertEqual((await self.exchange(OK_REQUEST)).status, 429)
+        self.assertEqual(self.codes(), [codes.TOO_MANY_IN_FLIGHT] * 2)
+
+    async def test_a_request_counts_from_its_headers_to_its_answer(self) -> None:
+        self.start(WebLimits(max_in_flight_per_peer=1), hold=True)
+        client = await self.connect()
+        client.transport.write(OK_REQUEST[:30])
+        await eventually(lambda: self.channel()._partial, "part of the headers")
+        self.assertEqual(self.site.in_flight.total(), 0)
+        client.transport.write(OK_REQUEST[30:-3])
+        await eventually(lambda: self.site.in_flight.total() == 1, "the headers counted")
+        self.assertEqual(self.resource.calls, [])
+        refused = await self.exchange(OK_REQUEST)
+        self.assertEqual(refused.status, 429)
+        client.transport.write(OK_REQUEST[-3:])
+        await eventually(lambda: len(self.resource.held) == 1, "the body read")
+        self.assertEqual(self.site.in_flight.total(), 1)
+        self.resource.held[0].finish()
+        await client.done
+        self.assertEqual(self.site.in_flight.total(), 0)
 
     def test_defaults_fit_a_carriers_burst(self) -> None:
         limits = WebLimits()
@@ -449,6 +526,7 @@ class MalformedTests(GuardTestCase):
         for number, (data, status, code) in enumerate(table):
             client = await self.exchange(data)
             self.assertEqual(client.status, status, data[:60])
+            self.assertEqual(client.status_line, b"HTTP/1.1 %d %s" % (status, PHRASES[status]))
             self.assertEqual(self.codes()[number:], [code], data[:60])
         self.assertEqual(self.resource.calls, [])
         self.assertEqual(self.site.in_flight.total(), 0)
@@ -522,6 +600,10 @@ class BookkeepingTests(unittest.TestCase):
             bucket.take(key)
         self.assertEqual(len(bucket), 2)
         self.assertEqual(bucket.take("a"), 0.0)
+
+    def test_every_refusal_has_its_reason_phrase(self) -> None:
+        for status, phrase in PHRASES.items():
+            self.assertEqual(reason_phrase(status), phrase, status)
 
     def test_retry_after(self) -> None:
         self.assertEqual([retry_after(w) for w in (0.01, 1.0, 1.2)], [1, 1, 2])

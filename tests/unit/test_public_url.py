@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse, urlsplit
 
 from attrs import frozen
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twilio.request_validator import add_port, remove_port
 from twisted.internet.address import IPv4Address
 from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
@@ -24,7 +26,9 @@ from voicecalld.web.public_url import (
     from_twisted_request,
     is_loopback_bind,
     is_loopback_peer,
+    port_variants,
     reconstruct,
+    redacted,
 )
 
 PATH = "/voice/webhook?callId=abc&type=status"
@@ -481,69 +485,278 @@ class ReconstructTableTests(unittest.TestCase):
                 self.assertIn(case.reason, result.reason, case.name)
 
 
+@frozen
+class Signed:
+    """One row: a request and config, and every URL its signature is checked against."""
+
+    name: str
+    candidates: tuple[str, ...]
+    headers: Any = ()
+    rules: UrlRules = UrlRules()
+    path: str = "/w?x=1"
+    secure: bool = False
+
+
+MYAPP = "https://mycompany.com/myapp.php"
+TRUSTED = UrlRules(trust_forwarding_headers=True)
+SIGNED_CASES = [
+    # A known public URL: upstream's URL, the URL as written, the Host port.
+    Signed(
+        "publicUrl: upstream's URL, then the explicit default port",
+        ("https://p.example.com/w?x=1", "https://p.example.com:443/w?x=1"),
+        {"Host": "p.example.com"},
+        UrlRules(public_url="https://p.example.com/w"),
+    ),
+    Signed(
+        "publicUrl served from another path by a proxy",
+        (
+            "https://mycompany.com/voice/webhook?foo=1&bar=2",
+            "https://mycompany.com:443/voice/webhook?foo=1&bar=2",
+            "https://mycompany.com/myapp.php?foo=1&bar=2",
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            "https://mycompany.com:3334/voice/webhook?foo=1&bar=2",
+        ),
+        {"Host": "127.0.0.1:3334", "X-Forwarded-Host": "evil.example.net"},
+        UrlRules(public_url=MYAPP, trust_forwarding_headers=True),
+        "/voice/webhook?foo=1&bar=2",
+    ),
+    Signed(
+        "publicUrl with a non-default port, and the Host header's port",
+        (
+            "https://p.example.com:8443/w?x=1",
+            "https://p.example.com/w?x=1",
+            "https://p.example.com:3334/w?x=1",
+        ),
+        {"Host": "localhost:3334"},
+        UrlRules(public_url="https://p.example.com:8443/w"),
+    ),
+    Signed(
+        "publicUrl written with its default port",
+        ("https://p.example.com/w?x=1", "https://p.example.com:443/w?x=1"),
+        {"Host": "p.example.com:443"},
+        UrlRules(public_url="https://p.example.com:443/w"),
+    ),
+    Signed(
+        "publicUrl over http: :80 is the default",
+        ("http://p.example.com/w?x=1", "http://p.example.com:80/w?x=1"),
+        rules=UrlRules(public_url="http://p.example.com/w"),
+    ),
+    Signed(
+        "publicUrl's own query is replaced by the request's, even by none",
+        ("https://p.example.com/w", "https://p.example.com:443/w"),
+        rules=UrlRules(public_url="https://p.example.com/w?stale=1"),
+        path="/w",
+    ),
+    Signed(
+        "an empty query is kept as received, and tried without (as the SDK does)",
+        (
+            "https://p.example.com/w?",
+            "https://p.example.com:443/w?",
+            "https://p.example.com/w",
+            "https://p.example.com:443/w",
+        ),
+        rules=UrlRules(public_url="https://p.example.com/w"),
+        path="/w?",
+    ),
+    Signed(
+        "publicUrl with a fragment (Twilio's connection overrides)",
+        (
+            "https://p.example.com/w?x=1",
+            "https://p.example.com:443/w?x=1",
+            "https://p.example.com/w?x=1#ct=2000",
+            "https://p.example.com:443/w?x=1#ct=2000",
+        ),
+        rules=UrlRules(public_url="https://p.example.com/w#ct=2000"),
+    ),
+    Signed(
+        "publicUrl without a path",
+        (
+            "https://p.example.com/w?x=1",
+            "https://p.example.com:443/w?x=1",
+            "https://p.example.com?x=1",
+            "https://p.example.com:443?x=1",
+        ),
+        rules=UrlRules(public_url="https://p.example.com"),
+    ),
+    Signed(
+        "publicUrl: a TLS connection changes nothing",
+        ("https://p.example.com/w?x=1", "https://p.example.com:443/w?x=1"),
+        {"Host": "internal.example"},
+        UrlRules(public_url="https://p.example.com/w"),
+        secure=True,
+    ),
+    # No public URL: upstream's URL, the Host port, the URL as received.
+    Signed(
+        "plain connection with a bare Host",
+        (
+            "https://p.example.com/w?x=1",
+            "https://p.example.com:443/w?x=1",
+            "http://p.example.com/w?x=1",
+            "http://p.example.com:80/w?x=1",
+        ),
+        {"Host": "p.example.com"},
+    ),
+    Signed(
+        "TLS connection with a bare Host",
+        ("https://p.example.com/w?x=1", "https://p.example.com:443/w?x=1"),
+        {"Host": "P.example.com"},
+        secure=True,
+    ),
+    Signed(
+        "Host with :443",
+        (
+            "https://p.example.com/w?x=1",
+            "https://p.example.com:443/w?x=1",
+            "http://p.example.com:443/w?x=1",
+            "http://p.example.com/w?x=1",
+        ),
+        {"Host": "p.example.com:443"},
+    ),
+    Signed(
+        "direct to the daemon's port over plain HTTP",
+        (
+            "https://203.0.113.5/w?x=1",
+            "https://203.0.113.5:443/w?x=1",
+            "https://203.0.113.5:3334/w?x=1",
+            "http://203.0.113.5:3334/w?x=1",
+            "http://203.0.113.5/w?x=1",
+        ),
+        {"Host": "203.0.113.5:3334"},
+    ),
+    Signed(
+        "IPv6 Host with a port",
+        (
+            "https://[2001:db8::1]/w?x=1",
+            "https://[2001:db8::1]:443/w?x=1",
+            "https://[2001:db8::1]:8080/w?x=1",
+            "http://[2001:db8::1]:8080/w?x=1",
+            "http://[2001:db8::1]/w?x=1",
+        ),
+        {"Host": "[2001:db8::1]:8080"},
+    ),
+    Signed(
+        "a bad Host port is dropped from the URL as received",
+        (
+            "https://p.example.com/w?x=1",
+            "https://p.example.com:443/w?x=1",
+            "http://p.example.com/w?x=1",
+            "http://p.example.com:80/w?x=1",
+        ),
+        {"Host": "p.example.com:99999"},
+    ),
+    Signed(
+        "trusted forwarded port, then the Host port, then as received",
+        (
+            "https://v.example.com:8443/w?x=1",
+            "https://v.example.com/w?x=1",
+            "https://v.example.com:3334/w?x=1",
+            "http://127.0.0.1:3334/w?x=1",
+            "http://127.0.0.1/w?x=1",
+        ),
+        {"Host": "127.0.0.1:3334", "X-Forwarded-Host": "v.example.com", "X-Forwarded-Port": "8443"},
+        TRUSTED,
+    ),
+    Signed(
+        "trusted forwarded http with Host :80",
+        ("http://p.example.com/w?x=1", "http://p.example.com:80/w?x=1"),
+        {"Host": "p.example.com:80", "X-Forwarded-Proto": "http"},
+        TRUSTED,
+    ),
+    Signed(
+        "untrusted forwarded headers shape no candidate",
+        (
+            "https://127.0.0.1/w?x=1",
+            "https://127.0.0.1:443/w?x=1",
+            "https://127.0.0.1:3334/w?x=1",
+            "http://127.0.0.1:3334/w?x=1",
+            "http://127.0.0.1/w?x=1",
+        ),
+        {
+            "Host": "127.0.0.1:3334",
+            "X-Forwarded-Host": "evil.example.net",
+            "X-Forwarded-Proto": "http",
+            "X-Forwarded-Port": "8080",
+            "Forwarded": "host=evil.example.net;proto=http",
+        },
+    ),
+    Signed(
+        "forwarded host outside allowedHosts shapes no candidate",
+        (
+            "https://127.0.0.1/w?x=1",
+            "https://127.0.0.1:443/w?x=1",
+            "https://127.0.0.1:3334/w?x=1",
+            "http://127.0.0.1:3334/w?x=1",
+            "http://127.0.0.1/w?x=1",
+        ),
+        {"Host": "127.0.0.1:3334", "X-Forwarded-Host": "evil.example.net"},
+        UrlRules(allowed_hosts=("voice.example.com",)),
+    ),
+    Signed(
+        "absolute request target without Host",
+        (
+            "https://t.example.com/w?x=1",
+            "https://t.example.com:443/w?x=1",
+            "http://t.example.com/w?x=1",
+            "http://t.example.com:80/w?x=1",
+        ),
+        path="http://t.example.com/w?x=1",
+    ),
+    Signed("no usable host: one URL, no variants", ("https:///w?x=1",), {"Host": "a@b"}),
+]
+
+
 class CandidateTests(unittest.TestCase):
-    """The URL variants tried for Twilio's port quirk (upstream 9.1 step 4)."""
+    """Every URL a carrier could have signed, most likely first."""
 
-    def candidates(self, headers: Any, rules: UrlRules) -> tuple[str, ...]:
-        return reconstruct(RequestView(path_and_query="/w?x=1", headers=headers), rules).candidates
+    def test_table(self) -> None:
+        for case in SIGNED_CASES:
+            view = RequestView(path_and_query=case.path, headers=case.headers, secure=case.secure)
+            result = reconstruct(view, case.rules)
+            self.assertEqual(result.candidates, case.candidates, case.name)
+            self.assertEqual(result.url, case.candidates[0], case.name)
 
-    def test_public_url_with_port(self) -> None:
+    def test_port_variants_follow_the_sdk(self) -> None:
+        """Our variants of a URL are the forms the SDK's validator tries, plus the URL itself."""
+        for url in (
+            "https://h.example.com/w?x=1",
+            "https://h.example.com:443/w",
+            "https://h.example.com:8443/w",
+            "http://h.example.com/w",
+            "http://h.example.com:80/w",
+            "http://h.example.com:3334/w?a=:1",
+            "https://h.example.com?x=1",
+        ):
+            parsed = urlparse(url)
+            expected = {url, remove_port(parsed), add_port(parsed)}
+            self.assertEqual(set(port_variants(url)), expected, url)
+            self.assertEqual(port_variants(url)[0], url)
+
+    def test_port_variants_leave_odd_urls_alone(self) -> None:
+        for url in ("https:///w", "https://h:/w", "ftp://h/w", "not a url", "https://[::1/w"):
+            self.assertEqual(port_variants(url), (url,), url)
+
+    def test_ipv6_literals(self) -> None:
+        # The SDK's own port removal cuts an IPv6 literal at its first colon.
         self.assertEqual(
-            self.candidates(
-                {"Host": "localhost:3334"}, UrlRules(public_url="https://p.example.com:8443/w")
-            ),
-            (
-                "https://p.example.com:8443/w?x=1",
-                "https://p.example.com/w?x=1",
-                "https://p.example.com:3334/w?x=1",
-            ),
+            port_variants("https://[::1]:8443/w"), ("https://[::1]:8443/w", "https://[::1]/w")
+        )
+        self.assertEqual(port_variants("http://[::1]/w"), ("http://[::1]/w", "http://[::1]:80/w"))
+
+    def test_user_info_keeps_its_place(self) -> None:
+        self.assertEqual(
+            port_variants("https://u:p@h.example.com:8443/w"),
+            ("https://u:p@h.example.com:8443/w", "https://u:p@h.example.com/w"),
         )
 
-    def test_public_url_without_port(self) -> None:
-        self.assertEqual(
-            self.candidates(
-                {"Host": "p.example.com"}, UrlRules(public_url="https://p.example.com")
-            ),
-            ("https://p.example.com/w?x=1",),
-        )
-
-    def test_host_port_443_is_no_port(self) -> None:
-        self.assertEqual(
-            self.candidates({"Host": "p.example.com:443"}, UrlRules()),
-            ("https://p.example.com/w?x=1",),
-        )
-
-    def test_host_header_port_variant(self) -> None:
-        self.assertEqual(
-            self.candidates({"Host": "p.example.com:8080"}, UrlRules()),
-            ("https://p.example.com/w?x=1", "https://p.example.com:8080/w?x=1"),
-        )
-
-    def test_forwarded_port_then_stripped(self) -> None:
-        self.assertEqual(
-            self.candidates(
-                {
-                    "Host": "127.0.0.1:3334",
-                    "X-Forwarded-Host": "v.example.com",
-                    "X-Forwarded-Port": "8443",
-                },
-                UrlRules(trust_forwarding_headers=True),
-            ),
-            (
-                "https://v.example.com:8443/w?x=1",
-                "https://v.example.com/w?x=1",
-                "https://v.example.com:3334/w?x=1",
-            ),
-        )
-
-    def test_host_port_80_is_default_for_http(self) -> None:
-        self.assertEqual(
-            self.candidates(
-                {"Host": "p.example.com:80", "X-Forwarded-Proto": "http"},
-                UrlRules(trust_forwarding_headers=True),
-            ),
-            ("http://p.example.com/w?x=1",),
-        )
+    def test_redacted(self) -> None:
+        table = [
+            ("https://u:secret@h.example.com/w?x=1", "https://u:***@h.example.com/w?x=1"),
+            ("https://u@h.example.com/w", "https://u@h.example.com/w"),
+            ("https://h.example.com/w?a=b@c:d", "https://h.example.com/w?a=b@c:d"),
+            ("https://u:s@[::1]:80#f", "https://u:***@[::1]:80#f"),
+        ]
+        for url, expected in table:
+            self.assertEqual(redacted(url), expected, url)
 
 
 class SettingsTests(unittest.TestCase):
@@ -695,10 +908,72 @@ class FuzzTests(unittest.TestCase):
         self, headers: dict[str, str], peer: str | None, trust: bool, path: str
     ) -> None:
         rules = UrlRules(trust_forwarding_headers=trust, ngrok_loopback_bypass=True)
-        result = reconstruct(RequestView(path_and_query=path, headers=headers, peer=peer), rules)
-        self.assertEqual(result.candidates[0], result.url)
-        scheme, rest = result.url.split("://", 1)
-        self.assertIn(scheme, ("http", "https"))
-        authority = rest.split("/", 1)[0]
-        for bad in "@/?# \t\r\n,\\":
-            self.assertNotIn(bad, authority)
+        for secure in (False, True):
+            view = RequestView(path_and_query=path, headers=headers, peer=peer, secure=secure)
+            result = reconstruct(view, rules)
+            self.assertEqual(result.candidates[0], result.url)
+            self.assertEqual(len(set(result.candidates)), len(result.candidates))
+            for url in result.candidates:
+                scheme, rest = url.split("://", 1)
+                self.assertIn(scheme, ("http", "https"))
+                authority = rest.split("/", 1)[0]
+                for bad in "@/?# \t\r\n,\\":
+                    self.assertNotIn(bad, authority)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        headers=st.dictionaries(
+            st.sampled_from(
+                ["Host", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "Forwarded"]
+            ),
+            st.text(max_size=40),
+        ),
+        trust=st.booleans(),
+        secure=st.booleans(),
+        path=st.text(max_size=30),
+    )
+    def test_public_url_pins_scheme_and_host(
+        self, headers: dict[str, str], trust: bool, secure: bool, path: str
+    ) -> None:
+        rules = UrlRules(
+            public_url="https://pub.example.com/voice/webhook", trust_forwarding_headers=trust
+        )
+        view = RequestView(path_and_query=path, headers=headers, peer="10.0.0.1", secure=secure)
+        for url in reconstruct(view, rules).candidates:
+            self.assertTrue(url.startswith("https://pub.example.com"), url)
+            self.assertEqual(urlsplit(url).hostname, "pub.example.com", url)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        forwarded=st.dictionaries(
+            st.sampled_from(
+                [
+                    "X-Forwarded-Host",
+                    "X-Forwarded-Proto",
+                    "X-Forwarded-Port",
+                    "X-Original-Host",
+                    "Ngrok-Forwarded-Host",
+                    "Forwarded",
+                ]
+            ),
+            st.text(max_size=40) | st.just("evil.example.net"),
+        ),
+        host=st.sampled_from(["", "p.example.com", "p.example.com:8080", "[::1]:3334"]),
+        allowed=st.booleans(),
+        path=st.sampled_from(["/w", "/w?x=1", "/w?"]),
+    )
+    def test_untrusted_forwarding_headers_change_no_candidate(
+        self, forwarded: dict[str, str], host: str, allowed: bool, path: str
+    ) -> None:
+        # Not trusted: neither allowedHosts nor trust, or a proxy list without this peer.
+        rules = (
+            UrlRules(allowed_hosts=("evil.example.net",), trusted_proxy_ips=("10.9.9.9",))
+            if allowed
+            else UrlRules()
+        )
+        bare = {"Host": host} if host else {}
+        with_headers = RequestView(path_and_query=path, headers={**forwarded, **bare}, peer="::1")
+        without = RequestView(path_and_query=path, headers=bare, peer="::1")
+        self.assertEqual(
+            reconstruct(with_headers, rules).candidates, reconstruct(without, rules).candidates
+        )

@@ -12,7 +12,8 @@ same requests, plus
    slowloris client cannot hold a connection; an idle keep-alive connection
    is simply closed at the header deadline;
  - a per-peer token bucket (429 with C{Retry-After}) and a per-peer cap on
-   requests being read or answered (429);
+   requests in flight, from the end of their headers to the end of their
+   answer (429 beyond the cap);
  - a cap on open connections, WebSockets included (503);
  - malformed HTTP answered 400 (431 for an over-long header line).
 
@@ -57,8 +58,17 @@ from voicecalld.web.limits import (
 _log = Logger(namespace="voicecalld.web.guard")
 
 
+# RFC 6585's codes, which twisted.web's table of reason phrases lacks.
+_PHRASES = {429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The reason phrase our refusals carry in their status line for C{status}."""
+    return _PHRASES.get(status) or http.RESPONSES.get(status, b"Error")
+
+
 def _refusal(status: int, headers: dict[str, str] | None = None) -> bytes:
-    phrase = http.RESPONSES.get(status, b"Error").decode("ascii")
+    phrase = reason_phrase(status).decode("ascii")
     body = f"{status} {phrase}\n".encode("ascii")
     lines = [
         f"HTTP/1.1 {status} {phrase}",

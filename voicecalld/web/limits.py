@@ -28,9 +28,11 @@ BAD_REQUEST = "webhook.bad_request"
 @frozen(kw_only=True)
 class WebLimits:
     """
-    Limits for the webhook server.  The defaults follow upstream (64 KiB and
-    5 s before authentication, 8 requests in flight per peer) plus a
-    per-peer rate and a connection cap of our own.
+    Limits for the webhook server.  The body cap and deadlines follow
+    upstream (64 KiB and 5 s before authentication).  Upstream allows 8
+    requests in flight per peer; we allow 32 by default, because a carrier
+    sends every call's webhooks from a few addresses (docs/capacity.md).  The
+    per-peer rate and the connection cap are our own.
 
     @ivar max_body_bytes: larger bodies are answered 413.
     @ivar header_timeout: seconds from connect (or the end of the previous
@@ -39,8 +41,10 @@ class WebLimits:
         body; then 408.
     @ivar rate: requests per second each peer may sustain...
     @ivar burst: ...and in a burst; beyond, 429 with C{Retry-After}.
-    @ivar max_in_flight_per_peer: requests of one peer being read or
-        answered at once; beyond, 429.
+    @ivar max_in_flight_per_peer: requests of one peer in flight at once:
+        a request counts from the end of its headers until its answer is
+        finished (or its connection is lost, or it becomes a WebSocket).
+        This many are served; the next one is answered 429.
     @ivar max_connections: open connections (WebSockets included); beyond,
         503 and the connection is closed.
     @ivar linger: seconds to drain and discard a refused client's data before
@@ -119,7 +123,7 @@ def retry_after(wait: float) -> int:
 
 
 class InFlight:
-    """How many requests each peer has being read or answered."""
+    """How many requests each peer has in flight (see L{WebLimits.max_in_flight_per_peer})."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit

@@ -26,6 +26,11 @@ Hosts from headers are sanitised as upstream does: first comma item, C{@}
 refused, RFC 1123 check, lower-cased, port dropped.  Beyond upstream we keep
 IPv6 literals bracketed (and check they are IPv6 addresses), and match
 C{trustedProxyIPs} across IPv4 and IPv4-mapped IPv6 spellings.
+
+A signature check needs more than that one URL: L{PublicUrl.candidates}
+lists every URL the carrier could have signed (see L{reconstruct}), for any
+provider that signs a URL; L{voicecalld.web.signatures} checks a signature
+against them.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ class RequestView:
     path_and_query: str = "/"
     headers: tuple[tuple[str, str], ...] = field(default=(), converter=_header_pairs)
     peer: str | None = None
+    #: Whether the connection itself is TLS (the scheme of the URL as received).
+    secure: bool = False
 
     def header(self, name: str) -> str | None:
         """One header's value: several lines are joined with C{", "} (as Node does)."""
@@ -100,11 +107,13 @@ class RequestView:
 def from_twisted_request(request: Any) -> RequestView:
     """Build a L{RequestView} from a C{twisted.web} request."""
     address = request.getClientAddress()
+    is_secure = getattr(request, "isSecure", None)
     return RequestView(
         method=request.method.decode("latin-1"),
         path_and_query=request.uri.decode("latin-1"),
         headers=request.requestHeaders,
         peer=getattr(address, "host", None),
+        secure=bool(is_secure is not None and is_secure()),
     )
 
 
@@ -152,11 +161,12 @@ class UrlRules:
 @frozen
 class PublicUrl:
     """
-    The rebuilt URL, the variants to try for Twilio, and which rule decided.
+    The rebuilt URL, every URL a carrier could have signed, and which rule
+    decided.
 
-    C{candidates} starts with C{url}; then (for Twilio's port quirk) the URL
-    without its port, with the public URL's port and with the C{Host}
-    header's port, without repeats.  C{reason} is for log lines.
+    C{url} is upstream's URL (the rules above).  C{candidates} starts with
+    it and lists, most likely first and without repeats, the URLs to check a
+    signature against (see L{reconstruct}).  C{reason} is for log lines.
     """
 
     url: str
@@ -311,17 +321,104 @@ def _host_header_port(host: str | None) -> int | None:
     return None if port in (None, 443) else port
 
 
-def _candidates(
-    scheme: str, userinfo: str, host: str, port: int | None, path: str, extra: list[int | None]
-) -> tuple[str, ...]:
-    seen: list[str] = []
-    for url in [_compose(scheme, userinfo, host, p, path) for p in [port, None, *extra]]:
-        if url not in seen:
-            seen.append(url)
+def port_variants(url: str) -> tuple[str, ...]:
+    """
+    C{url}, then the one other form Twilio's SDK also accepts: without its
+    port when it has one, else with its scheme's default port (C{:443} for
+    https and wss, C{:80} for http and ws).  Twilio's own signing is not
+    consistent about ports.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return (url,)
+    if not parts.hostname:
+        return (url,)
+    start = url.find("://") + 3
+    netloc = parts.netloc
+    if start < 3 or url[start : start + len(netloc)] != netloc:
+        return (url,)
+    userinfo, at, hostport = netloc.rpartition("@")
+    colon = hostport.rfind(":")
+    has_port = colon > hostport.rfind("]")
+    if has_port and port is None:
+        return (url,)  # an empty port ("host:"): leave it alone
+    if has_port:
+        bare = hostport[:colon]
+    elif parts.scheme.lower() in _DEFAULT_PORTS:
+        bare = f"{hostport}:{_DEFAULT_PORTS[parts.scheme.lower()]}"
+    else:
+        return (url,)
+    other = url[:start] + userinfo + at + bare + url[start + len(netloc) :]
+    return (url, other)
+
+
+def redacted(url: str) -> str:
+    """C{url} fit for a log line: a password in its user info becomes C{***}."""
+    start = url.find("://") + 3
+    end = min((i for i in (url.find(c, start) for c in "/?#") if i != -1), default=len(url))
+    userinfo, at, hostport = url[start:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{url[:start]}{user}:***@{hostport}{url[end:]}"
+
+
+def _with_port_variants(urls: Iterable[str]) -> tuple[str, ...]:
+    """
+    Each URL and its port variants, without repeats; a URL ending in an empty
+    query or fragment also without it (Twilio's SDK drops them).
+    """
+    seen: dict[str, None] = {}
+    for url in urls:
+        forms = [url]
+        bare = url.removesuffix("#")
+        bare = bare.removesuffix("?") if "#" not in bare else bare
+        if bare != url:
+            forms.append(bare)
+        for form in forms:
+            for variant in port_variants(form):
+                seen.setdefault(variant, None)
     return tuple(seen)
 
 
-def _from_public_url(public_url: str, path: str, host_port: int | None) -> PublicUrl:
+def _query_of(path_and_query: str) -> str | None:
+    """The query string as received (None when the target has no C{?})."""
+    _, mark, query = path_and_query.partition("?")
+    return query if mark else None
+
+
+def _as_configured(public_url: str, query: str | None) -> list[str]:
+    """
+    C{publicUrl} exactly as written, its own query replaced by the request's
+    (a proxy may serve it from another path); with and without its fragment.
+    """
+    base, hash_mark, fragment = public_url.partition("#")
+    base = base.partition("?")[0]
+    url = base if query is None else f"{base}?{query}"
+    return [url, f"{url}#{fragment}"] if hash_mark else [url]
+
+
+def _as_received(view: RequestView, path: str, target_authority: str | None) -> str | None:
+    """The URL as it reached us: the connection's scheme, C{Host} with its port, the target."""
+    authority = (view.header("Host") or target_authority or "").strip()
+    host = extract_hostname(authority)
+    if host is None:
+        return None
+    port = ""
+    rest = authority[authority.find("]") + 1 :] if authority.startswith("[") else authority
+    if ":" in rest:
+        raw = rest.rsplit(":", 1)[1]
+        if _PORT.fullmatch(raw) and 0 < int(raw) < 65536:
+            port = f":{int(raw)}"
+    scheme = "https" if view.secure else "http"
+    return f"{scheme}://{host}{port}{path}"
+
+
+def _from_public_url(
+    public_url: str, view: RequestView, path: str, host_port: int | None
+) -> PublicUrl:
     try:
         parts = urlsplit(public_url)
         port = parts.port
@@ -334,12 +431,11 @@ def _from_public_url(public_url: str, path: str, host_port: int | None) -> Publi
     host = f"[{hostname}]" if ":" in hostname else hostname
     userinfo = parts.netloc.rpartition("@")[0]
     userinfo = f"{userinfo}@" if userinfo else ""
-    explicit = port if port is not None and _DEFAULT_PORTS.get(scheme) != port else None
-    extra = [explicit] if explicit is not None else []
+    upstream = _compose(scheme, userinfo, host, port, path)
+    urls = [upstream, *_as_configured(public_url, _query_of(view.path_and_query))]
     if host_port is not None:
-        extra.append(host_port)
-    candidates = _candidates(scheme, userinfo, host, port, path, extra)
-    return PublicUrl(candidates[0], candidates, RULE_PUBLIC_URL, "publicUrl")
+        urls.append(_compose(scheme, userinfo, host, host_port, path))
+    return PublicUrl(upstream, _with_port_variants(urls), RULE_PUBLIC_URL, "publicUrl")
 
 
 def _trust(view: RequestView, rules: UrlRules, allowed: frozenset[str]) -> tuple[bool, str]:
@@ -362,12 +458,28 @@ def _trust(view: RequestView, rules: UrlRules, allowed: frozenset[str]) -> tuple
 
 
 def reconstruct(view: RequestView, rules: UrlRules) -> PublicUrl:
-    """Rebuild the URL the carrier requested (see the module docstring for the rules)."""
+    """
+    Rebuild the URL the carrier requested (see the module docstring for the
+    rules), and list every URL it could have signed, each first as built and
+    then in its other L{port_variants} form:
+
+     - with a known public URL: upstream's URL (its origin with the
+       request's path and query); the public URL exactly as written with
+       the request's query (a reverse proxy may serve C{/myapp.php} from
+       C{serve.path}), with and without its fragment; upstream's URL with
+       the C{Host} header's port;
+     - without one: upstream's URL; the same with the C{Host} header's
+       port; the URL as received (the connection's scheme, the C{Host}
+       header with its port, the request's path and query).
+
+    Forwarding headers only ever shape upstream's URL, under upstream's
+    trust rules.
+    """
     target_authority, path = _split_target(view.path_and_query)
     host_header = view.header("Host")
     host_port = _host_header_port(host_header)
     if rules.public_url:
-        return _from_public_url(rules.public_url, path, host_port)
+        return _from_public_url(rules.public_url, view, path, host_port)
 
     allowed = frozenset(
         h for h in (extract_hostname(a.strip()) for a in rules.allowed_hosts) if h is not None
@@ -416,5 +528,11 @@ def reconstruct(view: RequestView, rules: UrlRules) -> PublicUrl:
         host, rule, reason = "", RULE_NONE, "no usable host"
     if notes:
         reason += " (" + "; ".join(notes) + ")"
-    candidates = _candidates(scheme, "", host, port, path, [host_port])
-    return PublicUrl(candidates[0], candidates, rule, reason)
+    upstream = _compose(scheme, "", host, port, path)
+    urls = [upstream]
+    if host_port is not None:
+        urls.append(_compose(scheme, "", host, host_port, path))
+    received = _as_received(view, path, target_authority)
+    if received is not None:
+        urls.append(received)
+    return PublicUrl(upstream, _with_port_variants(urls), rule, reason)

@@ -2,12 +2,13 @@
 Twilio's webhooks: signature first, then status callbacks, answers, and the
 TwiML that keeps each call doing what the call manager asked.
 
-Every request is checked with the SDK's C{RequestValidator} against the URL
-Twilio used (rebuilt by L{voicecalld.web.public_url}) before anything else;
-a bad or missing signature gets 403, one log line naming the URL checked,
-and changes nothing.  Events are applied (and stored) before Twilio gets
-its answer; a retried request is answered the same way without repeating
-anything.
+Every request's signature is checked before anything else, against every
+URL Twilio could have signed (listed by L{voicecalld.web.public_url}); a
+bad or missing signature gets 403, one log line naming every URL tried, and
+changes nothing.  Twilio's enumerated values (C{CallStatus}, C{Direction},
+C{AnsweredBy}) are read case-insensitively.  Events are applied (and
+stored) before Twilio gets its answer; a retried request is answered the
+same way without repeating anything.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from twilio.request_validator import RequestValidator
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web import resource
@@ -25,9 +25,11 @@ from twisted.web.server import NOT_DONE_YET
 
 from voicecalld.providers.twilio import twiml
 from voicecalld.providers.twilio.provider import END_REASONS, TwilioProvider
+from voicecalld.providers.twilio.signature import HEADER, TwilioSignature
 from voicecalld.values import events as ev
 from voicecalld.values.states import CallState
-from voicecalld.web.public_url import UrlRules, from_twisted_request, reconstruct
+from voicecalld.web.public_url import UrlRules, from_twisted_request, reconstruct, redacted
+from voicecalld.web.signatures import check
 
 REPLAY_MEMORY = 10 * 60.0
 REPLAY_ENTRIES = 10_000
@@ -35,13 +37,10 @@ XML = b"application/xml"
 
 
 class _Params:
-    """Form parameters with repeated names, as the SDK's validator reads them."""
+    """Form parameters, possibly with repeated names."""
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self._pairs = pairs
-
-    def __iter__(self):
-        return iter({name for name, _ in self._pairs})
 
     def getall(self, name: str) -> list[str]:
         return [value for key, value in self._pairs if key == name]
@@ -68,7 +67,7 @@ class TwilioWebhook(resource.Resource):
         super().__init__()
         self.provider = provider
         settings = provider.settings
-        self._validator = RequestValidator(settings.twilio.auth_token.reveal())
+        self._token = settings.twilio.auth_token.reveal()
         self._skip = settings.skip_signature_verification
         self._rules = UrlRules.from_settings(settings, public_url=provider.known_public_url)
         self._answers: OrderedDict[str, tuple[float, _Answer]] = OrderedDict()
@@ -92,23 +91,24 @@ class TwilioWebhook(resource.Resource):
         except UnicodeDecodeError:
             return self._refuse(request, 400, "body is not UTF-8 form data")
         params = _Params(pairs)
-        signature = request.getHeader(b"x-twilio-signature")
+        signature = request.getHeader(HEADER)
         checked = reconstruct(from_twisted_request(request), self._rules)
         if self._skip:
             self.log.warn(
                 "Twilio webhook for {url} accepted WITHOUT a signature check"
                 " (skipSignatureVerification)",
-                url=checked.url,
+                url=redacted(checked.url),
                 log_code="webhook.unverified",
             )
-        elif not signature or not any(
-            self._validator.validate(url, params, signature.decode("latin-1"))
-            for url in checked.candidates
-        ):
+        elif not signature or not self._signed(checked.candidates, pairs, signature):
+            urls = [redacted(url) for url in checked.candidates]
             self.log.warn(
-                "Twilio webhook refused: {why} for URL {url} (URL from {rule})",
+                "Twilio webhook refused: {why} for any of {count} URLs: {tried} (URL from {rule})",
                 why="invalid signature" if signature else "no X-Twilio-Signature",
-                url=checked.url,
+                count=len(urls),
+                tried=", ".join(urls),
+                url=urls[0],
+                urls=urls,
                 rule=checked.reason,
                 log_code="webhook.bad_signature",
             )
@@ -147,13 +147,16 @@ class TwilioWebhook(resource.Resource):
         d.addCallbacks(answered, failed)
         return NOT_DONE_YET
 
+    def _signed(self, candidates: Any, pairs: list[tuple[str, str]], signature: bytes) -> bool:
+        return check(candidates, TwilioSignature(self._token, pairs, signature)).accepted
+
     async def _handle(self, query: dict[str, str], params: _Params, key: str) -> _Answer:
         provider = self.provider
         kind = query.get("type")
         sid = params.get("CallSid")
         call = provider.call_for(query.get("callId"), sid)
         ids = {"call_id": call.call_id if call else query.get("callId"), "provider_call_id": sid}
-        status = params.get("CallStatus")
+        status = _enum(params.get("CallStatus"))
         if kind == "status" or (kind is None and status in END_REASONS):
             await self._status(status, params, ids)
             return _Answer(204, b"", None)
@@ -176,7 +179,7 @@ class TwilioWebhook(resource.Resource):
             return _twiml(provider.restart_stream(call))
         return _Answer(400, f"unknown webhook type {kind!r}\n".encode(), b"text/plain")
 
-    async def _status(self, status: str | None, params: _Params, ids: dict[str, Any]) -> None:
+    async def _status(self, status: str, params: _Params, ids: dict[str, Any]) -> None:
         sid = ids["provider_call_id"]
         sequence = params.get("SequenceNumber") or params.get("Timestamp") or ""
         dedupe = f"twilio:status:{sid}:{status}:{sequence}"
@@ -186,7 +189,7 @@ class TwilioWebhook(resource.Resource):
             await self.provider.emit(ev.Answered(dedupe_key=f"twilio:answered:{sid}", **ids))
         elif status in END_REASONS:
             reason = END_REASONS[status]
-            if status == "completed" and params.get("AnsweredBy", "").startswith("machine"):
+            if status == "completed" and _enum(params.get("AnsweredBy")).startswith("machine"):
                 reason = CallState.VOICEMAIL
             await self.provider.emit(
                 ev.Ended(reason=reason, detail=f"Twilio: {status}", dedupe_key=dedupe, **ids)
@@ -196,7 +199,7 @@ class TwilioWebhook(resource.Resource):
         provider = self.provider
         if call is not None:
             return _twiml(provider.document(call))
-        if params.get("Direction") != "inbound":
+        if _enum(params.get("Direction")) != "inbound":
             self.log.warn(
                 "Twilio call {sid} ({direction}) was not placed by voicecalld; hanging up",
                 sid=params.get("CallSid"),
@@ -273,6 +276,11 @@ class TwilioWebhook(resource.Resource):
 
 def _twiml(document: str) -> _Answer:
     return _Answer(200, document.encode(), XML)
+
+
+def _enum(value: str | None) -> str:
+    """One of Twilio's enumerated values, as we compare it: trimmed, lower-case."""
+    return (value or "").strip().lower()
 
 
 def _number(value: str | None) -> int:
