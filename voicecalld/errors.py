@@ -21,6 +21,18 @@ class VoiceCallError(Exception):
         return self.message
 
 
+class UnknownCommand(VoiceCallError):
+    """The control connection sent a command this daemon does not know."""
+
+    code = "UNKNOWN_COMMAND"
+
+
+class TooLarge(VoiceCallError):
+    """A control request is bigger than the daemon reads (L{commands.MAX_REQUEST})."""
+
+    code = "TOO_LARGE"
+
+
 class UnknownCall(VoiceCallError):
     """No call with that id, live or ended."""
 
@@ -106,6 +118,8 @@ ALL_ERRORS: tuple[type[VoiceCallError], ...] = (
     ShuttingDown,
     ExposeFailed,
     Disabled,
+    UnknownCommand,
+    TooLarge,
     VoiceCallError,
 )
 

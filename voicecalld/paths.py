@@ -20,6 +20,23 @@ def state_dir(explicit: str | None, environ: Mapping[str, str]) -> str:
     return os.path.join(base, "voicecalld")
 
 
+def config_file(explicit: str | None, environ: Mapping[str, str]) -> str | None:
+    """
+    C{--config}, else C{$VOICECALLD_CONFIG}, else C{$OPENCLAW_CONFIG_PATH}, else
+    C{~/.openclaw/openclaw.json} if it exists; None means built-in defaults.
+    """
+    for candidate in (
+        explicit,
+        environ.get("VOICECALLD_CONFIG"),
+        environ.get("OPENCLAW_CONFIG_PATH"),
+    ):
+        if candidate:
+            return os.path.expanduser(candidate)
+    home = environ.get("HOME") or os.path.expanduser("~")
+    default = os.path.join(home, ".openclaw", "openclaw.json")
+    return default if os.path.exists(default) else None
+
+
 def control_socket(configured: str | None, environ: Mapping[str, str], state: str) -> str:
     """C{controlSocket}, else C{$VOICECALLD_SOCKET}, else C{<state-dir>/control.sock}."""
     chosen = configured or environ.get("VOICECALLD_SOCKET")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import TestCase
@@ -15,8 +18,9 @@ from twisted.trial.unittest import TestCase
 from tests.unit.harness import Harness
 from voicecalld.control import commands as c
 from voicecalld.control.client import ControlClient
+from voicecalld.control.guard import GuardedAMP
 from voicecalld.control.server import SUBSCRIBER_QUEUE, ControlFactory, PeerPolicy
-from voicecalld.errors import InvalidArgument, NotAllowed, UnknownCall
+from voicecalld.errors import InvalidArgument, NotAllowed, UnknownCall, UnknownCommand
 from voicecalld.providers.mock import MockProvider
 from voicecalld.values import events as ev
 from voicecalld.values import notices
@@ -302,3 +306,233 @@ class ClientTests(TestCase):
         client.connectionLost(Failure(ConnectionDone()))
         self.assertIsNone(self.successResultOf(client.lost))
         self.assertIsInstance(client.lost, Deferred)
+
+
+def box_bytes(*pairs: tuple[bytes, bytes]) -> bytes:
+    """The wire form of one AMP box."""
+    return (
+        b"".join(len(k).to_bytes(2, "big") + k + len(v).to_bytes(2, "big") + v for k, v in pairs)
+        + b"\x00\x00"
+    )
+
+
+def answers(transport: StringTransport) -> list[amp.AmpBox]:
+    """Every box the daemon wrote, parsed."""
+    return amp.parseString(transport.value())
+
+
+class Probe(amp.Command):
+    """A test command with the argument types no client→daemon command has yet."""
+
+    arguments = [(b"data", c.JSON()), (b"flag", amp.Boolean(optional=True))]
+    response = [(b"size", amp.Integer())]
+    errors = c.ERRORS
+
+
+class ProbeProtocol(GuardedAMP):
+    """A guarded server that knows only L{Probe} and L{c.Ping}."""
+
+    requests = {b"Probe": Probe, b"Ping": c.Ping}
+
+    @Probe.responder
+    def probe(self, data, flag=None):
+        if flag is False:
+            raise RuntimeError("a bug in a responder")
+        return {"size": len(data)}
+
+    @c.Ping.responder
+    def ping(self):
+        return {"version": "test", "provider": "none"}
+
+
+class BadInputTests(TestCase):
+    """What a client that sends bad boxes gets back, as bytes on the wire."""
+
+    def server(self, protocol=None):
+        if protocol is None:
+            protocol = Fixture(self).factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_unknown_command(self):
+        server, transport = self.server()
+        server.dataReceived(box_bytes((b"_command", b"Dance"), (b"_ask", b"1")))
+        server.dataReceived(box_bytes((b"_command", b"StartTLS"), (b"_ask", b"2")))
+        first, second = answers(transport)
+        self.assertEqual(first[b"_error"], b"1")
+        self.assertEqual(first[b"_error_code"], b"UNKNOWN_COMMAND")
+        self.assertIn(
+            b"no command 'Dance' here (known: Continue, End, Expose,", first[b"_error_description"]
+        )
+        self.assertEqual(second[b"_error_code"], b"UNKNOWN_COMMAND")
+        self.assertFalse(transport.disconnecting)
+
+    def test_unknown_command_reaches_the_client_as_its_code(self):
+        _server, client, pump = connect_probe()
+        failure = self.failureResultOf(call(client, pump, c.Status), UnknownCommand)
+        self.assertEqual(str(failure.value), "no command 'Status' here (known: Ping, Probe)")
+
+    def test_missing_and_malformed_arguments(self):
+        server, transport = self.server()
+        server.dataReceived(box_bytes((b"_command", b"End"), (b"_ask", b"1")))
+        server.dataReceived(box_bytes((b"_command", b"Status"), (b"_ask", b"2"), (b"recent", b"x")))
+        server.dataReceived(box_bytes((b"_command", b"End"), (b"_ask", b"3"), (b"callId", b"\xff")))
+        server.dataReceived(box_bytes((b"_ask", b"4"), (b"callId", b"x")))
+        boxes = answers(transport)
+        self.assertEqual([b[b"_error_code"] for b in boxes], [b"INVALID_ARGUMENT"] * 4)
+        self.assertEqual(
+            [b[b"_error_description"].decode() for b in boxes],
+            [
+                "End: argument callId is required",
+                "Status: argument recent must be an integer in ASCII decimal",
+                "End: argument callId must be UTF-8 text",
+                "a request needs _command",
+            ],
+        )
+        self.assertFalse(transport.disconnecting)
+
+    def test_bad_json_and_booleans(self):
+        server, transport = self.server(ProbeProtocol())
+        server.dataReceived(box_bytes((b"_command", b"Probe"), (b"_ask", b"1"), (b"data", b"{")))
+        server.dataReceived(
+            box_bytes(
+                (b"_command", b"Probe"), (b"_ask", b"2"), (b"data", b"[1,"), (b"data.1", b"2]")
+            )
+        )
+        server.dataReceived(
+            box_bytes((b"_command", b"Probe"), (b"_ask", b"3"), (b"data", b"1"), (b"flag", b"yes"))
+        )
+        bad_json, chunked, bad_flag = answers(transport)
+        self.assertEqual(bad_json[b"_error_code"], b"INVALID_ARGUMENT")
+        self.assertEqual(
+            bad_json[b"_error_description"], b"Probe: argument data must be UTF-8 JSON text"
+        )
+        self.assertEqual(chunked[b"size"], b"2")
+        self.assertEqual(
+            bad_flag[b"_error_description"], b"Probe: argument flag must be True or False"
+        )
+
+    def test_a_bug_is_internal_and_the_connection_goes_on(self):
+        server, transport = self.server(ProbeProtocol())
+        server.dataReceived(
+            box_bytes(
+                (b"_command", b"Probe"), (b"_ask", b"1"), (b"data", b"[]"), (b"flag", b"False")
+            )
+        )
+        server.dataReceived(box_bytes((b"_command", b"Ping"), (b"_ask", b"2")))
+        bug, ping = answers(transport)
+        self.assertEqual(bug[b"_error_code"], b"INTERNAL")
+        self.assertEqual(
+            bug[b"_error_description"], b"voicecalld failed on this request (its log says why)"
+        )
+        self.assertEqual(ping[b"provider"], b"none")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_boxes_that_are_neither_requests_nor_answers_end_the_connection(self):
+        for box in (
+            box_bytes((b"callId", b"x")),
+            box_bytes((b"_answer", b"99"), (b"text", b"hi")),
+            box_bytes((b"_command", b"Status")),
+            b"\x00\x00",
+            (300).to_bytes(2, "big") + b"k" * 300,
+        ):
+            server, transport = self.server()
+            with capturedLogs() as events:
+                server.dataReceived(box)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual([e.get("log_code") for e in events], ["control.bad_box"])
+            self.assertEqual(transport.value(), b"")
+
+
+class RequestSizeTests(TestCase):
+    """One request is at most MAX_REQUEST bytes; more is refused and not kept."""
+
+    def server(self):
+        server = Fixture(self).factory.buildProtocol(None)
+        transport = StringTransport()
+        server.makeConnection(transport)
+        return server, transport
+
+    def test_a_request_of_exactly_the_limit_is_read(self):
+        server, transport = self.server()
+        pairs = [(b"_command", b"Status"), (b"_ask", b"1")]
+        size = len(box_bytes(*pairs))
+        while size < c.MAX_REQUEST:
+            key = b"pad.%d" % len(pairs)
+            value = b"p" * min(c.MAX_VALUE, c.MAX_REQUEST - size - 4 - len(key))
+            pairs.append((key, value))
+            size += 4 + len(key) + len(value)
+        request = box_bytes(*pairs)
+        self.assertEqual(len(request), c.MAX_REQUEST)
+        server.dataReceived(request)
+        self.assertEqual(answers(transport)[0][b"calls"], b"[]")
+        transport.clear()
+        pairs[-1] = (pairs[-1][0], pairs[-1][1] + b"p")
+        server.dataReceived(box_bytes(*pairs))
+        self.assertEqual(answers(transport)[0][b"_error_code"], b"TOO_LARGE")
+
+    def test_chunked_values_over_the_limit_are_too_large(self):
+        server, transport = self.server()
+        value = b"x" * c.MAX_VALUE
+        chunks = 4 * c.MAX_REQUEST // c.MAX_VALUE
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        with capturedLogs() as events:
+            server.dataReceived(box_bytes((b"_command", b"Status"), (b"_ask", b"7"))[:-2])
+            for n in range(1, chunks):
+                server.dataReceived(box_bytes((b"calls.%d" % n, value))[:-2])
+            server.dataReceived(b"\x00\x00")
+        _current, peak = tracemalloc.get_traced_memory()
+        self.assertLess(peak, 2 * c.MAX_REQUEST)
+        (refused,) = answers(transport)
+        self.assertEqual(refused[b"_error"], b"7")
+        self.assertEqual(refused[b"_error_code"], b"TOO_LARGE")
+        self.assertIn(b"at most 1048576 bytes per request", refused[b"_error_description"])
+        self.assertEqual([e.get("log_code") for e in events], ["control.too_large"])
+        transport.clear()
+        server.dataReceived(box_bytes((b"_command", b"Status"), (b"_ask", b"8")))
+        self.assertEqual(answers(transport)[0][b"_answer"], b"8")
+        self.assertFalse(transport.disconnecting)
+
+    def test_a_huge_key_count_is_too_large(self):
+        server, transport = self.server()
+        keys = b"".join(box_bytes((b"k%06d" % n, b""))[:-2] for n in range(120_000))
+        server.dataReceived(box_bytes((b"_ask", b"1"))[:-2] + keys)
+        server.dataReceived(box_bytes((b"_command", b"End"), (b"callId", b"x")))
+        (refused,) = answers(transport)
+        self.assertEqual(refused[b"_error_code"], b"TOO_LARGE")
+
+    def test_too_large_without_an_ask_ends_the_connection(self):
+        server, transport = self.server()
+        with capturedLogs() as events:
+            server.dataReceived(
+                box_bytes((b"_command", b"Status"), (b"pad", b"x" * c.MAX_VALUE)) * 0
+            )
+            for n in range(20):
+                server.dataReceived(box_bytes((b"pad.%d" % n, b"x" * c.MAX_VALUE))[:-2])
+            server.dataReceived(b"\x00\x00")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([e.get("log_code") for e in events], ["control.bad_box"])
+
+
+def connect_probe():
+    """A L{ProbeProtocol} server and a client joined in memory."""
+    server = ProbeProtocol()
+    client = ControlClient()
+    pump = iosim.connect(
+        server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), greet=True
+    )
+    return server, client, pump
+
+
+def call(client, pump, command, **kwargs):
+    """Send a command and pump; failures are kept for the test (not unhandled)."""
+    result = Deferred()
+    client.callRemote(command, **kwargs).addBoth(
+        lambda r: result.errback(r) if isinstance(r, Failure) else result.callback(r)
+    )
+    pump.flush()
+    return result

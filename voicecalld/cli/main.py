@@ -13,18 +13,15 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import react
 from twisted.protocols import amp
 
-from voicecalld import __version__, paths
-from voicecalld.cli import render
-from voicecalld.config import ConfigError, load_config, resolve_config_path
-from voicecalld.config.features import unbuilt_notes
-from voicecalld.config.schema import unstructure
+from voicecalld import __version__
+from voicecalld.cli import render, where
 from voicecalld.control import commands as c
 from voicecalld.control.client import ControlClient, Unreachable, connect
 from voicecalld.errors import VoiceCallError
@@ -43,28 +40,43 @@ class Failure(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(f"voicecall: {message}", file=sys.stderr)
+        print(f"voicecall: {message} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The whole command line."""
-    top = _Parser(
-        prog="voicecall", description="Drive voicecalld: place, talk on and end phone calls."
-    )
-    top.add_argument(
+def _add_globals(parser: argparse.ArgumentParser, after_command: bool) -> None:
+    """
+    The global options.  After the command they default to nothing (SUPPRESS),
+    so that leaving them out there keeps what was given before the command.
+    """
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if after_command else value
+
+    parser.add_argument(
         "--socket",
+        default=default(None),
         help="control socket [default: $VOICECALLD_SOCKET, else the"
         " config's controlSocket, else <state-dir>/control.sock]",
     )
-    top.add_argument("--json", action="store_true", help="print JSON instead of text")
-    top.add_argument(
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON instead of text"
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         metavar="S",
+        default=default(None),
         help="give up after S seconds (default: wait as long as the daemon does)",
     )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line; the global options go before or after the command."""
+    top = _Parser(
+        prog="voicecall", description="Drive voicecalld: place, talk on and end phone calls."
+    )
+    _add_globals(top, after_command=False)
     top.add_argument("--version", action="version", version=f"voicecall {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -120,27 +132,19 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument("--digits", required=True)
     hangup = actions.add_parser("hangup", help="the caller hangs up")
     hangup.add_argument("--call-id", required=True)
+    for command in [*sub.choices.values(), *actions.choices.values()]:
+        _add_globals(command, after_command=True)
     return top
-
-
-def socket_path(explicit: str | None, environ: dict[str, str]) -> str:
-    """Where the daemon listens, as the daemon itself would choose it."""
-    if explicit:
-        return os.path.abspath(os.path.expanduser(explicit))
-    if environ.get("VOICECALLD_SOCKET"):
-        return paths.control_socket(None, environ, "")
-    configured = None
-    try:
-        configured = load_config(
-            resolve_config_path(None, environ), environ
-        ).settings.control_socket
-    except ConfigError:
-        pass
-    return paths.control_socket(configured, environ, paths.state_dir(None, environ))
 
 
 def check_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     """C{check-config}: print the effective config, secrets redacted."""
+    # The only command that reads the whole config: the others need no more
+    # of it than where the socket is (L{where}).
+    from voicecalld.config import ConfigError, load_config, resolve_config_path
+    from voicecalld.config.features import unbuilt_notes
+    from voicecalld.config.schema import unstructure
+
     path = resolve_config_path(args.config, environ)
     try:
         loaded = load_config(path, environ)
@@ -160,10 +164,9 @@ def check_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return EXIT_OK
 
 
-async def run(reactor: Any, args: argparse.Namespace, environ: dict[str, str]) -> int:
-    """Run one command against the daemon; returns the exit status."""
-    path = socket_path(args.socket, environ)
-    printer = render.Printer(args.json, sys.stdout)
+async def run(reactor: Any, args: argparse.Namespace, path: str, out: TextIO) -> int:
+    """Run one command against the daemon at C{path}; returns the exit status."""
+    printer = render.Printer(args.json, out)
     if args.command == "tail":
         return await _tail(reactor, path, args, printer)
     client = await connect(reactor, path)
@@ -171,6 +174,22 @@ async def run(reactor: Any, args: argparse.Namespace, environ: dict[str, str]) -
         return await _command(client, args, printer)
     finally:
         client.transport.loseConnection()
+
+
+async def execute(
+    reactor: Any, args: argparse.Namespace, environ: dict[str, str], out: TextIO, err: TextIO
+) -> int:
+    """Run a daemon command within C{--timeout}; a failure is one line on C{err}."""
+    path = where.socket_path(args.socket, environ)
+    work = Deferred.fromCoroutine(run(reactor, args, path, out))
+    if args.timeout is not None:
+        work.addTimeout(args.timeout, reactor)
+    try:
+        return await work
+    except Exception as e:
+        failure = _explain(e, args, path)
+        print(f"voicecall: {failure.message}", file=err)
+        return failure.code
 
 
 async def _call(client: ControlClient, command: type[amp.Command], **kwargs: Any) -> dict:
@@ -240,6 +259,9 @@ async def _tail(reactor: Any, path: str, args: argparse.Namespace, printer: rend
     return EXIT_OK
 
 
+_BUG = "voicecalld failed on this request (its log says why)"
+
+
 def _explain(failure: BaseException, args: argparse.Namespace, path: str) -> Failure:
     if isinstance(failure, Failure):
         return failure
@@ -247,10 +269,20 @@ def _explain(failure: BaseException, args: argparse.Namespace, path: str) -> Fai
         return Failure(EXIT_UNREACHABLE, str(failure))
     if isinstance(failure, VoiceCallError):
         return Failure(EXIT_REFUSED, f"{failure.code}: {failure.message}")
-    if isinstance(failure, amp.RemoteAmpError):
+    if isinstance(failure, amp.UnhandledCommand):
         return Failure(
-            EXIT_REFUSED, "INTERNAL: voicecalld failed on this request (its log says why)"
+            EXIT_REFUSED,
+            f"UNKNOWN_COMMAND: voicecalld does not know `{args.command}` (is it older than"
+            f" voicecall {__version__}?)",
         )
+    if isinstance(failure, amp.RemoteAmpError):
+        # A code this voicecall does not know (AMP then says UNKNOWN); AMP's
+        # own "Unknown Error" is an older daemon's bug.
+        description = str(failure.description or "")
+        if description in ("", "Unknown Error"):
+            return Failure(EXIT_REFUSED, f"INTERNAL: {_BUG}")
+        code = failure.errorCode.decode("ascii", "replace")
+        return Failure(EXIT_REFUSED, f"{code}: {description}")
     if isinstance(failure, TimeoutError):
         return Failure(EXIT_REFUSED, f"TIMEOUT: no answer from voicecalld within {args.timeout} s")
     if isinstance(failure, ConnectionDone | ConnectionLost):
@@ -272,19 +304,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         except Failure as f:
             print(f"voicecall: {f.message}", file=sys.stderr)
             raise SystemExit(f.code) from None
-    path = socket_path(args.socket, environ)
 
     async def command(reactor: Any) -> None:
-        work = Deferred.fromCoroutine(run(reactor, args, environ))
-        if args.timeout is not None:
-            work.addTimeout(args.timeout, reactor)
-        try:
-            code = await work
-        except BaseException as e:
-            failure = _explain(e, args, path)
-            print(f"voicecall: {failure.message}", file=sys.stderr)
-            code = failure.code
-        raise SystemExit(code)
+        raise SystemExit(await execute(reactor, args, environ, sys.stdout, sys.stderr))
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     react(lambda reactor: Deferred.fromCoroutine(command(reactor)))

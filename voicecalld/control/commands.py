@@ -19,6 +19,12 @@ from voicecalld.errors import ALL_ERRORS
 
 MAX_VALUE = 0xFFFF
 
+# The most bytes one box sent to the daemon may take on the wire (its keys,
+# values and length prefixes).  Every request the CLI or the shim sends fits
+# many times over: no argument of a client→daemon command is JSON, so each is
+# one value of at most MAX_VALUE bytes.
+MAX_REQUEST = 1 << 20
+
 
 class JSON(amp.Argument):
     """
@@ -31,7 +37,7 @@ class JSON(amp.Argument):
         value = objects.get(str(name, "ascii"))
         if value is None:
             if not self.optional:
-                raise amp.MissingArgument(name)
+                raise KeyError(name)
             return
         data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
         chunks = [data[i : i + MAX_VALUE] for i in range(0, len(data), MAX_VALUE)] or [b""]
@@ -42,7 +48,7 @@ class JSON(amp.Argument):
     def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
         if name not in strings:
             if not self.optional:
-                raise amp.MissingArgument(name)
+                raise KeyError(name)
             objects[str(name, "ascii")] = None
             return
         parts = [strings[name]]
@@ -175,3 +181,19 @@ class GenerateReply(amp.Command):
     arguments = [(b"callId", _text()), (b"call", JSON()), (b"context", JSON())]
     response = [(b"text", _text(True))]
     errors = ERRORS
+
+
+# The commands a client may send to the daemon; anything else is UNKNOWN_COMMAND.
+REQUESTS: tuple[type[amp.Command], ...] = (
+    Ping,
+    Initiate,
+    Continue,
+    Speak,
+    SendDtmf,
+    End,
+    Status,
+    Subscribe,
+    Simulate,
+    Expose,
+    RegisterResponder,
+)

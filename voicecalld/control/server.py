@@ -24,12 +24,12 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.protocols import amp
 from zope.interface import implementer
 
 from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
 from voicecalld.control import commands as c
+from voicecalld.control.guard import GuardedAMP
 from voicecalld.errors import ExposeFailed, InvalidArgument, NotAllowed
 from voicecalld.expose.process import ExposeError
 from voicecalld.providers.interface import IProvider
@@ -172,7 +172,7 @@ class RemoteResponder:
         return d.addCallback(lambda answer: answer.get("text"))
 
 
-class ControlProtocol(amp.AMP):
+class ControlProtocol(GuardedAMP):
     """One control connection: the CLI, the gateway shim or a test."""
 
     log = Logger()
