@@ -15,7 +15,7 @@ import http from "node:http";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { Daemon, VENV, canConnect, freePort, poll, runCommand, tempDir, waitExit } from "./helpers.ts";
+import { Daemon, EventTail, VENV, canConnect, freePort, poll, runCommand, tempDir, waitExit } from "./helpers.ts";
 
 const OPENCLAW = process.env.OPENCLAW_BIN;
 const PACKAGE = process.env.VOICECALLD_PLUGIN_PACKAGE;
@@ -105,6 +105,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
   };
   let gatewayPort = 0;
   let daemon: Daemon;
+  let tail: EventTail;
   let model: Awaited<ReturnType<typeof fakeModel>>;
   let gateway: ChildProcess | null = null;
   let gatewayLog = "";
@@ -154,6 +155,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
       gateway.kill("SIGTERM");
       await waitExit(gateway);
     }
+    tail?.close();
     await daemon?.stop();
     model?.close();
   });
@@ -212,6 +214,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     Object.assign(daemon, { configPath });
     await daemon.run();
     assert.ok(await canConnect(socketPath));
+    tail = await EventTail.open(socketPath);
   });
 
   it("openclaw voicecall call/status/speak/end drive the daemon", async () => {
@@ -221,9 +224,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     const seen = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
     assert.equal(seen.callId, callId);
     assert.equal(seen.mode, "conversation");
-    await poll("the call answered", async () =>
-      ["active", "listening"].includes(JSON.parse(await voicecall("--json", "status", "--call-id", callId)).state),
-    );
+    await tail.waitForState(callId, ["active", "listening"]);
     const status = await openclawJson("voicecall", "status", "--call-id", callId);
     assert.equal(status.callId, callId);
     const live = await openclawJson("voicecall", "status");
@@ -261,6 +262,16 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     gateway.stderr!.on("data", (d: Buffer) => (gatewayLog += d.toString()));
     const call = (method: string, params: unknown) =>
       openclaw("gateway", "call", method, "--params", JSON.stringify(params), "--port", String(gatewayPort), "--json");
+    // The plugin's service connects once the gateway listens: wait for the
+    // daemon to log the responder, then for the methods to answer.
+    const exited = new Promise<never>((_, reject) =>
+      gateway!.once("exit", (code) => reject(new Error(`gateway exited ${code}: ${gatewayLog}`))),
+    );
+    exited.catch(() => {});
+    await Promise.race([
+      daemon.waitForLog("the shim's responder registered", (log) => log.includes("responder openclaw-gateway registered"), 90_000),
+      exited,
+    ]);
     await poll(
       "the gateway's voicecall methods",
       async () => {
@@ -272,7 +283,6 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
       90_000,
       500,
     );
-    await poll("the shim's responder registered", () => daemon.log.includes("responder openclaw-gateway registered"), 30_000);
 
     const started = await call("voicecall.initiate", { message: "Calling about lunch", mode: "conversation" });
     assert.equal(started.code, 0, started.stderr);
@@ -288,19 +298,11 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     assert.notEqual(refused.code, 0);
     assert.match(refused.stdout + refused.stderr, /message required/);
 
-    await poll("the call answered", async () =>
-      ["active", "listening"].includes(JSON.parse(await voicecall("--json", "status", "--call-id", callId)).state),
-    );
+    await tail.waitForState(callId, ["active", "listening"]);
     await voicecall("simulate", "say", "--call-id", callId, "--text", "Can we meet at noon?");
-    const record = await poll(
-      "the agent's reply in the transcript",
-      async () => {
-        const r = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
-        return r.transcript.some((e: any) => e.speaker === "bot" && e.text === MODEL_REPLY) && r;
-      },
-      60_000,
-      250,
-    );
+    await tail.waitForWords(callId, "bot", MODEL_REPLY, { thenState: "listening", timeoutMs: 60_000 });
+    const record = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
+    assert.ok(record.transcript.some((e: any) => e.speaker === "bot" && e.text === MODEL_REPLY));
     assert.ok(model.requests.length >= 1, "the fake model was asked");
     const asked = JSON.stringify(model.requests.at(-1).body);
     assert.match(asked, /Can we meet at noon\?/);
