@@ -9,8 +9,12 @@ set -eu
 . "$(dirname "$0")/toolchain.sh"
 
 out=${1:-$gateway/dist/voice-call}
-stage=$cache/build/voice-call
-rm -rf "$stage"
+# Staged inside the cache, so that tsc finds @types/node there; a folder of
+# this build's own, since several worktrees may share one cache.
+mkdir -p "$cache/build"
+work=$(mktemp -d "$cache/build/voice-call.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+stage=$work/voice-call
 mkdir -p "$stage"
 cp -R "$gateway/index.ts" "$gateway/src" "$gateway/test" "$gateway/openclaw.plugin.json" \
     "$gateway/tsconfig.json" "$gateway/tsconfig.build.json" "$stage/"

@@ -15,9 +15,13 @@ if [ ! -x "$VOICECALLD_VENV/bin/twistd" ] || [ ! -x "$VOICECALLD_VENV/bin/voicec
     exit 1
 fi
 VOICECALLD_VENV=$(cd "$VOICECALLD_VENV" && pwd)
-VOICECALLD_PLUGIN_PACKAGE=$(sh "$gateway/scripts/build.sh" "$cache/package/voice-call")
+# The built package goes to a folder of this run's own: several worktrees may
+# share one cache.
+package_dir=$(mktemp -d "${TMPDIR:-/tmp}/voicecalld-plugin.XXXXXX")
+trap 'rm -rf "$package_dir"' EXIT
+VOICECALLD_PLUGIN_PACKAGE=$(sh "$gateway/scripts/build.sh" "$package_dir/voice-call")
 OPENCLAW_BIN=$cache/node_modules/.bin/openclaw
 export VOICECALLD_VENV VOICECALLD_PLUGIN_PACKAGE OPENCLAW_BIN
 
 cd "$gateway"
-exec node --test --test-concurrency=2 test/*.test.ts
+node --test --test-concurrency=2 test/*.test.ts

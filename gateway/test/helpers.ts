@@ -1,12 +1,16 @@
 /**
  * Test helpers: the real voicecalld on the mock provider (started from the
- * project's virtualenv), free ports, bounded polling, child processes.
+ * project's virtualenv), its live event tail, free ports, bounded waits,
+ * child processes.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+
+import { type AmpConnection, decodeJson } from "../src/amp.ts";
+import { connectSocket } from "../src/client.ts";
 
 export const VENV = process.env.VOICECALLD_VENV ?? path.resolve(import.meta.dirname, "../../.venv");
 
@@ -85,6 +89,7 @@ export class Daemon {
   readonly configPath: string;
   child: ChildProcess | null = null;
   log = "";
+  private readonly logWaiters = new Set<() => void>();
 
   constructor(config: Record<string, unknown> = {}, stateDir = tempDir("voicecalld")) {
     this.stateDir = stateDir;
@@ -113,8 +118,14 @@ export class Daemon {
       },
     );
     this.child = child;
-    child.stdout!.on("data", (d: Buffer) => (this.log += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (this.log += d.toString()));
+    const output = (d: Buffer) => {
+      this.log += d.toString();
+      for (const wake of [...this.logWaiters]) {
+        wake();
+      }
+    };
+    child.stdout!.on("data", output);
+    child.stderr!.on("data", output);
     await poll(
       "voicecalld's control socket",
       async () => {
@@ -125,6 +136,28 @@ export class Daemon {
       },
       20_000,
     );
+  }
+
+  /** Resolve once `check(log)` holds, looking again whenever the daemon writes; at most `timeoutMs`. */
+  waitForLog(what: string, check: (log: string) => boolean, timeoutMs = 10_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.logWaiters.delete(look);
+      };
+      const look = () => {
+        if (check(this.log)) {
+          done();
+          resolve();
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what} in voicecalld's log:\n${this.log}`));
+      }, timeoutMs);
+      this.logWaiters.add(look);
+      look();
+    });
   }
 
   /** Stop it (SIGTERM) and wait for the process to end. */
@@ -164,4 +197,129 @@ export function runCommand(
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** One event from the daemon's tail (docs/control-protocol.md, `Event`). */
+export type DaemonEvent = { type: string; timestamp: number; callId?: string; [key: string]: unknown };
+
+/**
+ * The daemon's live events, from one `Subscribe` on its control socket, kept
+ * in the order they came; tests wait on them instead of polling `Status`.
+ */
+export class EventTail {
+  readonly events: DaemonEvent[] = [];
+  private readonly connection: AmpConnection;
+  private readonly waiters = new Set<() => void>();
+  private closedWith: Error | null = null;
+
+  private constructor(connection: AmpConnection) {
+    this.connection = connection;
+    connection.respond("Event", (box) => {
+      const event = decodeJson(box, "event");
+      if (event && typeof event === "object") {
+        this.events.push(event as DaemonEvent);
+        this.wake();
+      }
+    });
+    connection.onClose((reason) => {
+      this.closedWith = reason;
+      this.wake();
+    });
+  }
+
+  /** Subscribe to every call's events; resolves once the daemon said `subscribed`. */
+  static async open(socketPath: string): Promise<EventTail> {
+    const tail = new EventTail(await connectSocket(socketPath));
+    await tail.connection.call("Subscribe", [], { timeoutMs: 10_000 });
+    await tail.waitFor("the subscribed event", (events) => events.some((e) => e.type === "subscribed"));
+    return tail;
+  }
+
+  /** Stop listening. */
+  close(): void {
+    this.connection.close();
+  }
+
+  /** Resolve with the first truthy `check(events)`, looking again on every event; at most `timeoutMs`. */
+  waitFor<T>(what: string, check: (events: DaemonEvent[]) => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(look);
+      };
+      const look = () => {
+        let value: T | undefined | null | false;
+        try {
+          value = check(this.events);
+        } catch (err) {
+          done();
+          reject(err);
+          return;
+        }
+        if (value) {
+          done();
+          resolve(value);
+        } else if (this.closedWith !== null) {
+          done();
+          reject(new Error(`the event tail closed (${this.closedWith.message}) while waiting for ${what}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        const seen = this.events.map((e) => `${e.type}${e.state ? `:${e.state}` : ""}`).join(", ");
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; events so far: ${seen}`));
+      }, timeoutMs);
+      this.waiters.add(look);
+      look();
+    });
+  }
+
+  /** Wait until call `callId` enters one of `states`; resolves with that `call.state` event. */
+  waitForState(callId: string, states: string[], timeoutMs = 10_000): Promise<DaemonEvent> {
+    return this.waitFor(
+      `call ${callId} in state ${states.join(" or ")}`,
+      (events) => events.find((e) => e.callId === callId && e.type === "call.state" && states.includes(e.state as string)),
+      timeoutMs,
+    );
+  }
+
+  /**
+   * Wait until `speaker` said `text` on call `callId` (a `call.transcript`
+   * event), and, with `thenState`, until the call's latest state is that one.
+   */
+  waitForWords(
+    callId: string,
+    speaker: "bot" | "user",
+    text: string,
+    options: { thenState?: string; timeoutMs?: number } = {},
+  ): Promise<DaemonEvent> {
+    const { thenState, timeoutMs = 10_000 } = options;
+    return this.waitFor(
+      `${speaker} saying ${JSON.stringify(text)} on call ${callId}${thenState ? `, then ${thenState}` : ""}`,
+      (events) => {
+        const said = events.find(
+          (e) => e.callId === callId && e.type === "call.transcript" && e.speaker === speaker && e.text === text,
+        );
+        return said && (thenState === undefined || latestState(events, callId) === thenState) && said;
+      },
+      timeoutMs,
+    );
+  }
+
+  private wake(): void {
+    for (const look of [...this.waiters]) {
+      look();
+    }
+  }
+}
+
+/** The state of call `callId` as its latest `call.state` event says. */
+export function latestState(events: DaemonEvent[], callId: string): string | undefined {
+  for (let i = events.length - 1; i >= 0; i -= 1) {
+    const e = events[i];
+    if (e.callId === callId && e.type === "call.state") {
+      return e.state as string;
+    }
+  }
+  return undefined;
 }

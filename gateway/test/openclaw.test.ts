@@ -1,8 +1,9 @@
 /**
  * The plugin inside the real OpenClaw (the pinned npm release), offline, with
  * a throwaway HOME and one config file that configures both OpenClaw and the
- * daemon: the linked install of ./gateway (TypeScript loaded directly) and
- * the copying install of the built package, the `openclaw voicecall` CLI,
+ * daemon: the linked install of ./gateway, the copying install of ./gateway
+ * (`openclaw plugins install ./gateway`, the one command the README gives)
+ * and of the built package, the `openclaw voicecall` CLI,
  * `openclaw gateway call voicecall.*`, and a conversation turn answered by
  * the gateway's agent through the shim's responder (the model is a fake
  * OpenAI-compatible server on 127.0.0.1).
@@ -14,11 +15,23 @@ import http from "node:http";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { Daemon, VENV, canConnect, freePort, poll, runCommand, tempDir, waitExit } from "./helpers.ts";
+import { Daemon, EventTail, VENV, canConnect, freePort, poll, runCommand, tempDir, waitExit } from "./helpers.ts";
 
 const OPENCLAW = process.env.OPENCLAW_BIN;
 const PACKAGE = process.env.VOICECALLD_PLUGIN_PACKAGE;
 const GATEWAY_DIR = path.resolve(import.meta.dirname, "..");
+const REPO_DIR = path.resolve(GATEWAY_DIR, "..");
+const VOICECALL_METHODS = [
+  "voicecall.continue",
+  "voicecall.continue.result",
+  "voicecall.continue.start",
+  "voicecall.dtmf",
+  "voicecall.end",
+  "voicecall.initiate",
+  "voicecall.speak",
+  "voicecall.start",
+  "voicecall.status",
+];
 const TO = "+15551234567";
 const MODEL_REPLY = "Noon is perfect, see you then.";
 
@@ -92,6 +105,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
   };
   let gatewayPort = 0;
   let daemon: Daemon;
+  let tail: EventTail;
   let model: Awaited<ReturnType<typeof fakeModel>>;
   let gateway: ChildProcess | null = null;
   let gatewayLog = "";
@@ -141,18 +155,19 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
       gateway.kill("SIGTERM");
       await waitExit(gateway);
     }
+    tail?.close();
     await daemon?.stop();
     model?.close();
   });
 
-  it("installs ./gateway linked; OpenClaw loads index.ts and lists voice-call enabled", async () => {
-    assert.equal(fs.existsSync(path.join(GATEWAY_DIR, "dist", "index.js")), false, "dist/ would shadow index.ts");
+  it("installs ./gateway linked; OpenClaw loads entry.js (index.ts through it) and lists voice-call enabled", async () => {
+    assert.equal(fs.existsSync(path.join(GATEWAY_DIR, "dist", "index.js")), false, "no build output in the folder");
     const install = await openclaw("plugins", "install", "-l", GATEWAY_DIR, "--force", "--accept-capabilities");
     assert.equal(install.code, 0, install.stderr + install.stdout);
     const plugin = await voiceCallPlugin();
     assert.equal(plugin.enabled, true);
     assert.equal(plugin.status, "loaded");
-    assert.equal(plugin.source, path.join(GATEWAY_DIR, "index.ts"));
+    assert.equal(plugin.source, path.join(GATEWAY_DIR, "entry.js"));
     assert.deepEqual(plugin.toolNames, ["voice_call"]);
   });
 
@@ -199,6 +214,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     Object.assign(daemon, { configPath });
     await daemon.run();
     assert.ok(await canConnect(socketPath));
+    tail = await EventTail.open(socketPath);
   });
 
   it("openclaw voicecall call/status/speak/end drive the daemon", async () => {
@@ -208,9 +224,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     const seen = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
     assert.equal(seen.callId, callId);
     assert.equal(seen.mode, "conversation");
-    await poll("the call answered", async () =>
-      ["active", "listening"].includes(JSON.parse(await voicecall("--json", "status", "--call-id", callId)).state),
-    );
+    await tail.waitForState(callId, ["active", "listening"]);
     const status = await openclawJson("voicecall", "status", "--call-id", callId);
     assert.equal(status.callId, callId);
     const live = await openclawJson("voicecall", "status");
@@ -248,6 +262,16 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     gateway.stderr!.on("data", (d: Buffer) => (gatewayLog += d.toString()));
     const call = (method: string, params: unknown) =>
       openclaw("gateway", "call", method, "--params", JSON.stringify(params), "--port", String(gatewayPort), "--json");
+    // The plugin's service connects once the gateway listens: wait for the
+    // daemon to log the responder, then for the methods to answer.
+    const exited = new Promise<never>((_, reject) =>
+      gateway!.once("exit", (code) => reject(new Error(`gateway exited ${code}: ${gatewayLog}`))),
+    );
+    exited.catch(() => {});
+    await Promise.race([
+      daemon.waitForLog("the shim's responder registered", (log) => log.includes("responder openclaw-gateway registered"), 90_000),
+      exited,
+    ]);
     await poll(
       "the gateway's voicecall methods",
       async () => {
@@ -259,7 +283,6 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
       90_000,
       500,
     );
-    await poll("the shim's responder registered", () => daemon.log.includes("responder openclaw-gateway registered"), 30_000);
 
     const started = await call("voicecall.initiate", { message: "Calling about lunch", mode: "conversation" });
     assert.equal(started.code, 0, started.stderr);
@@ -275,19 +298,11 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     assert.notEqual(refused.code, 0);
     assert.match(refused.stdout + refused.stderr, /message required/);
 
-    await poll("the call answered", async () =>
-      ["active", "listening"].includes(JSON.parse(await voicecall("--json", "status", "--call-id", callId)).state),
-    );
+    await tail.waitForState(callId, ["active", "listening"]);
     await voicecall("simulate", "say", "--call-id", callId, "--text", "Can we meet at noon?");
-    const record = await poll(
-      "the agent's reply in the transcript",
-      async () => {
-        const r = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
-        return r.transcript.some((e: any) => e.speaker === "bot" && e.text === MODEL_REPLY) && r;
-      },
-      60_000,
-      250,
-    );
+    await tail.waitForWords(callId, "bot", MODEL_REPLY, { thenState: "listening", timeoutMs: 60_000 });
+    const record = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
+    assert.ok(record.transcript.some((e: any) => e.speaker === "bot" && e.text === MODEL_REPLY));
     assert.ok(model.requests.length >= 1, "the fake model was asked");
     const asked = JSON.stringify(model.requests.at(-1).body);
     assert.match(asked, /Can we meet at noon\?/);
@@ -299,26 +314,70 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     await waitExit(gateway, 15_000);
   });
 
-  it("installs the built package by copying; it loads dist/index.js and works", { skip: !PACKAGE && "no built package" }, async () => {
-    // A second, fresh OpenClaw home: a user who installs the published form.
-    const home2 = tempDir("openclaw-home-copy");
-    const state2 = path.join(home2, ".openclaw");
-    const config2 = path.join(state2, "openclaw.json");
-    fs.mkdirSync(state2, { recursive: true });
+  /** A second, fresh OpenClaw home (its own state folder and config) on the same gateway port. */
+  const freshHome = (prefix: string) => {
+    const dir = tempDir(prefix);
+    const state = path.join(dir, ".openclaw");
+    const config = path.join(state, "openclaw.json");
+    fs.mkdirSync(state, { recursive: true });
     fs.writeFileSync(
-      config2,
+      config,
       JSON.stringify({
         gateway: { mode: "local", port: gatewayPort, bind: "loopback", auth: { mode: "none" } },
-        logging: { file: path.join(home2, "openclaw.log") },
+        logging: { file: path.join(dir, "openclaw.log") },
       }),
     );
-    const env2 = { ...env, HOME: home2, OPENCLAW_STATE_DIR: state2, OPENCLAW_CONFIG_PATH: config2 };
-    const run2 = (...args: string[]) => runCommand(OPENCLAW!, args, { env: env2, cwd: home2, timeoutMs: 120_000 });
+    const envHere = { ...env, HOME: dir, OPENCLAW_STATE_DIR: state, OPENCLAW_CONFIG_PATH: config };
+    const run = (args: string[], cwd = dir) => runCommand(OPENCLAW!, args, { env: envHere, cwd, timeoutMs: 120_000 });
+    const configure = (pluginConfig: Record<string, unknown>) => {
+      const written = JSON.parse(fs.readFileSync(config, "utf8"));
+      written.plugins.entries["voice-call"].config = pluginConfig;
+      fs.writeFileSync(config, JSON.stringify(written, null, 2));
+    };
+    return { dir, state, run, configure };
+  };
+
+  it("`openclaw plugins install ./gateway` copies the folder; the copy loads and answers", async () => {
+    // The README's one command, run from the checkout, into a fresh OpenClaw home.
+    const fresh = freshHome("openclaw-home-folder");
+    const install = await fresh.run(["plugins", "install", "./gateway", "--force", "--accept-capabilities"], REPO_DIR);
+    assert.equal(install.code, 0, install.stderr + install.stdout);
+    const installed = path.join(fresh.state, "extensions", "voice-call");
+    assert.ok(fs.existsSync(path.join(installed, "entry.js")), "a copy in OpenClaw's own folder");
+    assert.equal(fs.existsSync(path.join(installed, "dist")), false, "no build output was needed");
+    fresh.configure({ controlSocket: socketPath, toNumber: TO });
+
+    const inspected = await fresh.run(["plugins", "inspect", "voice-call", "--runtime", "--json"]);
+    assert.equal(inspected.code, 0, inspected.stderr + inspected.stdout);
+    const report = JSON.parse(inspected.stdout);
+    assert.equal(report.plugin.enabled, true, JSON.stringify(report.plugin));
+    assert.equal(report.plugin.status, "loaded", JSON.stringify(report.diagnostics));
+    assert.equal(report.plugin.source, path.join(installed, "entry.js"));
+    assert.equal(report.install.source, "path");
+    assert.deepEqual(report.plugin.toolNames, ["voice_call"]);
+    assert.deepEqual([...report.gatewayMethods].sort(), VOICECALL_METHODS);
+    assert.deepEqual(report.cliCommands, ["voicecall"]);
+    assert.deepEqual(
+      report.diagnostics.filter((d: any) => d.level === "error"),
+      [],
+      "no load errors",
+    );
+
+    const status = await fresh.run(["voicecall", "status"]);
+    assert.equal(status.code, 0, status.stderr);
+    const live = JSON.parse(status.stdout);
+    assert.equal(live.found, true);
+    assert.ok(Array.isArray(live.calls));
+  });
+
+  it("installs the built package by copying; it loads dist/index.js and works", { skip: !PACKAGE && "no built package" }, async () => {
+    // A user who installs the published form.
+    const fresh = freshHome("openclaw-home-copy");
+    const state2 = fresh.state;
+    const run2 = (...args: string[]) => fresh.run(args);
     const install = await run2("plugins", "install", PACKAGE!, "--force", "--accept-capabilities");
     assert.equal(install.code, 0, install.stderr + install.stdout);
-    const config = JSON.parse(fs.readFileSync(config2, "utf8"));
-    config.plugins.entries["voice-call"].config = { controlSocket: socketPath, toNumber: TO };
-    fs.writeFileSync(config2, JSON.stringify(config, null, 2));
+    fresh.configure({ controlSocket: socketPath, toNumber: TO });
     const listed = await run2("plugins", "list", "--json");
     const plugin = JSON.parse(listed.stdout).plugins.find((p: any) => p.id === "voice-call");
     assert.equal(plugin.enabled, true, JSON.stringify(plugin) + install.stdout + install.stderr);

@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import type { CliIo, CommandLike } from "../src/cli.ts";
 import { type PluginApi, registerVoiceCall } from "../src/plugin.ts";
 import type { ReplyRequest } from "../src/responder.ts";
-import { Daemon, poll, tempDir } from "./helpers.ts";
+import { Daemon, EventTail, poll, tempDir } from "./helpers.ts";
 
 const TO = "+15551234567";
 const APOLOGY = "Sorry, I can't answer that right now. Could you say it again?";
@@ -106,11 +106,10 @@ function fakeApi(pluginConfig: Record<string, unknown>) {
   };
 }
 
-async function waitAnswered(plugin: ReturnType<typeof fakeApi>, callId: string) {
-  return poll(`call ${callId} answered`, async () => {
-    const status = await plugin.tool({ action: "get_status", callId });
-    return ["active", "listening"].includes(status.call?.state) && status;
-  });
+/** Wait for the daemon's event that call `callId` was answered; then its status through the tool. */
+async function waitAnswered(tail: EventTail, plugin: ReturnType<typeof fakeApi>, callId: string) {
+  await tail.waitForState(callId, ["active", "listening"]);
+  return plugin.tool({ action: "get_status", callId });
 }
 
 describe("validation, as upstream words it", () => {
@@ -200,6 +199,7 @@ describe("against the real daemon", () => {
   ];
   let plugin: ReturnType<typeof fakeApi>;
   let registered: ReturnType<typeof registerVoiceCall>;
+  let tail: EventTail;
 
   before(async () => {
     daemon = await Daemon.start({ toNumber: TO, maxConcurrentCalls: 5 });
@@ -214,9 +214,11 @@ describe("against the real daemon", () => {
     });
     plugin.services[0].start();
     await registered.responder!.whenConnected();
+    tail = await EventTail.open(daemon.socketPath);
   });
 
   after(async () => {
+    tail?.close();
     plugin.services[0].stop?.();
     await daemon.stop();
   });
@@ -226,16 +228,16 @@ describe("against the real daemon", () => {
     assert.deepEqual(Object.keys(started).sort(), ["callId", "initiated"]);
     assert.equal(started.initiated, true);
     const { callId } = started;
-    const status = await waitAnswered(plugin, callId);
+    const status = await waitAnswered(tail, plugin, callId);
     assert.equal(status.found, true);
     assert.equal(status.call.to, TO);
     assert.deepEqual(await plugin.tool({ action: "speak_to_user", callId, message: "One moment." }), { success: true });
     assert.deepEqual(await plugin.tool({ action: "send_dtmf", callId, digits: "12#" }), { success: true });
     const answer = plugin.tool({ action: "continue_call", callId, message: "What time suits you?" });
-    await poll("continue waiting", async () => {
-      const s = await plugin.tool({ action: "get_status", callId });
-      return s.call.state === "listening" && s.call.transcript.some((e: any) => e.text === "What time suits you?");
-    });
+    await tail.waitForWords(callId, "bot", "What time suits you?", { thenState: "listening" });
+    const waiting = await plugin.tool({ action: "get_status", callId });
+    assert.equal(waiting.call.state, "listening");
+    assert.ok(waiting.call.transcript.some((e: any) => e.text === "What time suits you?"));
     await registered.client.simulate({ action: "say", callId, text: "Tomorrow at ten." });
     assert.deepEqual(await answer, { success: true, transcript: "Tomorrow at ten." });
     const list = await plugin.method("voicecall.status", {});
@@ -257,7 +259,7 @@ describe("against the real daemon", () => {
     assert.equal(ok, true);
     assert.deepEqual(Object.keys(started).sort(), ["callId", "initiated"]);
     const { callId } = started;
-    await waitAnswered(plugin, callId);
+    await waitAnswered(tail, plugin, callId);
     const [found, status] = await plugin.method("voicecall.status", { callId });
     assert.equal(found, true);
     assert.equal(status.found, true);
@@ -272,7 +274,8 @@ describe("against the real daemon", () => {
       true,
       { operationId: op.operationId, status: "pending", pollTimeoutMs: op.pollTimeoutMs },
     ]);
-    await poll("listening", async () => (await plugin.tool({ action: "get_status", callId })).call.state === "listening");
+    await tail.waitForWords(callId, "bot", "Your name?", { thenState: "listening" });
+    assert.equal((await plugin.tool({ action: "get_status", callId })).call.state, "listening");
     await registered.client.simulate({ action: "say", callId, text: "Ada." });
     const done = await poll("continue result", async () => {
       const [, r] = await plugin.method("voicecall.continue.result", { operationId: op.operationId });
@@ -320,10 +323,10 @@ describe("against the real daemon", () => {
   });
 
   it("tail prints the daemon's events, one JSON object per line, until interrupted", async () => {
-    const connections = () => daemon.log.split("connection established").length;
-    const before = connections();
-    const tail = plugin.cli("tail");
-    await poll("the subscription", () => connections() > before);
+    const connections = (log: string) => log.split("connection established").length;
+    const before = connections(daemon.log);
+    const tailing = plugin.cli("tail");
+    await daemon.waitForLog("the subscription", (log) => connections(log) > before);
     const { callId } = await plugin.tool({ action: "initiate_call", message: "Tail me", mode: "notify" });
     const events = await poll("the call's events", () => {
       const parsed = plugin.output.out.map((line) => JSON.parse(line));
@@ -336,7 +339,7 @@ describe("against the real daemon", () => {
       assert.equal(typeof event.timestamp, "number");
     }
     plugin.output.interrupt();
-    const result = await tail;
+    const result = await tailing;
     assert.equal(result.code, 0);
     await plugin.tool({ action: "end_call", callId });
   });
@@ -344,12 +347,11 @@ describe("against the real daemon", () => {
   it("answers conversation turns with the agent's words", async () => {
     requests.length = 0;
     const { callId } = await plugin.tool({ action: "initiate_call", message: "Calling about lunch", mode: "conversation" });
-    await waitAnswered(plugin, callId);
+    await waitAnswered(tail, plugin, callId);
     await registered.client.simulate({ action: "say", callId, text: "Can we meet at noon?" });
-    const call = await poll("the reply in the transcript", async () => {
-      const s = await plugin.tool({ action: "get_status", callId });
-      return s.call.transcript.some((e: any) => e.speaker === "bot" && e.text === "Sure, noon works.") && s.call;
-    });
+    await tail.waitForWords(callId, "bot", "Sure, noon works.", { thenState: "listening" });
+    const { call } = await plugin.tool({ action: "get_status", callId });
+    assert.ok(call.transcript.some((e: any) => e.speaker === "bot" && e.text === "Sure, noon works."));
     assert.equal(requests.length, 1);
     const [request] = requests;
     assert.equal(request.callId, callId);
@@ -365,31 +367,31 @@ describe("against the real daemon", () => {
       throw new Error("no model configured");
     };
     await registered.client.simulate({ action: "say", callId, text: "Hello?" });
-    await poll("the daemon's apology", async () => {
-      const s = await plugin.tool({ action: "get_status", callId });
-      return s.call.transcript.some((e: any) => e.speaker === "bot" && e.text === APOLOGY);
-    });
+    await tail.waitForWords(callId, "bot", APOLOGY);
+    const apologised = await plugin.tool({ action: "get_status", callId });
+    assert.ok(apologised.call.transcript.some((e: any) => e.speaker === "bot" && e.text === APOLOGY));
     reply = async () => [{ text: '{"spoken":""}' }];
     await plugin.tool({ action: "end_call", callId });
   });
 
   it("survives a daemon restart mid-session", async () => {
+    tail.close();
     await daemon.stop();
     await poll("the responder to notice", () => !registered.responder!.connected);
     const down = await plugin.tool({ action: "get_status", callId: "x" });
     assert.match(down.error, /^voicecalld is not reachable at .*control\.sock .*`systemctl start voicecalld` or `make run`$/);
     await daemon.run();
+    tail = await EventTail.open(daemon.socketPath);
     await registered.responder!.whenConnected();
     assert.ok(registered.responder!.connected);
     reply = async () => [{ text: "Back again." }];
     requests.length = 0;
     const { callId } = await plugin.tool({ action: "initiate_call", message: "After the restart", mode: "conversation" });
-    await waitAnswered(plugin, callId);
+    await waitAnswered(tail, plugin, callId);
     await registered.client.simulate({ action: "say", callId, text: "Are you there?" });
-    await poll("the reply after the restart", async () => {
-      const s = await plugin.tool({ action: "get_status", callId });
-      return s.call.transcript.some((e: any) => e.speaker === "bot" && e.text === "Back again.");
-    });
+    await tail.waitForWords(callId, "bot", "Back again.");
+    const again = await plugin.tool({ action: "get_status", callId });
+    assert.ok(again.call.transcript.some((e: any) => e.speaker === "bot" && e.text === "Back again."));
     assert.equal(requests.length, 1);
     await plugin.tool({ action: "end_call", callId });
   });
