@@ -22,7 +22,12 @@ from twisted.protocols import amp
 
 from voicecalld import __version__, paths
 from voicecalld.cli import render
-from voicecalld.config import ConfigError, load_config, resolve_config_path
+from voicecalld.config import (
+    ConfigError,
+    is_implicit_default,
+    load_config,
+    resolve_config_path,
+)
 from voicecalld.config.features import unbuilt_notes
 from voicecalld.config.schema import unstructure
 from voicecalld.control import commands as c
@@ -132,7 +137,10 @@ def socket_path(explicit: str | None, environ: dict[str, str]) -> str:
     configured = None
     try:
         configured = load_config(
-            resolve_config_path(None, environ), environ
+            resolve_config_path(None, environ),
+            environ,
+            named=not is_implicit_default(None, environ),
+            resolve_refs=False,
         ).settings.control_socket
     except ConfigError:
         pass
@@ -143,7 +151,7 @@ def check_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     """C{check-config}: print the effective config, secrets redacted."""
     path = resolve_config_path(args.config, environ)
     try:
-        loaded = load_config(path, environ)
+        loaded = load_config(path, environ, named=not is_implicit_default(args.config, environ))
     except ConfigError as e:
         raise Failure(EXIT_USAGE, f"bad config: {e}") from None
     for note in [str(n) for n in loaded.notes] + unbuilt_notes(loaded):
