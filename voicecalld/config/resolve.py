@@ -70,12 +70,10 @@ def resolve_secrets(
     notes: list[Problem] = []
     canonical: dict[int, SecretRef] = {}
     groups: dict[tuple[str, str], list[SecretRef]] = {}
-    for _, secret in found:
+    for at, secret in found:
         ref = secret.ref
         ref = attrs.evolve(ref, provider=ref.provider or secrets.defaults.alias(ref.source))
         canonical[id(secret)] = ref
-    for at, secret in found:
-        ref = canonical[id(secret)]
         why = inactive(settings, at)
         if why is not None:
             notes.append(
