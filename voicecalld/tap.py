@@ -19,7 +19,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from voicecalld import __version__, paths
-from voicecalld.config import ConfigError, LoadedConfig, load_config, resolve_config_path
+from voicecalld.config import (
+    ConfigError,
+    LoadedConfig,
+    is_implicit_default,
+    load_config,
+    resolve_config_path,
+)
 from voicecalld.config.features import unbuilt_notes
 from voicecalld.config.schema import Problem, dotted
 from voicecalld.daemon import build
@@ -102,7 +108,11 @@ class Options(usage.Options):
         environ = os.environ
         path = resolve_config_path(self["config"], environ)
         try:
-            loaded = load_config(path, environ)
+            # SecretRefs are resolved here too, before the reactor runs
+            # (voicecalld.config.command says why that may block).
+            loaded = load_config(
+                path, environ, named=not is_implicit_default(self["config"], environ)
+            )
         except ConfigError as e:
             _die(f"bad config: {e}")
         if not loaded.settings.enabled:

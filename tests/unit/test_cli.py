@@ -16,9 +16,8 @@ from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
 from tests.unit.test_control import Fixture, ProbeProtocol
-from voicecalld import paths
 from voicecalld.cli import main, where
-from voicecalld.config import ConfigError, load_config, resolve_config_path
+from voicecalld.config import ConfigError, load_config
 from voicecalld.control import commands as c
 
 
@@ -155,20 +154,6 @@ class SocketLookupTests(TestCase):
             where.socket_path(None, {"HOME": home}),
             os.path.join(home, ".local", "state", "voicecalld", "control.sock"),
         )
-
-    def test_the_config_file_is_chosen_as_the_daemon_chooses_it(self):
-        home = self.mktemp()
-        os.makedirs(os.path.join(home, ".openclaw"))
-        for env in (
-            {"HOME": home},
-            {"HOME": home, "OPENCLAW_CONFIG_PATH": "~/o.json"},
-            {"HOME": home, "OPENCLAW_CONFIG_PATH": "/o.json", "VOICECALLD_CONFIG": "/v.json"},
-        ):
-            self.assertEqual(paths.config_file(None, env), resolve_config_path(None, env), env)
-        open(os.path.join(home, ".openclaw", "openclaw.json"), "w").close()
-        env = {"HOME": home}
-        self.assertEqual(paths.config_file(None, env), resolve_config_path(None, env))
-        self.assertEqual(paths.config_file("/c", env), resolve_config_path("/c", env))
 
     def test_daemon_commands_do_not_import_the_config_package(self):
         env = {"VOICECALLD_CONFIG": self.broken_config()}

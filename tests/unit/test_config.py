@@ -113,9 +113,15 @@ class ErasTests(TestCase):
         self.assertEqual(loaded.settings.max_concurrent_calls, 3)
         self.assertEqual(loaded.settings.inbound_greeting, "Hi from the mock")
 
-    def test_whole_config_without_the_plugin_entry_is_the_default(self):
-        s = parse_config({"gateway": {"port": 1}}, "/x", {}).settings
-        self.assertEqual(s.provider, "mock")
+    def test_whole_config_without_the_plugin_entry_is_the_default_only_if_implicit(self):
+        loaded = parse_config({"gateway": {"port": 1}}, "/x", {}, named=False)
+        self.assertEqual(loaded.settings.provider, "mock")
+        self.assertIn("no voice-call plugin entry", str(loaded.notes[0]))
+        self.assertIn(
+            "/etc/openclaw.json: plugins.entries.voice-call: not set: this OpenClaw config"
+            " has no voice-call plugin entry",
+            error({"gateway": {"port": 1}}),
+        )
 
 
 class StrictnessTests(TestCase):
@@ -292,7 +298,7 @@ class TtsMergeTests(TestCase):
     """The core TTS block deep-merged under the plugin's, as upstream (seed doc examples)."""
 
     def tts(self, data):
-        return parse_config(data, None, {}).settings.tts
+        return parse_config(data, None, {}, named=False).settings.tts
 
     def test_core_only(self):
         tts = self.tts({"messages": {"tts": {"provider": "openai", "openai": {"voice": "nova"}}}})
@@ -339,7 +345,7 @@ class TtsMergeTests(TestCase):
 
     def test_core_keys_voicecalld_does_not_know_are_ignored_with_a_note(self):
         loaded = parse_config(
-            {"gateway": {}, "tts": {"provider": "openai", "newCoreKnob": 1}}, None, {}
+            whole({}, gateway={}, tts={"provider": "openai", "newCoreKnob": 1}), None, {}
         )
         self.assertEqual(["tts.newCoreKnob: unknown key"], [str(n) for n in loaded.notes])
         self.assertIn("tts.newCoreKnob: unknown key", error({"tts": {"newCoreKnob": 1}}))

@@ -141,13 +141,18 @@ def check_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     """C{check-config}: print the effective config, secrets redacted."""
     # The only command that reads the whole config: the others need no more
     # of it than where the socket is (L{where}).
-    from voicecalld.config import ConfigError, load_config, resolve_config_path
+    from voicecalld.config import (
+        ConfigError,
+        is_implicit_default,
+        load_config,
+        resolve_config_path,
+    )
     from voicecalld.config.features import unbuilt_notes
     from voicecalld.config.schema import unstructure
 
     path = resolve_config_path(args.config, environ)
     try:
-        loaded = load_config(path, environ)
+        loaded = load_config(path, environ, named=not is_implicit_default(args.config, environ))
     except ConfigError as e:
         raise Failure(EXIT_USAGE, f"bad config: {e}") from None
     for note in [str(n) for n in loaded.notes] + unbuilt_notes(loaded):

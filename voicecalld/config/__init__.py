@@ -3,6 +3,7 @@
 from voicecalld.config.loader import (
     ConfigError,
     LoadedConfig,
+    is_implicit_default,
     load_config,
     parse_config,
     resolve_config_path,
@@ -15,6 +16,7 @@ __all__ = [
     "LoadedConfig",
     "Secret",
     "VoiceCallSettings",
+    "is_implicit_default",
     "load_config",
     "parse_config",
     "resolve_config_path",

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from voicecalld.config import legacy
+from voicecalld.config import legacy, refs
 from voicecalld.config.model import (
     OpenAIStreamingSettings,
     StreamingSettings,
@@ -43,6 +43,7 @@ from voicecalld.config.schema import (
     MapOf,
     Nested,
     Number,
+    ProviderBlob,
     SecretStr,
     Str,
     Url,
@@ -62,11 +63,13 @@ def kind_schema(kind: Kind) -> JSON:
     if isinstance(kind, Number):
         return _bounded({"type": "number"}, kind.minimum, kind.maximum)
     if isinstance(kind, SecretStr):
-        return {"type": "string", "minLength": 1}
+        return secret_input_schema() if kind.refs else {"type": "string", "minLength": 1}
     if isinstance(kind, Str):
         schema: JSON = {"type": "string"}
         if kind.min_length:
             schema["minLength"] = kind.min_length
+        if kind.max_length is not None:
+            schema["maxLength"] = kind.max_length
         if kind.pattern is not None:
             schema["pattern"] = f"^(?:{kind.pattern})$"
         return schema
@@ -76,7 +79,12 @@ def kind_schema(kind: Kind) -> JSON:
     if isinstance(kind, Enum):
         return {"type": "string", "enum": list(kind.values)}
     if isinstance(kind, ListOf):
-        return {"type": "array", "items": kind_schema(kind.item)}
+        schema = {"type": "array", "items": kind_schema(kind.item)}
+        if kind.max_items is not None:
+            schema["maxItems"] = kind.max_items
+        return schema
+    if isinstance(kind, ProviderBlob):
+        return {"type": "object", "properties": {"apiKey": secret_input_schema()}}
     if isinstance(kind, Blob):
         return {"type": "object"}
     if isinstance(kind, Nested):
@@ -93,6 +101,28 @@ def kind_schema(kind: Kind) -> JSON:
         schema["additionalProperties"] = kind_schema(kind.other)
         return schema
     raise TypeError(f"no JSON schema for config kind {kind!r}")
+
+
+def secret_input_schema() -> JSON:
+    """A secret that may be an OpenClaw SecretRef: a string, or one of the four reference shapes."""
+    shapes: list[JSON] = [{"type": "string", "minLength": 1}]
+    for source in refs.SOURCES:
+        pattern = refs.ID_PATTERNS[source]
+        if source == "exec":
+            pattern = r"(?!(?:.*/)?\.{1,2}(?:/|$))" + pattern
+        shapes.append(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["source", "provider", "id"],
+                "properties": {
+                    "source": {"type": "string", "enum": [source]},
+                    "provider": {"type": "string", "pattern": f"^(?:{refs.ALIAS_PATTERN})$"},
+                    "id": {"type": "string", "pattern": f"^(?:{pattern})$"},
+                },
+            }
+        )
+    return {"anyOf": shapes}
 
 
 def _bounded(schema: JSON, minimum: float | None, maximum: float | None) -> JSON:

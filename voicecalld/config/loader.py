@@ -1,34 +1,44 @@
 """
 Reading a config file into L{VoiceCallSettings}.
 
-A file is either a whole OpenClaw config (the plugin config lives at
-C{plugins.entries.voice-call.config}, the core TTS block at C{messages.tts}
-or top-level C{tts}) or a bare plugin config.  Legacy keys are rewritten,
-the core TTS block is deep-merged under the plugin's C{tts}, secrets fall back
-to their environment variables, and the result is checked as upstream checks
-it.  Every problem names the file and the key path.
+A file is a whole OpenClaw config when its top level has C{plugins} or a key
+of OpenClaw's own (L{voicecalld.config.openclaw}); the plugin config then
+lives at C{plugins.entries.voice-call.config} and the core TTS block at
+C{messages.tts} or top-level C{tts}.  Any other file is a bare plugin config,
+checked as strictly as the plugin config inside a whole one.  Legacy keys are
+rewritten, the core TTS block is deep-merged under the plugin's C{tts},
+secrets fall back to their environment variables, SecretRefs are resolved,
+and the result is checked as upstream checks it.  Every problem names the
+file and the key path.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import json5
 
+from voicecalld import paths
 from voicecalld.config import legacy
+from voicecalld.config.command import run_bounded
 from voicecalld.config.merge import deep_merge
 from voicecalld.config.model import TtsSettings, VoiceCallSettings
+from voicecalld.config.openclaw import OPENCLAW_VERSION, TOP_LEVEL_KEYS
+from voicecalld.config.resolve import Runner, resolve_secrets
 from voicecalld.config.schema import Path, Problem, dotted, keys_of, structure
+from voicecalld.config.secret import Secret
+from voicecalld.config.secretproviders import SecretsBlock, read_secrets_block
 
 PLUGIN_PATH: Path = ("plugins", "entries", "voice-call", "config")
 ENTRY_PATH: Path = PLUGIN_PATH[:-1]
 
-# Keys that mark a file as a whole OpenClaw config rather than a bare plugin
-# config (which never has them at its top level).
-_PLUGIN_KEYS = frozenset(keys_of(VoiceCallSettings)) | {"stt"}
+# Every key a bare plugin config may have at its top level: the current ones
+# and the legacy ones legacy.py rewrites.
+PLUGIN_KEYS = frozenset(keys_of(VoiceCallSettings)) | {"stt"}
+# Top-level keys that make a file a whole OpenClaw config (tts is both).
+_OPENCLAW_ONLY_KEYS = TOP_LEVEL_KEYS - PLUGIN_KEYS
 
 
 class ConfigError(Exception):
@@ -53,6 +63,7 @@ class LoadedConfig:
     prefix: Path
     notes: tuple[Problem, ...] = ()
     from_environment: Mapping[str, str] = attrs.field(factory=dict)
+    whole: bool = False
 
     def path(self, *keys: str) -> str:
         """The full key path of a plugin key in this file, for messages."""
@@ -64,22 +75,35 @@ def resolve_config_path(explicit: str | None, environ: Mapping[str, str]) -> str
     Which file to read: C{--config}, else C{$VOICECALLD_CONFIG}, else
     C{$OPENCLAW_CONFIG_PATH}, else C{~/.openclaw/openclaw.json} if it exists.
     """
-    for candidate in (
-        explicit,
-        environ.get("VOICECALLD_CONFIG"),
-        environ.get("OPENCLAW_CONFIG_PATH"),
-    ):
-        if candidate:
-            return os.path.expanduser(candidate)
-    home = environ.get("HOME") or os.path.expanduser("~")
-    default = os.path.join(home, ".openclaw", "openclaw.json")
-    return default if os.path.exists(default) else None
+    return paths.config_file(explicit, environ)
 
 
-def load_config(path: str | None, environ: Mapping[str, str]) -> LoadedConfig:
-    """Read and validate the file at C{path} (None: built-in defaults)."""
+def is_implicit_default(explicit: str | None, environ: Mapping[str, str]) -> bool:
+    """
+    Whether L{resolve_config_path} falls back to C{~/.openclaw/openclaw.json}
+    (no C{--config}, C{$VOICECALLD_CONFIG} or C{$OPENCLAW_CONFIG_PATH}).
+    """
+    return not (explicit or environ.get("VOICECALLD_CONFIG") or environ.get("OPENCLAW_CONFIG_PATH"))
+
+
+def load_config(
+    path: str | None,
+    environ: Mapping[str, str],
+    *,
+    named: bool = True,
+    resolve_refs: bool = True,
+    runner: Runner = run_bounded,
+) -> LoadedConfig:
+    """
+    Read and validate the file at C{path} (None: built-in defaults).
+
+    C{named} is false only for the implicit default file: a whole OpenClaw
+    config without a voice-call entry is then read as the defaults (with a
+    note) instead of refused.  Without C{resolve_refs}, SecretRefs are checked
+    but left unresolved (for callers that only want a non-secret key).
+    """
     if path is None:
-        return parse_config({}, None, environ)
+        return parse_config({}, None, environ, named=named, resolve_refs=resolve_refs)
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -89,19 +113,33 @@ def load_config(path: str | None, environ: Mapping[str, str]) -> LoadedConfig:
         data = json5.loads(text)
     except ValueError as e:
         raise ConfigError(path, [Problem((), f"not valid JSON5: {e}")]) from e
-    return parse_config(data, path, environ)
+    return parse_config(data, path, environ, named=named, resolve_refs=resolve_refs, runner=runner)
 
 
-def parse_config(data: Any, source: str | None, environ: Mapping[str, str]) -> LoadedConfig:
+def parse_config(
+    data: Any,
+    source: str | None,
+    environ: Mapping[str, str],
+    *,
+    named: bool = True,
+    resolve_refs: bool = True,
+    runner: Runner = run_bounded,
+) -> LoadedConfig:
     """Validate parsed JSON (a whole OpenClaw config or a bare plugin config)."""
     notes: list[Problem] = []
+    whole = False
+    secrets = SecretsBlock()
     try:
         if not isinstance(data, dict):
             raise Problem((), "expected a JSON object at the top level")
-        if _is_whole_openclaw_config(data):
-            prefix, plugin, entry_enabled, core_tts = _extract(data, notes)
+        whole = is_whole_openclaw_config(data)
+        if whole:
+            _check_top_level(data, notes)
+            secrets = read_secrets_block(data)
+            prefix, plugin, entry_enabled, core_tts = _extract(data, notes, named)
             core_path = ("tts",) if isinstance(data.get("tts"), dict) else ("messages", "tts")
-            structure(TtsSettings, core_tts, core_path, notes, strict=False)
+            core = structure(TtsSettings, core_tts, core_path, notes, strict=False)
+            _keep_core_refs(core, core_tts)
         else:
             prefix, plugin, entry_enabled, core_tts = (), data, True, {}
         plugin = legacy.migrate_plugin(plugin, prefix, notes)
@@ -119,22 +157,54 @@ def parse_config(data: Any, source: str | None, environ: Mapping[str, str]) -> L
             settings = attrs.evolve(settings, enabled=False)
     except Problem as problem:
         raise ConfigError(source, [problem]) from None
-    loaded = LoadedConfig(settings, source, prefix, tuple(notes), used_env)
+    loaded = LoadedConfig(settings, source, prefix, tuple(notes), used_env, whole)
     problems = check_consistency(loaded)
     if problems:
         raise ConfigError(source, problems)
-    return loaded
+    if not resolve_refs:
+        return loaded
+    try:
+        settings, problems, unresolved = resolve_secrets(settings, secrets, environ, runner=runner)
+    except Problem as problem:
+        raise ConfigError(source, [problem]) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return attrs.evolve(loaded, settings=settings, notes=(*loaded.notes, *unresolved))
 
 
-def _is_whole_openclaw_config(data: dict[str, Any]) -> bool:
-    return "plugins" in data or any(key not in _PLUGIN_KEYS for key in data)
+def is_whole_openclaw_config(data: dict[str, Any]) -> bool:
+    """Whether a file's top level is OpenClaw's (C{plugins} or a key only OpenClaw has)."""
+    return any(key in _OPENCLAW_ONLY_KEYS for key in data)
 
 
-def _extract(data: dict[str, Any], notes: list[Problem]):
+def _check_top_level(data: dict[str, Any], notes: list[Problem]) -> None:
+    """Plugin keys at the top of a whole config are misplaced; unknown ones are OpenClaw's."""
+    for key in data:
+        if key in TOP_LEVEL_KEYS:
+            continue
+        if key in PLUGIN_KEYS:
+            raise Problem(
+                (key,),
+                "a voice-call plugin key at the top level of an OpenClaw config; it belongs"
+                f" under {dotted(PLUGIN_PATH)}",
+            )
+        notes.append(
+            Problem((key,), f"not a top-level key of OpenClaw {OPENCLAW_VERSION}'s config; ignored")
+        )
+
+
+def _extract(data: dict[str, Any], notes: list[Problem], named: bool):
     entry = _object_at(data, ENTRY_PATH)
     plugin = {}
     entry_enabled = True
-    if entry is not None:
+    if entry is None:
+        missing = "not set: this OpenClaw config has no voice-call plugin entry"
+        if named:
+            raise Problem(
+                ENTRY_PATH, f"{missing} (add {dotted(PLUGIN_PATH)}, or name a bare plugin config)"
+            )
+        notes.append(Problem(ENTRY_PATH, f"{missing}; running the mock provider with the defaults"))
+    else:
         plugin = _object_at(entry, ("config",), ENTRY_PATH) or {}
         enabled = entry.get("enabled", True)
         if not isinstance(enabled, bool):
@@ -148,6 +218,17 @@ def _extract(data: dict[str, Any], notes: list[Problem]):
     if top_tts is not None:
         core_tts = deep_merge(core_tts, legacy.migrate_tts(top_tts, ("tts",), notes))
     return PLUGIN_PATH, plugin, entry_enabled, core_tts
+
+
+def _keep_core_refs(core: TtsSettings, raw: dict[str, Any]) -> None:
+    """
+    Put the core TTS block's checked secrets back into its raw form, so that
+    after the merge a SecretRef from it still names its own key path.
+    """
+    for name, block in core.providers.items():
+        secret = getattr(block, "api_key", None)
+        if isinstance(secret, Secret) and secret.ref is not None:
+            raw["providers"][name]["apiKey"] = secret
 
 
 def _object_at(data: dict[str, Any], keys: Path, base: Path = ()) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from voicecalld.config.schema import (
     Nested,
     Number,
     Path_,
+    ProviderBlob,
     SecretStr,
     Str,
     Url,
@@ -95,7 +96,7 @@ class TwilioSettings:
     """C{twilio}: account credentials and REST location."""
 
     account_sid: str | None = setting(Str(1))
-    auth_token: Secret | None = setting(SecretStr())
+    auth_token: Secret | None = setting(SecretStr(refs=True))
     region: str = setting(Enum(("us1", "ie1", "au1")), "us1")
     api_base_url: str | None = setting(Url())
 
@@ -171,7 +172,7 @@ class WebhookSecuritySettings:
 class OpenAIStreamingSettings:
     """C{streaming.providers.openai}: OpenAI realtime transcription."""
 
-    api_key: Secret | None = setting(SecretStr())
+    api_key: Secret | None = setting(SecretStr(refs=True))
     model: str = setting(Str(1), "gpt-4o-transcribe")
     silence_duration_ms: int = _positive(800)
     vad_threshold: float = setting(Number(0, 1), 0.5)
@@ -195,7 +196,8 @@ class StreamingSettings:
     max_pending_connections_per_ip: int = _positive(4)
     max_connections: int = _positive(128)
     providers: dict[str, Any] = setting(
-        MapOf(Blob(), {"openai": Nested(OpenAIStreamingSettings)}, None, _not_built_stt), {}
+        MapOf(ProviderBlob(), {"openai": Nested(OpenAIStreamingSettings)}, None, _not_built_stt),
+        {},
     )
     stt_url: str = setting(Url(("ws", "wss")), OPENAI_REALTIME_URL)
     barge_in_min_speech_ms: int = setting(Int(minimum=0), 400)
@@ -251,7 +253,7 @@ class RealtimeSettings:
     stream_path: str | None = setting(Path_())
     instructions: str | None = setting(Str())
     tools: tuple[RealtimeTool, ...] = setting(ListOf(Nested(RealtimeTool)), [])
-    providers: dict[str, Any] = setting(MapOf(Blob()), {})
+    providers: dict[str, Any] = setting(MapOf(ProviderBlob()), {})
     tool_policy: str | None = setting(Enum(("safe-read-only", "owner", "none")))
     consult_policy: str | None = setting(Enum(("auto", "substantive", "always")))
     consult_thinking_level: str | None = setting(Str(1))
@@ -278,7 +280,7 @@ class TtsModelOverrides:
 class OpenAITtsSettings:
     """C{tts.providers.openai}: OpenAI speech (or any compatible server)."""
 
-    api_key: Secret | None = setting(SecretStr())
+    api_key: Secret | None = setting(SecretStr(refs=True))
     base_url: str | None = setting(Url())
     model: str = setting(Str(1), "gpt-4o-mini-tts")
     speaker_voice: str = setting(Str(1), "alloy")
@@ -301,7 +303,7 @@ class ElevenLabsVoiceSettings:
 class ElevenLabsTtsSettings:
     """C{tts.providers.elevenlabs}: ElevenLabs streaming speech."""
 
-    api_key: Secret | None = setting(SecretStr())
+    api_key: Secret | None = setting(SecretStr(refs=True))
     base_url: str | None = setting(Url())
     speaker_voice_id: str = setting(Str(1), "pMsXgVXv3BLzUgSXRplE")
     model_id: str = setting(Str(1), "eleven_multilingual_v2")
@@ -349,7 +351,7 @@ class TtsSettings:
     summary_model: str | None = setting(Str(1))
     model_overrides: TtsModelOverrides = setting(Nested(TtsModelOverrides))
     providers: dict[str, Any] = setting(
-        MapOf(Blob(), TTS_PROVIDER_KINDS, None, _not_telephony_tts), {}
+        MapOf(ProviderBlob(), TTS_PROVIDER_KINDS, None, _not_telephony_tts), {}
     )
     prefs_path: str | None = setting(Str(1))
     max_text_length: int | None = setting(Int(minimum=1))

@@ -13,6 +13,7 @@ JSON keys are the field names in camelCase unless a field names its own key.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -21,51 +22,19 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from voicecalld.config.secret import REDACTED, Secret
-
-Path = tuple[str, ...]
+from voicecalld.config import refs
+from voicecalld.config.problem import Path, Problem, describe
+from voicecalld.config.problem import dotted as dotted  # re-exported: callers import it here
+from voicecalld.config.secret import REDACTED
 
 _KIND = "voicecalld.kind"
 _KEY = "voicecalld.key"
-
-
-class Problem(Exception):
-    """One invalid value: where it is (a key path) and what is wrong with it."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(path, reason)
-        self.path = path
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{dotted(self.path)}: {self.reason}"
-
-
-def dotted(path: Path) -> str:
-    """Render a key path the way users write it: C{twilio.authToken}."""
-    return ".".join(path) if path else "(top level)"
 
 
 def camel(name: str) -> str:
     """C{max_duration_seconds} -> C{maxDurationSeconds}."""
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 class Kind:
@@ -86,7 +55,7 @@ class Bool(Kind):
 
     def check(self, value, path, notes):
         if not isinstance(value, bool):
-            raise Problem(path, f"expected true or false, got {_describe(value)}")
+            raise Problem(path, f"expected true or false, got {describe(value)}")
         return value
 
 
@@ -99,7 +68,7 @@ class Int(Kind):
 
     def check(self, value, path, notes):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise Problem(path, f"expected a whole number, got {_describe(value)}")
+            raise Problem(path, f"expected a whole number, got {describe(value)}")
         if isinstance(value, float):
             if not value.is_integer():
                 raise Problem(path, f"expected a whole number, got {value}")
@@ -117,7 +86,7 @@ class Number(Kind):
 
     def check(self, value, path, notes):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise Problem(path, f"expected a number, got {_describe(value)}")
+            raise Problem(path, f"expected a number, got {describe(value)}")
         if not math.isfinite(value):
             raise Problem(path, "expected a finite number")
         _bounds(value, self.minimum, self.maximum, path)
@@ -140,12 +109,15 @@ class Str(Kind):
     min_length: int = 0
     pattern: str | None = None
     pattern_reason: str = "has the wrong form"
+    max_length: int | None = None
 
     def check(self, value, path, notes):
         if not isinstance(value, str):
-            raise Problem(path, f"expected a string, got {_describe(value)}")
+            raise Problem(path, f"expected a string, got {describe(value)}")
         if len(value) < self.min_length:
             raise Problem(path, "must not be empty")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise Problem(path, f"must be at most {self.max_length} characters long")
         if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
             raise Problem(path, f"{value!r} {self.pattern_reason}")
         return value
@@ -177,7 +149,7 @@ class Url(Kind):
 
     def check(self, value, path, notes):
         if not isinstance(value, str):
-            raise Problem(path, f"expected a URL string, got {_describe(value)}")
+            raise Problem(path, f"expected a URL string, got {describe(value)}")
         parts = urlsplit(value)
         if parts.scheme not in self.schemes or not parts.hostname:
             wanted = " or ".join(f"{s}://" for s in self.schemes)
@@ -194,28 +166,27 @@ class Enum(Kind):
     def check(self, value, path, notes):
         if value not in self.values:
             choices = ", ".join(repr(v) for v in self.values)
-            shown = repr(value) if isinstance(value, str) else _describe(value)
+            shown = repr(value) if isinstance(value, str) else describe(value)
             raise Problem(path, f"must be one of {choices}, got {shown}")
         return value
 
 
 @attrs.frozen
 class SecretStr(Kind):
-    """A non-empty secret string, wrapped in L{Secret}."""
+    """
+    A non-empty secret string, wrapped in L{Secret}.  With C{refs}, also an
+    OpenClaw SecretRef (object or C{"${NAME}"}), kept unresolved in the L{Secret}.
+    """
+
+    refs: bool = False
 
     def check(self, value, path, notes):
-        if isinstance(value, Secret):
-            return value
-        if isinstance(value, dict):
-            raise Problem(
-                path,
-                "secret references are not supported by voicecalld; put the value or use"
-                " the environment variable",
-            )
-        return Secret(Str(1).check(value, path, notes))
+        return refs.secret_input(value, path, refs=self.refs)
 
     def dump(self, value, redact):
-        return REDACTED if redact else value.reveal()
+        if redact:
+            return REDACTED if value.ref is None else refs.redacted(value.ref)
+        return value.reveal() if value.resolved else refs.as_json(value.ref)
 
 
 @attrs.frozen
@@ -223,10 +194,13 @@ class ListOf(Kind):
     """A JSON list whose items all have one kind; stored as a tuple."""
 
     item: Kind
+    max_items: int | None = None
 
     def check(self, value, path, notes):
         if not isinstance(value, list | tuple):
-            raise Problem(path, f"expected a list, got {_describe(value)}")
+            raise Problem(path, f"expected a list, got {describe(value)}")
+        if self.max_items is not None and len(value) > self.max_items:
+            raise Problem(path, f"must have at most {self.max_items} items, got {len(value)}")
         return tuple(self.item.check(v, (*path, str(i)), notes) for i, v in enumerate(value))
 
     def dump(self, value, redact):
@@ -239,13 +213,27 @@ class Blob(Kind):
 
     def check(self, value, path, notes):
         if not isinstance(value, dict):
-            raise Problem(path, f"expected an object, got {_describe(value)}")
+            raise Problem(path, f"expected an object, got {describe(value)}")
         return value
 
     def dump(self, value, redact):
         if not redact:
             return value
         return {k: (REDACTED if _looks_secret(k) else v) for k, v in value.items()}
+
+
+@attrs.frozen
+class ProviderBlob(Blob):
+    """
+    A provider's block that voicecalld does not run: kept as given, but its
+    C{apiKey} must be a string or a well-formed SecretRef, as upstream checks.
+    """
+
+    def check(self, value, path, notes):
+        value = super().check(value, path, notes)
+        if "apiKey" in value:
+            refs.secret_input(value["apiKey"], (*path, "apiKey"), refs=True)
+        return value
 
 
 def _looks_secret(key: str) -> bool:
@@ -278,7 +266,7 @@ class MapOf(Kind):
 
     def check(self, value, path, notes):
         if not isinstance(value, dict):
-            raise Problem(path, f"expected an object, got {_describe(value)}")
+            raise Problem(path, f"expected an object, got {describe(value)}")
         result = {}
         for name, item in value.items():
             here = (*path, name)
@@ -328,20 +316,26 @@ def structure(cls: type, raw: Any, path: Path, notes: list[Problem], *, strict: 
     Unknown keys raise L{Problem} when C{strict}, else become notes (and are dropped).
     """
     if not isinstance(raw, dict):
-        raise Problem(path, f"expected an object, got {_describe(raw)}")
+        raise Problem(path, f"expected an object, got {describe(raw)}")
     fields = keys_of(cls)
     for name in raw:
         if name not in fields:
             problem = Problem((*path, name), "unknown key")
             if strict:
-                known = ", ".join(sorted(fields))
-                raise Problem(problem.path, f"unknown key (known keys here: {known})")
+                raise Problem(problem.path, f"unknown key ({_suggest(name, fields)})")
             notes.append(problem)
     values = {}
     for name, field in fields.items():
         if name in raw:
             values[field.alias] = field.metadata[_KIND].check(raw[name], (*path, name), notes)
     return cls(**values)
+
+
+def _suggest(name: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "known keys here: " + ", ".join(sorted(known))
 
 
 def unstructure(obj: Any, redact: bool = True) -> dict[str, Any]:
