@@ -18,11 +18,11 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from voicecalld.calls import events as ev
-from voicecalld.calls.states import CallState
 from voicecalld.config import parse_config
 from voicecalld.providers.twilio.provider import TwilioProvider
 from voicecalld.providers.twilio.signature import TwilioSignature, signed_params
+from voicecalld.values import events as ev
+from voicecalld.values.states import CallState
 from voicecalld.web.public_url import RequestView, UrlRules, reconstruct
 from voicecalld.web.signatures import IUrlSignature, Verdict, check
 from voicecalld.web.site import build_root
