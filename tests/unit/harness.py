@@ -1,4 +1,7 @@
-"""A call manager on a Clock, a recording provider and a real (synchronous) SQLite store."""
+"""
+A call manager on a Clock, a recording provider and a real SQLite store
+whose writes finish at once, or when the test releases them (L{HeldStore}).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from tests.fakes.provider import RecordingProvider
+from tests.fakes.store import HeldStore
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
 from voicecalld.config import parse_config
-from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
 from voicecalld.values.events import Answered
 
 
@@ -38,7 +41,7 @@ class Harness:
             clock.advance(1_800_000_000)
         self.clock = clock
         self.path = path or test.mktemp() + ".sqlite3"
-        self.store = SQLiteCallStore(self.path, SynchronousRunner())
+        self.store = HeldStore(self.path)
         test.successResultOf(self.store.open())
         self.provider = provider or RecordingProvider()
         self.config = config or {}
