@@ -104,13 +104,28 @@ class Machine:
 
 
 def to_dot(name: str, rules: Table, comment: str = "") -> str:
-    """The table as a Graphviz digraph: one edge per (state, input)."""
+    """
+    The table as a Graphviz digraph.  Inputs that lead to the same place with
+    the same outputs share one edge (labelled inputs / outputs); inputs that
+    are expected and change nothing are not drawn.
+    """
+    edges: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    for (state, symbol), transition in rules.items():
+        target = transition.to if transition.to is not None else state
+        if target is state and not transition.outputs:
+            continue
+        key = (
+            state.name.lower(),
+            target.name.lower(),
+            tuple(o.name.lower() for o in transition.outputs),
+        )
+        edges.setdefault(key, []).append(symbol.name.lower())
     lines = [f"// {line}".rstrip() for line in comment.strip().splitlines()]
     lines += [f"digraph {name} {{", "    rankdir=LR;", "    node [shape=box, style=rounded];"]
-    for (state, symbol), transition in rules.items():
-        outputs = "".join(f"\\n{o.name.lower()}" for o in transition.outputs)
-        label = symbol.name.lower() + (" /" + outputs if outputs else "")
-        target = transition.to.name.lower() if transition.to is not None else state.name.lower()
-        lines.append(f'    "{state.name.lower()}" -> "{target}" [label="{label}"];')
+    for (source, target, outputs), symbols in edges.items():
+        label = "\\n".join(symbols)
+        if outputs:
+            label += " /\\n" + "\\n".join(outputs)
+        lines.append(f'    "{source}" -> "{target}" [label="{label}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"

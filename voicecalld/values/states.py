@@ -1,12 +1,13 @@
 """
-The call lifecycle: its states and the one table of moves between them.
+A call's states, as records, clients and the store name them.
 
 Upstream's rule, kept: a call only moves forward through
 initiated → ringing → answered → active, then between active, speaking and
 listening as it talks, and may end from anywhere; an ended call never moves
 again.  Unlike upstream, an idle call returns to C{active} after speaking or
-listening, so C{status} says what the call is doing now.
-The diagram is C{docs/state-machines/call.dot}.
+listening, so C{status} says what the call is doing now.  The moves are
+decided by the lifecycle and turn tables (L{voicecalld.calls.lifecycle},
+L{voicecalld.calls.turns}), drawn in C{docs/state-machines/}.
 """
 
 from __future__ import annotations
@@ -59,35 +60,3 @@ LIVE = frozenset(CallState) - TERMINAL
 CONNECTED = frozenset(
     {CallState.ANSWERED, CallState.ACTIVE, CallState.SPEAKING, CallState.LISTENING}
 )
-
-S = CallState
-
-# The whole lifecycle.  Every live state may also move to any terminal state.
-TRANSITIONS: dict[CallState, frozenset[CallState]] = {
-    S.INITIATED: frozenset({S.RINGING, S.ANSWERED, S.ACTIVE, S.SPEAKING, S.LISTENING}),
-    S.RINGING: frozenset({S.ANSWERED, S.ACTIVE, S.SPEAKING, S.LISTENING}),
-    S.ANSWERED: frozenset({S.ACTIVE, S.SPEAKING, S.LISTENING}),
-    S.ACTIVE: frozenset({S.SPEAKING, S.LISTENING}),
-    S.SPEAKING: frozenset({S.ACTIVE, S.LISTENING}),
-    S.LISTENING: frozenset({S.ACTIVE, S.SPEAKING}),
-    **{end: frozenset() for end in TERMINAL},
-}
-
-
-class Move(enum.Enum):
-    """What asking for a state change does."""
-
-    APPLY = "apply"
-    STAY = "stay"  # already there: nothing to do
-    ILLEGAL = "illegal"  # backwards, or out of an ended call
-
-
-def judge(current: CallState, target: CallState) -> Move:
-    """Decide whether a call in C{current} may move to C{target}."""
-    if current == target:
-        return Move.STAY
-    if current.terminal:
-        return Move.ILLEGAL
-    if target.terminal or target in TRANSITIONS[current]:
-        return Move.APPLY
-    return Move.ILLEGAL
