@@ -29,7 +29,8 @@ from voicecalld.config.model import (
     StreamingSettings,
 )
 from voicecalld.config.secret import Secret
-from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener, make_stt
+from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
+from voicecalld.voice.stt_factory import make_stt
 from voicecalld.voice.stt_openai import (
     BATCH_BYTES,
     BATCH_SECONDS,

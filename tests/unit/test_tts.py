@@ -29,8 +29,9 @@ from tests.fakes.tts_servers import (
 from voicecalld.config.model import TtsSettings
 from voicecalld.config.schema import structure
 from voicecalld.media.codec import ulaw_decode
-from voicecalld.voice.tts import ITTS, FallbackTTS, Synthesis, TtsError, make_tts
+from voicecalld.voice.tts import ITTS, Synthesis, TtsError
 from voicecalld.voice.tts_elevenlabs import ElevenLabsTTS
+from voicecalld.voice.tts_factory import FallbackTTS, make_tts
 from voicecalld.voice.tts_openai import OpenAITTS
 
 

@@ -20,8 +20,8 @@ def _mock(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
 def _twilio(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
     from voicecalld.expose import local_exposure
     from voicecalld.providers.twilio.provider import TwilioProvider
-    from voicecalld.voice.stt import make_stt
-    from voicecalld.voice.tts import make_tts
+    from voicecalld.voice.stt_factory import make_stt
+    from voicecalld.voice.tts_factory import make_tts
 
     settings = loaded.settings
     streaming = settings.streaming.enabled

@@ -4,26 +4,16 @@ Streaming speech-to-text: the caller's audio in, what the caller said out.
 A media stream opens one L{ISTTSession} per call and feeds it the phone's
 8 kHz mu-law audio as it arrives; the session tells its
 L{ITranscriptListener} when the caller starts speaking, what they have said
-so far, and each finished turn.  L{make_stt} picks the configured provider.
+so far, and each finished turn.  This module is the interface only;
+L{voicecalld.voice.stt_factory} picks the configured provider.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from twisted.logger import Logger
 from zope.interface import Interface
-
-if TYPE_CHECKING:
-    from voicecalld.config.model import StreamingSettings
-
-# Provider ids that mean OpenAI Realtime transcription (the second is upstream's alias).
-OPENAI_PROVIDER_IDS = frozenset({"openai", "openai-realtime"})
 
 # G.711 mu-law from the phone: 8000 samples a second, one byte each.
 ULAW_BYTES_PER_SECOND = 8000
-
-_log = Logger(namespace="voicecalld.voice.stt")
 
 
 class ITranscriptListener(Interface):
@@ -70,29 +60,3 @@ class ISTT(Interface):
 
     def open_session(listener):
         """Start transcribing for C{listener} (an L{ITranscriptListener}); an L{ISTTSession}."""
-
-
-def make_stt(streaming: StreamingSettings, reactor) -> ISTT | None:
-    """
-    The configured streaming STT provider, or None (with one warning) when it
-    cannot be used: another provider is named, or no OpenAI key is set.
-    """
-    provider = streaming.provider
-    if provider is not None and provider not in OPENAI_PROVIDER_IDS:
-        _log.warn(
-            "streaming STT provider {provider!r} is not available; only 'openai' is built in,"
-            " so calls will not be transcribed",
-            provider=provider,
-        )
-        return None
-    openai = streaming.providers.get("openai")
-    api_key = getattr(openai, "api_key", None)
-    if api_key is None or not api_key.reveal():
-        _log.warn(
-            "streaming STT needs an OpenAI key (streaming.providers.openai.apiKey or"
-            " $OPENAI_API_KEY); calls will not be transcribed"
-        )
-        return None
-    from voicecalld.voice.stt_openai import OpenAIRealtimeSTT
-
-    return OpenAIRealtimeSTT(openai, streaming.stt_url, reactor)
