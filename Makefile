@@ -27,6 +27,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check voicecalld tests twisted bench
 	$(BIN)/ruff format --check voicecalld tests twisted bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix voicecalld tests twisted bench
