@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -192,6 +194,27 @@ class LifecycleTests(TestCase):
         h.provider.fail_hangup = None
         h.clock.advance(15)
         self.assertEqual(h.stored(call_id).state, CallState.TIMEOUT)
+
+    def test_the_hang_up_retry_backs_off_then_gives_up_once(self):
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = Harness(self, {"maxDurationSeconds": 60})
+        call_id = h.answered_call()
+        h.provider.fail_hangup = provider_error()
+        h.clock.advance(61)
+        attempts = [h.provider.kinds().count("hangup")]
+        for delay in (15, 30, 60, 120):
+            h.clock.advance(delay - 0.1)
+            attempts.append(h.provider.kinds().count("hangup"))
+            h.clock.advance(0.1)
+        self.assertEqual(attempts, [1, 1, 2, 3, 4])
+        self.assertEqual(h.provider.kinds().count("hangup"), 5)
+        stored = h.stored(call_id)
+        self.assertEqual(stored.state, CallState.ERROR)
+        self.assertIn("hang-up failed 5 times", stored.end_detail)
+        gave_up = [e for e in observer if e.get("log_code") == "call.hangup_gave_up"]
+        self.assertEqual(len(gave_up), 1)
+        h.clock.advance(3600)
+        self.assertEqual(h.provider.kinds().count("hangup"), 5)
 
     def test_caller_hang_up(self):
         h = Harness(self)
@@ -562,6 +585,32 @@ class ReplyTests(TestCase):
             "responseTimeoutMs", next(n for n in h.notices if n.kind == "call.problem").message
         )
 
+    def test_the_dialled_numbers_response_timeout_is_the_one_enforced(self):
+        h = Harness(
+            self,
+            {
+                "inboundPolicy": "open",
+                "responseTimeoutMs": 9000,
+                "numbers": {"+15550001111": {"responseTimeoutMs": 1500}},
+            },
+        )
+        responder = ScriptedResponder()
+        h.manager.replies.register(responder)
+        h.provider.instant_speech = True
+        outcome = h.ok(
+            h.provider.emit(
+                ev.InboundCall(
+                    provider_call_id="IN-1", from_number="+15557654321", to_number="+15550001111"
+                )
+            )
+        )
+        h.ok(h.provider.emit(ev.Answered(provider_call_id="IN-1")))
+        h.ok(h.provider.emit(ev.Speech(call_id=outcome.call_id, text="are you there?")))
+        h.clock.advance(1.6)
+        self.assertEqual(h.provider.requests[-1], ("speak", outcome.call_id, APOLOGY))
+        problem = next(n for n in h.notices if n.kind == "call.problem").message
+        self.assertIn("1500 ms", problem)
+
     def test_no_responder_means_no_reply(self):
         h = Harness(self)
         call_id = h.answered_call()
@@ -637,18 +686,3 @@ class BargeInTests(TestCase):
         h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="No, I meant tomorrow")))
         self.assertIn("interrupt", h.provider.kinds())
         self.assertEqual(len(responder.asked), 1)
-
-
-class ProviderDoubles(TestCase):
-    """The recording provider itself behaves (guards the other tests)."""
-
-    def test_failures_are_deferreds(self):
-        provider = RecordingProvider()
-        provider.fail_hangup = provider_error()
-        self.failureResultOf(provider.hangup(_Stub(), CallState.HANGUP_BOT), ProviderError)
-        self.assertIsInstance(succeed(1), Deferred)
-        self.failureResultOf(fail(ValueError()), ValueError)
-
-
-class _Stub:
-    call_id = "x"

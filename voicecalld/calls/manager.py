@@ -115,6 +115,7 @@ class CallManager:
             first_words_said=lambda live, playback: self._lifecycle.first_words_said(
                 live, playback
             ),
+            reply_timeout=self._reply_timeout,
         )
         self._lifecycle = Lifecycle(
             settings=settings,
@@ -483,6 +484,15 @@ class CallManager:
                         Deferred.fromCoroutine(self._lifecycle.feed(live, LifeInput.STALE, why))
                     )
         return DeferredList(work, consumeErrors=True)
+
+    def _reply_timeout(self, record: CallRecord) -> float | None:
+        """An inbound call's C{numbers.<dialled>.responseTimeoutMs}, if set, else the default."""
+        if record.direction != INBOUND:
+            return None
+        route = self.settings.numbers.get(record.to_number)
+        if route is None or route.response_timeout_ms is None:
+            return None
+        return route.response_timeout_ms / 1000.0
 
     def _check_accepting(self) -> None:
         if not self._accepting:

@@ -40,7 +40,7 @@ from voicecalld.errors import Busy, CallEnded, Timeout, provider_error
 from voicecalld.providers.interface import IProvider
 from voicecalld.values import notices
 from voicecalld.values.playback import Playback
-from voicecalld.values.record import CONVERSATION, NOTIFY
+from voicecalld.values.record import CONVERSATION, NOTIFY, CallRecord
 from voicecalld.values.states import CallState
 from voicecalld.voice.replies import ReplyRouter
 
@@ -218,6 +218,7 @@ class TurnEngine:
         transcript_timeout_ms: int,
         new_id: Callable[[], str],
         first_words_said: Callable[[LiveCall, Playback], None],
+        reply_timeout: Callable[[CallRecord], float | None] = lambda record: None,
     ) -> None:
         self._journal = journal
         self._mouth = mouth
@@ -229,6 +230,7 @@ class TurnEngine:
         self._timeout_ms = transcript_timeout_ms
         self._new_id = new_id
         self._first_words_said = first_words_said
+        self._reply_timeout = reply_timeout
 
     # -- inputs --------------------------------------------------------------
 
@@ -423,7 +425,7 @@ class TurnEngine:
     async def _ask(self, live: LiveCall, turn: Turn, timing: TurnTiming) -> None:
         timing.reply_requested_at = self._clock.seconds()
         try:
-            text = await self._replies.reply(live.record)
+            text = await self._replies.reply(live.record, self._reply_timeout(live.record))
         except Exception as e:
             self.log.warn(
                 "no reply for {call_id}: {error}",

@@ -65,15 +65,19 @@ class ReplyRouter:
 
         return unregister
 
-    def reply(self, record: CallRecord) -> Deferred:
-        """Ask for a reply; fails with L{Timeout} after C{responseTimeoutMs}."""
+    def reply(self, record: CallRecord, timeout: float | None = None) -> Deferred:
+        """
+        Ask for a reply; fails with L{Timeout} after C{timeout} seconds (by
+        default C{responseTimeoutMs}).
+        """
         responder = self._responders[-1] if self._responders else self.fallback
         if responder is None:
             return Deferred.fromCoroutine(_none())
         d = maybeDeferred(responder.generate_reply, record)
-        timeout_ms = int(self._timeout * 1000)
+        timeout = self._timeout if timeout is None else timeout
+        timeout_ms = int(timeout * 1000)
         d.addTimeout(
-            self._timeout,
+            timeout,
             self._clock,
             onTimeoutCancel=lambda result, timeout: _raise_timeout(timeout_ms),
         )
