@@ -653,6 +653,24 @@ class BargeInTests(TestCase):
         entry = h.stored(call_id).transcript[-1]
         self.assertEqual((entry.text, entry.interrupted), ("Here", True))
 
+    def test_the_transcript_reads_in_the_order_things_were_said(self):
+        h = Harness(self, {"streaming": {"bargeInMinSpeechMs": 400}})
+        call_id, d = self.speaking(h)
+        started = h.clock.seconds()
+        h.clock.advance(1.5)
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="Sorry, which day was that?")))
+        self.assertFalse(self.successResultOf(d).complete)
+        stored = h.stored(call_id)
+        live = h.manager.live_calls()[0]
+        for record in (stored, live):
+            bot, user = record.transcript[-2:]
+            self.assertEqual((bot.speaker, bot.text, bot.at), ("bot", "Here", started))
+            self.assertEqual((user.speaker, user.at), ("user", started + 1.5))
+        said = [n for n in h.notices if n.kind == "call.transcript"][-2:]
+        self.assertEqual(
+            sorted((n.at, n.speaker) for n in said), [(started, "bot"), (started + 1.5, "user")]
+        )
+
     def test_a_short_burst_is_a_backchannel(self):
         h = Harness(self)
         call_id, d = self.speaking(h)
