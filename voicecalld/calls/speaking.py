@@ -1,8 +1,9 @@
 """
 Saying one utterance on a call, in the journal's order.
 
-The call is stored as C{speaking} before the provider is asked to speak, and
-the bot's transcript entry (what the caller heard of it) is stored when the
+The provider starts speaking while the call is stored as C{speaking} (the
+call shows it once stored; a failed write stops the speech), and the bot's
+transcript entry (what the caller heard of it) is stored when the
 utterance ends, stamped with the time its audio started, so the transcript
 reads in the order things were said even when the caller talked over it.
 Utterances on one call are said one after another.
@@ -11,13 +12,13 @@ Utterances on one call are said one after another.
 from __future__ import annotations
 
 import attrs
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.journal import Change, Journal
 from voicecalld.calls.live import LiveCall
-from voicecalld.errors import CallEnded, provider_error
+from voicecalld.errors import CallEnded, StoreError, provider_error
 from voicecalld.providers.interface import IProvider
 from voicecalld.values import notices
 from voicecalld.values.playback import Playback
@@ -55,10 +56,21 @@ class Mouth:
     async def _say(self, live: LiveCall, text: str, first: bool) -> Playback:
         if live.record.ended:
             raise CallEnded(f"Call has ended ({live.record.end_reason})")
-        await self._journal.change(live, lambda r: moved(r, CallState.SPEAKING))
+        # The caller need not wait for a disk write to hear us: speech starts
+        # while "speaking" is stored, and the call shows it once it is stored.
         requested = self._clock.seconds()
+        stored = Deferred.fromCoroutine(
+            self._journal.change(live, lambda r: moved(r, CallState.SPEAKING))
+        )
+        speaking = maybeDeferred(self._provider.speak, live.record, text)
         try:
-            playback = await maybeDeferred(self._provider.speak, live.record, text)
+            await stored
+        except StoreError:
+            self._provider.interrupt(live.record)
+            speaking.addErrback(lambda f: None)
+            raise
+        try:
+            playback = await speaking
         except Exception as e:
             error = provider_error(e)
             self._hub.publish(
