@@ -146,7 +146,7 @@ def build(reactor: Any, state_dir: str, stamps: Stamps) -> Any:
     manager = CallManager(
         settings=settings, store=tracking, provider=provider, clock=reactor, hub=hub
     )
-    provider.start(manager.handle_event)
+    provider.start(manager.handle_event, manager.directory)
     manager.replies.register(InstantResponder())
 
     class Parts:

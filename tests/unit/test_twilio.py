@@ -107,7 +107,7 @@ class Rig:
         self.manager = CallManager(
             settings=self.settings, store=self.store, provider=self.provider, clock=reactor, hub=hub
         )
-        self.provider.start(self.manager.handle_event)
+        self.provider.start(self.manager.handle_event, self.manager.directory)
         yield Deferred.fromCoroutine(self.manager.restore())
         self.manager.start()
         site = GuardedSite(build_root(self.provider.web_resources()), reactor=reactor)
