@@ -112,6 +112,9 @@ def build(reactor: Any, state_dir: str, stamps: Stamps) -> Any:
     class InstantResponder:
         """Replies at once."""
 
+        def describe(self) -> str:
+            return "the benchmark"
+
         def generate_reply(self, record: Any) -> Any:
             stamps.reply_asked = time.perf_counter()
             d = succeed(REPLY)
