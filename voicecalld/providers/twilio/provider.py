@@ -566,8 +566,9 @@ class TwilioProvider:
     def _update_failed(self, call: _Call, moved: list[_Say], error: ProviderError) -> None:
         """A TwiML update failed: what it would have said fails too."""
         for say in moved:
-            if say in call.playing:
-                call.playing.remove(say)
+            for queue in (call.waiting, call.playing):
+                if say in queue:
+                    queue.remove(say)
             if not say.done.called:
                 say.done.errback(error)
         if not moved:
