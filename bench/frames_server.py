@@ -219,6 +219,7 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
     """Listen with voicecalld's media path; returns the port and the streams' credentials."""
     from twisted.internet.defer import succeed
 
+    from tests.fakes.provider import CallBook
     from tests.fakes.tts import ToneTTS
     from voicecalld.config import parse_config
     from voicecalld.providers.twilio.provider import TwilioProvider
@@ -299,7 +300,7 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
                 reactor.callLater(0, speak, record)
         return succeed(None)
 
-    provider.start(sink)
+    provider.start(sink, CallBook())
     now = reactor.seconds()
     credentials = []
     for n in range(streams):

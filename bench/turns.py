@@ -112,6 +112,9 @@ def build(reactor: Any, state_dir: str, stamps: Stamps) -> Any:
     class InstantResponder:
         """Replies at once."""
 
+        def describe(self) -> str:
+            return "the benchmark"
+
         def generate_reply(self, record: Any) -> Any:
             stamps.reply_asked = time.perf_counter()
             d = succeed(REPLY)
@@ -146,7 +149,7 @@ def build(reactor: Any, state_dir: str, stamps: Stamps) -> Any:
     manager = CallManager(
         settings=settings, store=tracking, provider=provider, clock=reactor, hub=hub
     )
-    provider.start(manager.handle_event)
+    provider.start(manager.handle_event, manager.directory)
     manager.replies.register(InstantResponder())
 
     class Parts:

@@ -112,7 +112,7 @@ class VoiceCallDaemon(service.MultiService):
             raise StartupFailed(f"cannot open the call store {self.store.path}: {e}") from e
         if self.exposer is not None:
             await self.exposer.start()
-        self.provider.start(self.manager.handle_event)
+        self.provider.start(self.manager.handle_event, self.manager.directory)
         await self.manager.restore()
         for listener in self.listeners:
             try:

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from voicecalld.errors import ProviderError
-from voicecalld.providers.interface import IProvider
+from voicecalld.providers.interface import ICallDirectory, IProvider
 from voicecalld.values import events as ev
 from voicecalld.values.playback import CallStatus, Liveness, Playback
 from voicecalld.values.record import CallRecord
@@ -27,6 +27,7 @@ class RecordingProvider:
         self.name = name
         self.requests: list[tuple[Any, ...]] = []
         self.sink = None
+        self.directory: ICallDirectory | None = None
         self.instant_speech = False
         self.fail_dial: Exception | None = None
         self.fail_hangup: Exception | None = None
@@ -38,8 +39,9 @@ class RecordingProvider:
         self.store_seen_at_dial: list[Any] = []
         self.on_dial = None
 
-    def start(self, sink: Any) -> None:
+    def start(self, sink: Any, directory: ICallDirectory) -> None:
         self.sink = sink
+        self.directory = directory
 
     def stop(self) -> None:
         self.requests.append(("stop",))
@@ -132,3 +134,17 @@ class RecordingProvider:
 def provider_error(message: str = "boom") -> ProviderError:
     """A provider failure to inject."""
     return ProviderError(message)
+
+
+@implementer(ICallDirectory)
+class CallBook:
+    """
+    An L{ICallDirectory} for provider tests without a call manager: the
+    test writes in which carrier id is which of our calls.
+    """
+
+    def __init__(self, known: dict[str, str] | None = None) -> None:
+        self.known = dict(known or {})
+
+    def call_id_for(self, provider_call_id: str) -> str | None:
+        return self.known.get(provider_call_id)

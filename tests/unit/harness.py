@@ -60,7 +60,7 @@ class Harness:
             hub=self.hub,
             new_id=lambda: next(ids),
         )
-        self.provider.start(self.manager.handle_event)
+        self.provider.start(self.manager.handle_event, self.manager.directory)
         self.ok(self.manager.restore())
         self.manager.start()
 

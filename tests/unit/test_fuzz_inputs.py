@@ -36,6 +36,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests.fakes.provider import CallBook
 from tests.fakes.tts import ScriptedTTS
 from tests.unit.test_twilio import SID, TOKEN, Rig, ScriptedSTT
 from voicecalld.config import parse_config
@@ -223,7 +224,7 @@ class MediaRig:
             stt=self.stt,
         )
         self.events: list[ev.CallEvent] = []
-        self.provider.start(self._sink)
+        self.provider.start(self._sink, CallBook({CALL_SID: CALL_ID}))
         factory = self.provider.stream_factory
         # No autobahn timers on the global reactor: these sockets are in memory.
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)

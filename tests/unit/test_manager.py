@@ -504,6 +504,9 @@ class ScriptedResponder:
     def __init__(self):
         self.asked = []
 
+    def describe(self):
+        return "the test"
+
     def generate_reply(self, record):
         d = Deferred()
         self.asked.append((record, d))

@@ -9,6 +9,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from tests.fakes.provider import CallBook
 from voicecalld.providers.mock import ANSWER_DELAY, CHARS_PER_SECOND, RING_DELAY, MockProvider
 from voicecalld.values import events as ev
 from voicecalld.values.playback import Liveness
@@ -38,7 +39,7 @@ class MockTests(TestCase):
         self.clock = Clock()
         self.events = []
         self.mock = MockProvider(self.clock)
-        self.mock.start(lambda e: succeed(self.events.append(e)))
+        self.mock.start(lambda e: succeed(self.events.append(e)), CallBook())
 
     def test_outbound_rings_then_answers(self):
         pid = self.successResultOf(self.mock.place_call(record()))

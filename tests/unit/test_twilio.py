@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -68,18 +69,23 @@ class ScriptedSTT:
 class Rig:
     """Everything wired as the daemon wires it, on real sockets."""
 
-    def __init__(self, test: TestCase, config: dict[str, Any], streaming: bool) -> None:
+    def __init__(
+        self, test: TestCase, config: dict[str, Any], streaming: bool, pause_scale: float = 0.0
+    ) -> None:
         self.test = test
         self.config = config
         self.streaming = streaming
+        self.pause_scale = pause_scale
         self.notices: list[Any] = []
+        #: Every id the manager made (call ids and turn tokens), in order.
+        self.ids: list[str] = []
 
     @inlineCallbacks
     def start(self):
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.http = HTTPClient(Agent(reactor, pool=pool))
         self.test.addCleanup(pool.closeCachedConnections)
-        self.fake = FakeTwilio(SID, TOKEN, insecure_ws=True, pause_scale=0.0)
+        self.fake = FakeTwilio(SID, TOKEN, insecure_ws=True, pause_scale=self.pause_scale)
         base = yield self.fake.listen()
         self.test.addCleanup(self.fake.stop)
         config = {
@@ -105,9 +111,14 @@ class Rig:
         hub = NoticeHub()
         hub.listen(self.notices.append)
         self.manager = CallManager(
-            settings=self.settings, store=self.store, provider=self.provider, clock=reactor, hub=hub
+            settings=self.settings,
+            store=self.store,
+            provider=self.provider,
+            clock=reactor,
+            hub=hub,
+            new_id=self.new_id,
         )
-        self.provider.start(self.manager.handle_event)
+        self.provider.start(self.manager.handle_event, self.manager.directory)
         yield Deferred.fromCoroutine(self.manager.restore())
         self.manager.start()
         site = GuardedSite(build_root(self.provider.web_resources()), reactor=reactor)
@@ -139,6 +150,10 @@ class Rig:
                 )
             )
         )
+
+    def new_id(self) -> str:
+        self.ids.append(str(uuid.uuid4()))
+        return self.ids[-1]
 
     def initiate(self, message: str | None = "Hello from voicecalld", mode: str = "notify"):
         return Deferred.fromCoroutine(self.manager.initiate(TO, message, mode))
@@ -289,6 +304,48 @@ class WithoutStreaming(TestCase):
         self.assertEqual(live.provider_call_id, accepted.sid)
         refusal = [n for n in rig.notices if n.kind == "call.refused"]
         self.assertEqual(refusal[0].from_number, "+15550000999")
+
+    @inlineCallbacks
+    def test_an_inbound_calls_status_callback_finds_it_by_sid(self):
+        # The number's status callback (set in Twilio's console) names no call id
+        # of ours: the call is found by its SID, which the call manager stored.
+        rig = yield Rig(self, {"inboundPolicy": "open"}, False).start()
+        call = yield rig.fake.inbound_call(
+            "+15557654321", "+15550001111", rig.url, status_callback=rig.url
+        )
+        yield call.when_gathering()
+        (live,) = rig.manager.live_calls()
+        self.assertEqual(live.provider_call_id, call.sid)
+        yield call.caller_hangup()
+        self.assertEqual(call.callbacks[-1].code, 204)
+        self.assertEqual((yield rig.record(live.call_id)).state, CallState.COMPLETED)
+
+    @inlineCallbacks
+    def test_webhooks_by_sid_alone(self):
+        rig = yield Rig(self, {}, False).start()
+        record = yield rig.initiate()
+        self.assertTrue(record.provider_call_id)
+
+        def post(sid: str, status: str):
+            body = {"CallSid": sid, "CallStatus": status, "Direction": "outbound-api"}
+            return rig.http.post(
+                rig.url,
+                data=urlencode(body).encode(),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": _sign(TOKEN, rig.url, body),
+                },
+            )
+
+        unknown = yield post("CA" + "9" * 32, "completed")
+        self.assertEqual(unknown.code, 204)
+        yield unknown.content()
+        self.assertEqual((yield rig.record(record.call_id)).state, CallState.INITIATED)
+        known = yield post(record.provider_call_id, "completed")
+        self.assertEqual(known.code, 204)
+        yield known.content()
+        self.assertEqual((yield rig.record(record.call_id)).state, CallState.COMPLETED)
+        self.assertEqual(rig.manager.live_calls(), [])
 
     @inlineCallbacks
     def test_malformed_webhooks_get_4xx_and_change_nothing(self):

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
+from tests.fakes.provider import CallBook
 from voicecalld.config import parse_config
 from voicecalld.providers.twilio.provider import TwilioProvider
 from voicecalld.providers.twilio.signature import TwilioSignature, signed_params
@@ -193,7 +194,7 @@ class WebhookRig:
             known_public_url=public_url,
         )
         self.events: list[ev.CallEvent] = []
-        self.provider.start(self._sink)
+        self.provider.start(self._sink, CallBook())
         self.root = build_root(self.provider.web_resources())
         self.logged: list[dict[str, Any]] = []
         self.provider._webhook.log = Logger(observer=self.logged.append)

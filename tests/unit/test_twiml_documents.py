@@ -8,6 +8,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from tests.fakes.provider import CallBook
 from tests.fakes.tts import ToneTTS
 from voicecalld.config import parse_config
 from voicecalld.providers.twilio import twiml
@@ -69,7 +70,7 @@ class DocumentTableTests(TestCase):
 
     def answer(self, p, r):
         call = p._track(r)
-        return p.answer_document(call), call
+        return p.answer_document(call, r.provider_call_id), call
 
     def test_rows(self):
         rows = [
@@ -115,16 +116,16 @@ class DocumentTableTests(TestCase):
         _, call = self.answer(p, record())
         p.forget(record())
         self.assertEqual(verbs(p.document(call)), ["Hangup"])
-        self.assertEqual(verbs(p.answer_document(call)), ["Hangup"])
-        self.assertEqual(verbs(p.restart_stream(call)), ["Hangup"])
+        self.assertEqual(verbs(p.answer_document(call, "CA1")), ["Hangup"])
+        self.assertEqual(verbs(p.restart_stream(call, "CA1")), ["Hangup"])
 
     def test_stream_restarts_are_bounded(self):
         p = provider(True)
         _, call = self.answer(p, record())
-        p.start(lambda event: succeed(None))
+        p.start(lambda event: succeed(None), CallBook())
         for _ in range(5):
-            self.assertEqual(verbs(p.restart_stream(call)), ["Connect"])
-        self.assertEqual(verbs(p.restart_stream(call)), ["Hangup"])
+            self.assertEqual(verbs(p.restart_stream(call, "CA1")), ["Connect"])
+        self.assertEqual(verbs(p.restart_stream(call, "CA1")), ["Hangup"])
 
     def test_the_stream_url_has_no_query_and_carries_a_token(self):
         p = provider(True)

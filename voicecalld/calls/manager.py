@@ -42,7 +42,7 @@ from voicecalld.errors import (
     UnknownCall,
     provider_error,
 )
-from voicecalld.providers.interface import IProvider, ISimulator
+from voicecalld.providers.interface import ICallDirectory, IProvider, ISimulator
 from voicecalld.store.interface import ICallStore
 from voicecalld.values import events as ev
 from voicecalld.values import notices
@@ -173,6 +173,11 @@ class CallManager:
             self._turns.abandon(live, ShuttingDown("voicecalld is stopping"))
 
     # -- queries -----------------------------------------------------------
+
+    @property
+    def directory(self) -> ICallDirectory:
+        """The live calls by the provider's id, for the provider (L{IProvider.start})."""
+        return self._registry
 
     def live_calls(self) -> list[CallRecord]:
         """Every live call, oldest first."""

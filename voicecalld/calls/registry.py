@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from zope.interface import implementer
+
 from voicecalld.calls.live import LiveCall
+from voicecalld.providers.interface import ICallDirectory
 
 
+@implementer(ICallDirectory)
 class LiveRegistry:
     """
     Every live call, by our id and by the provider's.  Providers keep only

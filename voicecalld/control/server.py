@@ -35,6 +35,7 @@ from voicecalld.expose.process import ExposeError
 from voicecalld.providers.interface import IProvider
 from voicecalld.values.notices import Notice, Subscribed
 from voicecalld.values.record import CallRecord
+from voicecalld.voice.replies import IResponder
 
 SUBSCRIBER_QUEUE = 1000
 
@@ -145,11 +146,15 @@ class Subscription:
         self._queue.clear()
 
 
+@implementer(IResponder)
 class RemoteResponder:
-    """An L{voicecalld.voice.replies.IResponder} on the other end of a control connection."""
+    """An L{IResponder} on the other end of a control connection."""
 
     def __init__(self, protocol: ControlProtocol) -> None:
         self._protocol = protocol
+
+    def describe(self) -> str:
+        return f"the responder connected from {self._protocol.peer}"
 
     def generate_reply(self, record: CallRecord) -> Deferred:
         s = self._protocol.manager.settings

@@ -5,7 +5,10 @@ Twilio, Telnyx, Plivo and the mock all provide L{IProvider}.  Methods return
 Deferreds and never block the reactor; failures are
 L{voicecalld.errors.ProviderError} with the provider's own code and message.
 Providers report what happens on their side as L{voicecalld.values.events}
-values, through the sink given to L{IProvider.start}.
+values, through the sink given to L{IProvider.start}.  They keep only their
+wire state, keyed by our call id, and find our call for a carrier's id in
+the L{ICallDirectory} given with the sink (the live-call registry): the call
+manager alone stores the carrier's id in a call's record.
 """
 
 from __future__ import annotations
@@ -13,16 +16,24 @@ from __future__ import annotations
 from zope.interface import Attribute, Interface
 
 
+class ICallDirectory(Interface):
+    """Where a provider finds our call for the carrier's id of it (the live-call registry)."""
+
+    def call_id_for(provider_call_id):
+        """Our id of the live call the carrier knows as C{provider_call_id}, or None."""
+
+
 class IProvider(Interface):
     """A telephony provider, as the call manager drives it."""
 
     name = Attribute("The provider id: 'mock', 'twilio', 'telnyx' or 'plivo'.")
 
-    def start(sink):
+    def start(sink, directory):
         """
         Begin reporting call events: C{sink(event)} takes a
         L{voicecalld.values.events.CallEvent} and returns a Deferred that fires
-        once the manager has durably applied it.
+        once the manager has durably applied it.  C{directory} (an
+        L{ICallDirectory}) finds our call id for a carrier's call id.
         """
 
     def stop():
@@ -47,10 +58,14 @@ class IProvider(Interface):
         """Stop what is being said now and drop what is queued (barge-in)."""
 
     def start_listening(record, turn_token):
-        """Make sure the caller's next words will arrive as L{Speech} events."""
+        """
+        A client's turn begins (before its prompt is said): make sure the
+        caller's next words arrive as L{Speech} events, carrying
+        C{turn_token} where the carrier echoes it back.
+        """
 
     def stop_listening(record):
-        """The turn is over; stop any listening started for it."""
+        """The turn is over: stop any listening started for it and forget its token."""
 
     def send_dtmf(record, digits):
         """Send touch tones to the far end (C{w} is a half-second pause)."""

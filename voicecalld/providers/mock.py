@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from voicecalld.errors import NotAllowed, ProviderError
-from voicecalld.providers.interface import IProvider, ISimulator
+from voicecalld.providers.interface import ICallDirectory, IProvider, ISimulator
 from voicecalld.values import events as ev
 from voicecalld.values.events import Accepted, Refused
 from voicecalld.values.playback import CallStatus, Liveness, Playback
@@ -73,7 +73,8 @@ class MockProvider:
         self._timers: dict[str, list[IDelayedCall]] = {}
         self.dtmf_sent: list[tuple[str, str]] = []
 
-    def start(self, sink: Sink) -> None:
+    def start(self, sink: Sink, directory: ICallDirectory) -> None:
+        # Mock events always name our call id: the directory is not needed.
         self._sink = sink
 
     def stop(self) -> None:

@@ -29,6 +29,9 @@ class IResponder(Interface):
         C{record.transcript} (None or empty: say nothing).
         """
 
+    def describe():
+        """Who writes the replies, in a few words for the log (never a secret)."""
+
 
 class ReplyRouter:
     """Routes reply requests to the newest connected responder, else the fallback."""

@@ -34,7 +34,7 @@ from voicecalld.media.twilio_stream import (
     TwilioMediaStream,
     TwilioStreamFactory,
 )
-from voicecalld.providers.interface import IProvider
+from voicecalld.providers.interface import ICallDirectory, IProvider
 from voicecalld.providers.twilio import twiml
 from voicecalld.providers.twilio.rest import TwilioRest, api_root
 from voicecalld.values import events as ev
@@ -44,7 +44,8 @@ from voicecalld.values.states import CallState
 
 Sink = Callable[[ev.CallEvent], Deferred]
 
-# Twilio's CallStatus values that mean the call is over, and what we call them.
+# Twilio's CallStatus values that mean the call is over, and what we call them
+# (keys lower-case: look them up with L{twilio_status}).
 END_REASONS = {
     "completed": CallState.COMPLETED,
     "busy": CallState.BUSY,
@@ -55,6 +56,11 @@ END_REASONS = {
 MAX_STREAM_RESTARTS = 5
 # How long speech waits for a (re)connecting media stream.
 MEDIA_WAIT = 5.0
+
+
+def twilio_status(value: Any) -> str:
+    """One of Twilio's enumerated values, as we compare it: trimmed, lower-case."""
+    return value.strip().lower() if isinstance(value, str) else ""
 
 
 class _Say:
@@ -68,11 +74,13 @@ class _Say:
 
 
 class _Call:
-    """What the provider keeps about one live call."""
+    """
+    The wire state of one live call (what TwiML it runs, what is being said);
+    the call itself, and Twilio's SID of it, are the call manager's.
+    """
 
     def __init__(self, record: CallRecord) -> None:
         self.call_id = record.call_id
-        self.sid = record.provider_call_id
         self.mode = record.mode
         self.direction = record.direction
         self.initial_text = record.initial_message
@@ -86,6 +94,8 @@ class _Call:
         self.media: _Media | None = None
         self.stream_restarts = 0
         self.media_waiters: list[Deferred] = []
+        self.updating = False
+        self.update_again = False
         self.ended = False
 
 
@@ -139,10 +149,10 @@ class TwilioProvider:
             self._stream_started,
         )
         self._sink: Sink | None = None
+        self._directory: ICallDirectory | None = None
         self._stopping = False
         self._webhook: Any = None
         self._calls: dict[str, _Call] = {}
-        self._by_sid: dict[str, str] = {}
 
     # -- URLs ------------------------------------------------------------------
 
@@ -158,8 +168,9 @@ class TwilioProvider:
 
     # -- IProvider ---------------------------------------------------------------
 
-    def start(self, sink: Sink) -> None:
+    def start(self, sink: Sink, directory: ICallDirectory) -> None:
         self._sink = sink
+        self._directory = directory
         if self.settings.streaming.enabled and not self.streaming:
             missing = " and ".join(
                 n
@@ -191,7 +202,7 @@ class TwilioProvider:
         )
 
     async def place_call(self, record: CallRecord) -> str:
-        call = self._track(record)
+        self._track(record)
         ring = max(5, min(600, math.ceil(self.settings.ring_timeout_ms / 1000)))
         params = [
             ("To", record.to_number),
@@ -217,7 +228,6 @@ class TwilioProvider:
         sid = resource.get("sid")
         if not isinstance(sid, str) or not sid:
             raise ProviderError("Twilio created the call but sent no call SID")
-        self._adopt_sid(call, sid)
         return sid
 
     def answer(self, record: CallRecord) -> Deferred:
@@ -229,7 +239,7 @@ class TwilioProvider:
         return succeed(None)
 
     async def hangup(self, record: CallRecord, reason: CallState) -> None:
-        sid = record.provider_call_id or self._sid_of(record.call_id)
+        sid = record.provider_call_id
         if sid is None:
             return
         if record.answered_at is None:
@@ -264,7 +274,7 @@ class TwilioProvider:
         if text == call.initial_text and call.initial is None:
             call.initial, say.claimed = say, True
         if call.document != "pending":
-            self._redirect(call)
+            self._redirect(call, record)
         return say.done
 
     def _when_media(self, call: _Call) -> Deferred:
@@ -292,13 +302,14 @@ class TwilioProvider:
         call.listening = True
         call.turn = turn_token
         if not self.streaming and call.document == "hold":
-            self._redirect(call)
+            self._redirect(call, record)
         return succeed(None)
 
     def stop_listening(self, record: CallRecord) -> Deferred:
         call = self._calls.get(record.call_id)
         if call is not None:
             call.listening = False
+            call.turn = None
         return succeed(None)
 
     async def send_dtmf(self, record: CallRecord, digits: str) -> None:
@@ -307,17 +318,19 @@ class TwilioProvider:
             await call.media.player.play(f"[keys {digits}]", dtmf_audio(digits))
             return
         await self.rest.update_call(
-            call.sid or "",
+            _sid(record),
             [("Twiml", twiml.play_digits(digits, self.url(callId=call.call_id, type="idle")))],
         )
         call.document = "digits"
 
     async def call_status(self, record: CallRecord) -> CallStatus:
         self._track(record)
-        resource = await self.rest.fetch_call(record.provider_call_id or "")
+        if record.provider_call_id is None:
+            return CallStatus(Liveness.UNKNOWN_CALL)
+        resource = await self.rest.fetch_call(record.provider_call_id)
         if resource is None:
             return CallStatus(Liveness.UNKNOWN_CALL)
-        status = resource.get("status")
+        status = twilio_status(resource.get("status"))
         if status in END_REASONS:
             return CallStatus(Liveness.ENDED, END_REASONS[status], detail=f"Twilio: {status}")
         return CallStatus(Liveness.ALIVE, answered=status == "in-progress")
@@ -348,8 +361,6 @@ class TwilioProvider:
         if call is None:
             return
         call.ended = True
-        if call.sid is not None:
-            self._by_sid.pop(call.sid, None)
         self.tokens.revoke(record.call_id)
         for say in [*call.playing, *call.waiting]:
             if not say.done.called:
@@ -362,22 +373,26 @@ class TwilioProvider:
     # -- webhooks (called by the resource) ----------------------------------------
 
     def call_for(self, call_id: str | None, sid: str | None) -> _Call | None:
-        """The live call a webhook is about, by our id or Twilio's."""
+        """
+        The live call a webhook is about: by our id (in the URLs we give
+        Twilio), else by Twilio's SID, as the live-call registry knows it.
+        """
         call = self._calls.get(call_id) if call_id else None
-        if call is None and sid:
-            known = self._by_sid.get(sid)
-            call = self._calls.get(known) if known else None
-        if call is not None and sid and call.sid is None:
-            self._adopt_sid(call, sid)
+        if call is None and sid and self._directory is not None:
+            ours = self._directory.call_id_for(sid)
+            call = self._calls.get(ours) if ours else None
         return call
 
-    def answer_document(self, call: _Call) -> str:
-        """The TwiML for a call that was just answered (or a stream that ended)."""
+    def answer_document(self, call: _Call, sid: str | None) -> str:
+        """
+        The TwiML for a call that was just answered (or a stream that ended);
+        C{sid} is the call's, from Twilio's request.
+        """
         if call.ended:
             return twiml.hangup()
         if self.streaming:
             call.document = "stream"
-            token = self.tokens.issue(call.call_id, call.sid)
+            token = self.tokens.issue(call.call_id, sid)
             return twiml.stream(
                 self.stream_url(),
                 {"token": token, "callId": call.call_id},
@@ -422,7 +437,7 @@ class TwilioProvider:
                 still.append(say)
         call.playing = still
 
-    def restart_stream(self, call: _Call) -> str:
+    def restart_stream(self, call: _Call, sid: str | None) -> str:
         """A media stream ended while the call goes on: start another, a few times."""
         if call.ended or self._stopping:
             return twiml.hangup()
@@ -438,12 +453,12 @@ class TwilioProvider:
             self.emit_later(
                 ev.Failed(
                     call_id=call.call_id,
-                    provider_call_id=call.sid,
+                    provider_call_id=sid,
                     message="the media stream kept ending",
                 )
             )
             return twiml.hangup()
-        return self.answer_document(call)
+        return self.answer_document(call, sid)
 
     # -- media streams ----------------------------------------------------------------
 
@@ -465,7 +480,9 @@ class TwilioProvider:
             waiting.callback(media)
         self.emit_later(
             ev.MediaConnected(
-                call_id=call.call_id, provider_call_id=call.sid, stream_id=socket.stream_sid or ""
+                call_id=call.call_id,
+                provider_call_id=socket.call_sid,
+                stream_id=socket.stream_sid or "",
             )
         )
         return media
@@ -478,7 +495,7 @@ class TwilioProvider:
             self.emit_later(
                 ev.MediaDisconnected(
                     call_id=call.call_id,
-                    provider_call_id=call.sid,
+                    provider_call_id=media.socket.call_sid,
                     stream_id=media.socket.stream_sid or "",
                     reason=reason,
                 )
@@ -487,7 +504,7 @@ class TwilioProvider:
             self.emit_later(
                 ev.Failed(
                     call_id=call.call_id,
-                    provider_call_id=call.sid,
+                    provider_call_id=media.socket.call_sid,
                     message=f"media stream closed: {reason}",
                 )
             )
@@ -498,8 +515,6 @@ class TwilioProvider:
         call = self._calls.get(record.call_id)
         if call is None:
             call = self._calls[record.call_id] = _Call(record)
-        if record.provider_call_id and call.sid is None:
-            self._adopt_sid(call, record.provider_call_id)
         return call
 
     def _call(self, record: CallRecord) -> _Call:
@@ -508,19 +523,25 @@ class TwilioProvider:
             raise ProviderError("Twilio: this call is not live here")
         return call
 
-    def _adopt_sid(self, call: _Call, sid: str) -> None:
-        call.sid = sid
-        self._by_sid[sid] = call.call_id
-
-    def _sid_of(self, call_id: str) -> str | None:
-        call = self._calls.get(call_id)
-        return call.sid if call else None
-
-    def _redirect(self, call: _Call) -> None:
-        """Replace the TwiML running on the call with the next document, over REST."""
+    def _redirect(self, call: _Call, record: CallRecord) -> None:
+        """
+        Replace the TwiML running on the call with the next document, over
+        REST.  One update at a time: Twilio may apply concurrent ones in any
+        order, so a redirect asked for meanwhile is sent after this one, if it
+        is still needed then.
+        """
+        if call.updating:
+            call.update_again = True
+            return
         moved = list(call.waiting)
+        try:
+            sid = _sid(record)
+        except ProviderError as e:
+            self._update_failed(call, moved, e)
+            return
         document = self.document(call)
-        d = Deferred.fromCoroutine(self.rest.update_call(call.sid or "", [("Twiml", document)]))
+        call.updating = True
+        d = Deferred.fromCoroutine(self.rest.update_call(sid, [("Twiml", document)]))
 
         def failed(failure: Any) -> None:
             error = (
@@ -528,19 +549,42 @@ class TwilioProvider:
                 if failure.check(ProviderError)
                 else ProviderError(failure.getErrorMessage())
             )
-            for say in moved:
-                if say in call.playing:
-                    call.playing.remove(say)
-                if not say.done.called:
-                    say.done.errback(error)
-            if not moved:
-                self.log.warn(
-                    "updating the TwiML of {call_id} failed: {error}",
-                    call_id=call.call_id,
-                    error=error,
-                )
+            self._update_failed(call, moved, error)
+
+        def sent(_: Any) -> None:
+            call.updating = False
+            if call.update_again:
+                call.update_again = False
+                if not call.ended and (
+                    call.waiting or (call.listening and call.document == "hold")
+                ):
+                    self._redirect(call, record)
 
         d.addErrback(failed)
+        d.addBoth(sent)
+
+    def _update_failed(self, call: _Call, moved: list[_Say], error: ProviderError) -> None:
+        """A TwiML update failed: what it would have said fails too."""
+        for say in moved:
+            for queue in (call.waiting, call.playing):
+                if say in queue:
+                    queue.remove(say)
+            if not say.done.called:
+                say.done.errback(error)
+        if not moved:
+            self.log.warn(
+                "updating the TwiML of {call_id} failed: {error}",
+                call_id=call.call_id,
+                error=error,
+                log_code="twilio.update_failed",
+            )
+
+
+def _sid(record: CallRecord) -> str:
+    """Twilio's SID of a call, as the call manager stored it."""
+    if not record.provider_call_id:
+        raise ProviderError("Twilio: this call has no call SID yet")
+    return record.provider_call_id
 
 
 class _Media:
@@ -566,7 +610,7 @@ class _Media:
         self._closed = False
 
     def _ids(self) -> dict[str, Any]:
-        return {"call_id": self.call.call_id, "provider_call_id": self.call.sid}
+        return {"call_id": self.call.call_id, "provider_call_id": self.socket.call_sid}
 
     def media(self, audio: bytes) -> None:
         if self.stt is not None:

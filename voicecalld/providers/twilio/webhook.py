@@ -24,7 +24,7 @@ from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET
 
 from voicecalld.providers.twilio import twiml
-from voicecalld.providers.twilio.provider import END_REASONS, TwilioProvider
+from voicecalld.providers.twilio.provider import END_REASONS, TwilioProvider, twilio_status
 from voicecalld.providers.twilio.signature import HEADER, TwilioSignature
 from voicecalld.values import events as ev
 from voicecalld.values.states import CallState
@@ -156,7 +156,7 @@ class TwilioWebhook(resource.Resource):
         sid = params.get("CallSid")
         call = provider.call_for(query.get("callId"), sid)
         ids = {"call_id": call.call_id if call else query.get("callId"), "provider_call_id": sid}
-        status = _enum(params.get("CallStatus"))
+        status = twilio_status(params.get("CallStatus"))
         if kind == "status" or (kind is None and status in END_REASONS):
             await self._status(status, params, ids)
             return _Answer(204, b"", None)
@@ -166,7 +166,7 @@ class TwilioWebhook(resource.Resource):
             return _twiml(twiml.hangup())
         if kind == "answer":
             await provider.emit(ev.Answered(dedupe_key=f"twilio:answered:{sid}", **ids))
-            return _twiml(provider.answer_document(call))
+            return _twiml(provider.answer_document(call, sid))
         if kind == "played":
             provider.played(call, _number(query.get("utt")))
             return _twiml(provider.document(call))
@@ -176,7 +176,7 @@ class TwilioWebhook(resource.Resource):
         if kind == "idle":
             return _twiml(provider.document(call))
         if kind == "stream-ended":
-            return _twiml(provider.restart_stream(call))
+            return _twiml(provider.restart_stream(call, sid))
         return _Answer(400, f"unknown webhook type {kind!r}\n".encode(), b"text/plain")
 
     async def _status(self, status: str, params: _Params, ids: dict[str, Any]) -> None:
@@ -189,7 +189,9 @@ class TwilioWebhook(resource.Resource):
             await self.provider.emit(ev.Answered(dedupe_key=f"twilio:answered:{sid}", **ids))
         elif status in END_REASONS:
             reason = END_REASONS[status]
-            if status == "completed" and _enum(params.get("AnsweredBy")).startswith("machine"):
+            if status == "completed" and twilio_status(params.get("AnsweredBy")).startswith(
+                "machine"
+            ):
                 reason = CallState.VOICEMAIL
             await self.provider.emit(
                 ev.Ended(reason=reason, detail=f"Twilio: {status}", dedupe_key=dedupe, **ids)
@@ -199,7 +201,7 @@ class TwilioWebhook(resource.Resource):
         provider = self.provider
         if call is not None:
             return _twiml(provider.document(call))
-        if _enum(params.get("Direction")) != "inbound":
+        if twilio_status(params.get("Direction")) != "inbound":
             self.log.warn(
                 "Twilio call {sid} ({direction}) was not placed by voicecalld; hanging up",
                 sid=params.get("CallSid"),
@@ -226,7 +228,7 @@ class TwilioWebhook(resource.Resource):
                 call_id=call.call_id, provider_call_id=sid, dedupe_key=f"twilio:answered:{sid}"
             )
         )
-        return _twiml(provider.answer_document(call))
+        return _twiml(provider.answer_document(call, sid))
 
     async def _gathered(
         self, params: _Params, query: dict[str, str], key: str, ids: dict[str, Any]
@@ -276,11 +278,6 @@ class TwilioWebhook(resource.Resource):
 
 def _twiml(document: str) -> _Answer:
     return _Answer(200, document.encode(), XML)
-
-
-def _enum(value: str | None) -> str:
-    """One of Twilio's enumerated values, as we compare it: trimmed, lower-case."""
-    return (value or "").strip().lower()
 
 
 def _number(value: str | None) -> int:
