@@ -92,7 +92,7 @@ def _elevenlabs_tts(test: TestCase) -> Any:
 
 def _fallback_tts(test: TestCase) -> Any:
     from tests.fakes.tts import ToneTTS
-    from voicecalld.voice.tts import FallbackTTS
+    from voicecalld.voice.tts_factory import FallbackTTS
 
     return FallbackTTS([ToneTTS(Clock())])
 
@@ -146,6 +146,12 @@ def _sqlite_store(test: TestCase) -> Any:
     return SQLiteCallStore(test.mktemp(), SynchronousRunner())
 
 
+def _held_store(test: TestCase) -> Any:
+    from tests.fakes.store import HeldStore
+
+    return HeldStore(test.mktemp())
+
+
 def _twilio_signature(test: TestCase) -> Any:
     from voicecalld.providers.twilio.signature import TwilioSignature
 
@@ -178,11 +184,12 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSession": _realtime_session,
-    "voicecalld.voice.tts:FallbackTTS": _fallback_tts,
+    "voicecalld.voice.tts_factory:FallbackTTS": _fallback_tts,
     "voicecalld.voice.tts_elevenlabs:ElevenLabsTTS": _elevenlabs_tts,
     "voicecalld.voice.tts_openai:OpenAITTS": _openai_tts,
     "tests.fakes.provider:CallBook": _plain("tests.fakes.provider:CallBook"),
     "tests.fakes.provider:RecordingProvider": _plain("tests.fakes.provider:RecordingProvider"),
+    "tests.fakes.store:HeldStore": _held_store,
     "tests.fakes.tts:ScriptedTTS": _plain("tests.fakes.tts:ScriptedTTS", Clock),
     "tests.fakes.tts:ToneTTS": _plain("tests.fakes.tts:ToneTTS", Clock),
 }

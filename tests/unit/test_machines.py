@@ -194,7 +194,7 @@ class Turn(TestCase):
             walk(TURN_TABLE, S.AWAITING, [T.REPLY, T.ANSWER_TIMEOUT, T.ANSWER_TIMEOUT]),
             [
                 ("AWAITING", []),
-                ("IDLE", ["FAIL_WAITER", "STOP_LISTENING"]),
+                ("IDLE", ["STOP_LISTENING", "FAIL_WAITER"]),
                 ("IDLE", []),
             ],
         )

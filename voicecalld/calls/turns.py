@@ -319,8 +319,14 @@ class TurnEngine:
 
     def abandon(self, live: LiveCall, error: Exception) -> None:
         """A waiting C{continue} fails with C{error} (its prompt failed, or the daemon stops)."""
-        if self._drop_waiter(live, error):
-            self._feed(live, TurnInput.ABANDON)
+        turn = live.turn
+        if turn is None or turn.waiter is None:
+            return
+        waiter = turn.waiter
+        # Listening stops before the client hears of it, so a continue it
+        # starts at once keeps its own turn token.
+        self._feed(live, TurnInput.ABANDON)
+        self._drop_waiter(live, error, waiter)
 
     # -- the machine ----------------------------------------------------------
 
@@ -504,9 +510,13 @@ class TurnEngine:
             live, Timeout(f"Timed out waiting for transcript after {self._timeout_ms}ms")
         )
 
-    def _drop_waiter(self, live: LiveCall, error: Exception) -> bool:
+    def _drop_waiter(self, live: LiveCall, error: Exception, waiter: Waiter | None = None) -> bool:
         turn = live.turn
-        if turn is None or turn.waiter is None:
+        if (
+            turn is None
+            or turn.waiter is None
+            or (waiter is not None and turn.waiter is not waiter)
+        ):
             return False
         turn.held.clear()
         live.timers.cancel("transcript")
@@ -606,7 +616,7 @@ TURN_TABLE = table(
         ((S.ASKING_HELD,), I.SAYING, T(S.IDLE, (O.ANSWER_HELD,))),
         ((S.AWAITING,), I.TURN, T(S.IDLE, (O.ANSWER_WAITER,))),
         ((S.AWAITING,), I.BACKCHANNEL, T(S.IDLE, (O.ANSWER_WAITER,))),
-        (ASKED, I.ANSWER_TIMEOUT, T(S.IDLE, (O.FAIL_WAITER, O.STOP_LISTENING))),
+        (ASKED, I.ANSWER_TIMEOUT, T(S.IDLE, (O.STOP_LISTENING, O.FAIL_WAITER))),
         (ASKED, I.ABANDON, T(S.IDLE, (O.STOP_LISTENING,))),
         (ASKED, I.REPLY, None),  # the client took the turn: an older reply is not said
         (ASKED, I.NO_REPLY, None),
