@@ -1,11 +1,14 @@
 """
-The media-socket limits, each hit from a real autobahn WebSocket client on
-127.0.0.1: the pre-start deadline, stream tokens, pending and total socket
-caps, the message-size cap, malformed frames, and send backpressure.
+The media-socket limits, each hit from a real autobahn WebSocket client:
+the pre-start deadline, stream tokens, pending and total socket caps, the
+message-size cap, malformed frames, and send backpressure.
 
-Sockets against the daemon's own wiring use the Twilio rig of
-C{test_twilio}; sockets that need exact timing use a stream factory alone
-on 127.0.0.1 whose start deadline runs on a L{Clock}.
+Most tests run our stream factory behind the daemon's guarded site in
+memory: client and server talk over C{twisted.test.iosim} transports, the
+start deadline and the site's timers run on a L{Clock}, and the test moves
+the bytes (L{Wire.pump}), so nothing waits on real time.  The tests against
+the daemon's own wiring use the Twilio rig of C{test_twilio} on 127.0.0.1,
+and backpressure needs a real socket (see L{Backpressure}).
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from attrs import evolve
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
 from tests.unit.test_twilio import Rig
-from tests.waiting import autobahn_settled, wait_for
+from tests.waiting import wait_for
 from voicecalld.calls.states import CallState
 from voicecalld.media.tokens import TOKEN_LIFETIME, StreamTokens
 from voicecalld.media.twilio_stream import StreamLimits, TwilioMediaStream, TwilioStreamFactory
@@ -36,11 +41,12 @@ from voicecalld.web.site import build_root
 PATH = "/voice/stream"
 ACCOUNT = "AC" + "1" * 32
 OTHER_SID = "CA" + "f" * 32
+STREAM_SID = "MZ" + "3" * 32
 CAP = 64 * 1024
 
 
 def within(d: Deferred, timeout: float = 10.0) -> Deferred:
-    """A copy of C{d}'s result that fails if it takes longer than C{timeout}."""
+    """A copy of C{d}'s result that fails if it takes longer than C{timeout} (real sockets)."""
     out: Deferred = Deferred()
 
     def fire(result: Any) -> Any:
@@ -58,9 +64,9 @@ def start_message(token: Any, call_sid: str = "CA" + "2" * 32) -> dict[str, Any]
     return {
         "event": "start",
         "sequenceNumber": "1",
-        "streamSid": "MZ" + "3" * 32,
+        "streamSid": STREAM_SID,
         "start": {
-            "streamSid": "MZ" + "3" * 32,
+            "streamSid": STREAM_SID,
             "accountSid": ACCOUNT,
             "callSid": call_sid,
             "tracks": ["inbound"],
@@ -68,6 +74,11 @@ def start_message(token: Any, call_sid: str = "CA" + "2" * 32) -> dict[str, Any]
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
         },
     }
+
+
+def pong(digit: str) -> dict[str, Any]:
+    """The mark a L{Recorder} answers C{digit} with."""
+    return {"event": "mark", "streamSid": STREAM_SID, "mark": {"name": f"pong-{digit}"}}
 
 
 class StreamClient(WebSocketClientProtocol):
@@ -80,14 +91,14 @@ class StreamClient(WebSocketClientProtocol):
         self.messages: list[dict[str, Any]] = []
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self._waiting: list[Deferred] = []
+        self.waiting: list[Deferred] = []
 
     def onOpen(self) -> None:
         self.handshake.callback(True)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.messages.append(json.loads(payload))
-        waiting, self._waiting = self._waiting, []
+        waiting, self.waiting = self.waiting, []
         for d in waiting:
             d.callback(self.messages[-1])
 
@@ -95,7 +106,7 @@ class StreamClient(WebSocketClientProtocol):
         self.close_code, self.close_reason = code, reason
         if not self.handshake.called:
             self.handshake.callback(False)
-        waiting, self._waiting = self._waiting, []
+        waiting, self.waiting = self.waiting, []
         for d in waiting:
             d.callback(None)
         self.closed.callback((code, reason))
@@ -107,8 +118,13 @@ class StreamClient(WebSocketClientProtocol):
     def next_message(self) -> Deferred:
         """Fires with the next message from the server (None if the socket closes first)."""
         d: Deferred = Deferred()
-        self._waiting.append(d)
+        self.waiting.append(d)
         return within(d)
+
+    @property
+    def accepted(self) -> bool | None:
+        """Whether the upgrade was accepted (None while it is not answered)."""
+        return self.handshake.result if self.handshake.called else None
 
     @property
     def refused_status(self) -> int | None:
@@ -117,41 +133,47 @@ class StreamClient(WebSocketClientProtocol):
         return int(found.group(1)) if found else None
 
 
-class Sockets:
-    """Opens client sockets for one test and closes whatever is left at its end."""
+class Wire:
+    """
+    Client sockets to one server factory over in-memory transports: each
+    L{connect} is a new connection from the given address, and L{pump}
+    delivers every byte and disconnection both ways until nothing moves.
+    """
 
-    def __init__(self, test: TestCase, port: int) -> None:
-        self.port = port
-        self.clients: list[StreamClient] = []
-        test.addCleanup(self.close_all)
+    SERVER = IPv4Address("TCP", "127.0.0.1", 3334)
 
-    @inlineCallbacks
-    def connect(self, bind: str = "127.0.0.1"):
-        """A client socket from C{bind}; fires once its upgrade was answered."""
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}{PATH}")
-        factory.protocol = StreamClient
-        factory.setProtocolOptions(openHandshakeTimeout=5, closeHandshakeTimeout=2)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, 5, (bind, 0))
-        client = yield endpoint.connect(factory)
-        self.clients.append(client)
-        yield within(client.handshake)
+    def __init__(self, clock: Clock, server_factory: Any) -> None:
+        self.clock = clock
+        self.server_factory = server_factory
+        self.pumps: list[iosim.IOPump] = []
+
+    def connect(self, client_factory: Any, bind: str) -> Any:
+        """A new connection from C{bind}; the client protocol."""
+        peer = IPv4Address("TCP", bind, 40000 + len(self.pumps))
+        server = self.server_factory.buildProtocol(peer)
+        client = client_factory.buildProtocol(self.SERVER)
+        self.pumps.append(
+            iosim.connect(
+                server,
+                iosim.FakeTransport(server, True, self.SERVER, peer),
+                client,
+                iosim.FakeTransport(client, False, peer, self.SERVER),
+                greet=False,
+                clock=self.clock,
+            )
+        )
+        self.pump()
         return client
 
-    @inlineCallbacks
-    def open(self, bind: str = "127.0.0.1"):
-        """A client socket that must be accepted."""
-        client = yield self.connect(bind)
-        if not client.handshake.result:
-            raise AssertionError(f"upgrade refused: {client.close_reason}")
-        return client
-
-    @inlineCallbacks
-    def close_all(self):
-        for client in self.clients:
-            if client.state == client.STATE_OPEN:
-                client.sendClose(1000)
-        for client in self.clients:
-            yield within(client.closed)
+    def pump(self) -> None:
+        """Move bytes until no connection has anything left to deliver."""
+        for _ in range(1000):
+            moved = False
+            for pump in self.pumps:
+                moved = pump.flush() or moved
+            if not moved:
+                return
+        raise AssertionError("the connections never went quiet")
 
 
 class Recorder:
@@ -190,21 +212,25 @@ class CountingStream(TwilioMediaStream):
 
 class StreamServer:
     """
-    Our media-stream endpoint alone on 127.0.0.1 behind the daemon's guarded
-    site, its start deadline on a L{Clock}; tokens starting with "good" are
-    accepted once each.
+    Our media-stream endpoint alone behind the daemon's guarded site, in
+    memory, its start deadline and the site's timers on a L{Clock}; tokens
+    starting with "good" are accepted once each.
     """
 
     def __init__(self, test: TestCase, limits: StreamLimits | None = None) -> None:
         self.test = test
         self.clock = Clock()
-        self.factory = TwilioStreamFactory(self.clock, limits or StreamLimits(), self._on_start)
+        self.factory = TwilioStreamFactory(self.clock, limits or StreamLimits(), self.on_start)
         self.factory.protocol = CountingStream
         self.handlers: list[Recorder] = []
         self.used: set[str] = set()
-        self._tokens = 0
+        self.issued = 0
+        site = GuardedSite(build_root({PATH: WebSocketResource(self.factory)}), reactor=self.clock)
+        self.wire = Wire(self.clock, site)
+        self.clients: list[StreamClient] = []
+        test.addCleanup(self.close_all)
 
-    def _on_start(self, stream: TwilioMediaStream, start: dict[str, Any]) -> Any:
+    def on_start(self, stream: TwilioMediaStream, start: dict[str, Any]) -> Any:
         token = (start.get("customParameters") or {}).get("token")
         if not isinstance(token, str) or not token.startswith("good") or token in self.used:
             return "Unknown call"
@@ -215,88 +241,264 @@ class StreamServer:
 
     def token(self) -> str:
         """A token this server accepts (once)."""
-        self._tokens += 1
-        return f"good-{self._tokens}"
+        self.issued += 1
+        return f"good-{self.issued}"
 
-    @inlineCallbacks
-    def listen(self):
-        site = GuardedSite(build_root({PATH: WebSocketResource(self.factory)}), reactor=reactor)
-        self.port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-        self.test.addCleanup(self._quiesce)
-        self.sockets = Sockets(self.test, self.port.getHost().port)
-        return self
+    def connect(self, bind: str = "127.0.0.1") -> StreamClient:
+        """A client socket from C{bind} whose upgrade has been answered."""
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:3334{PATH}", reactor=self.clock)
+        factory.protocol = StreamClient
+        # Autobahn's own timers run on the global reactor; the client needs none here.
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        client = self.wire.connect(factory, bind)
+        self.clients.append(client)
+        self.test.assertIsNotNone(client.accepted, "the upgrade was not answered")
+        return client
 
-    @inlineCallbacks
-    def _quiesce(self):
-        yield self.port.stopListening()
-        yield wait_for(lambda: not self.factory.open and not self.factory.pending)
-        yield autobahn_settled()
+    def open(self, bind: str = "127.0.0.1") -> StreamClient:
+        """A client socket that must be accepted."""
+        client = self.connect(bind)
+        if not client.accepted:
+            raise AssertionError(f"upgrade refused: {client.close_reason}")
+        return client
 
-    @inlineCallbacks
-    def started(self, bind: str = "127.0.0.1"):
+    def started(self, bind: str = "127.0.0.1") -> tuple[StreamClient, Recorder]:
         """A client socket whose start was accepted, and the server's handler for it."""
-        client = yield self.sockets.open(bind)
+        client = self.open(bind)
         client.send_json(start_message(self.token()))
-        yield self.ping(client, "0")
+        self.ping(client, "0")
         return client, self.handlers[-1]
 
-    @inlineCallbacks
-    def ping(self, client: StreamClient, digit: str):
+    def send(self, client: StreamClient, message: Any) -> None:
+        """Send C{message} (JSON) on C{client} and let it all be delivered."""
+        client.send_json(message)
+        self.wire.pump()
+
+    def ping(self, client: StreamClient, digit: str) -> None:
         """Round trip through a started stream: everything sent before has been handled."""
-        client.send_json({"event": "dtmf", "streamSid": "MZ", "dtmf": {"digit": digit}})
-        message = yield client.next_message()
-        if message != {
-            "event": "mark",
-            "streamSid": "MZ" + "3" * 32,
-            "mark": {"name": f"pong-{digit}"},
-        }:
-            raise AssertionError(f"expected the pong for {digit}, got {message!r}")
+        self.send(client, {"event": "dtmf", "streamSid": "MZ", "dtmf": {"digit": digit}})
+        self.test.assertEqual(client.messages[-1:], [pong(digit)])
+
+    def close_code(self, client: StreamClient) -> tuple[int | None, str | None]:
+        """The code and reason C{client} was closed with, once everything was delivered."""
+        self.wire.pump()
+        self.test.assertTrue(client.closed.called, "the socket is still open")
+        return client.close_code, client.close_reason
+
+    def close_all(self) -> None:
+        """Close what the test left open; every socket must be gone afterwards."""
+        for client in self.clients:
+            if client.state == client.STATE_OPEN:
+                client.sendClose(1000)
+        self.wire.pump()
+        self.test.assertEqual([c for c in self.clients if not c.closed.called], [])
+        self.test.assertEqual((self.factory.open, self.factory.pending), (set(), {}))
 
 
 class PreStartTimeout(TestCase):
     """A socket that sends no valid start within the deadline is closed with 1008."""
 
-    timeout = 30
-
-    @inlineCallbacks
     def test_silent_socket_is_closed_at_the_deadline(self):
-        server = yield StreamServer(self, StreamLimits(pre_start_timeout=5.0)).listen()
-        client = yield server.sockets.open()
+        server = StreamServer(self, StreamLimits(pre_start_timeout=5.0))
+        client = server.open()
         (stream,) = server.factory.open
         server.clock.advance(4.999)
         self.assertEqual(stream.state, stream.STATE_OPEN)
         server.clock.advance(0.001)
         self.assertEqual(stream.localCloseCode, 1008)
-        code, reason = yield within(client.closed)
-        self.assertEqual((code, reason), (1008, "Start timeout"))
-        yield wait_for(lambda: not server.factory.open)
+        self.assertEqual(server.close_code(client), (1008, "Start timeout"))
+        self.assertEqual(server.factory.open, set())
         self.assertEqual(server.factory.pending, {})
 
-    @inlineCallbacks
     def test_connected_and_early_media_do_not_count_as_a_start(self):
-        server = yield StreamServer(self).listen()
-        client = yield server.sockets.open()
-        client.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        client.send_json({"event": "media", "media": {"payload": "fw=="}})
-        client.send_json({"event": "dtmf", "dtmf": {"digit": "1"}})
+        server = StreamServer(self)
+        client = server.open()
+        server.send(client, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        server.send(client, {"event": "media", "media": {"payload": "fw=="}})
+        server.send(client, {"event": "dtmf", "dtmf": {"digit": "1"}})
         (stream,) = server.factory.open
-        yield wait_for(lambda: stream.seen == 3)
+        self.assertEqual(stream.seen, 3)
         server.clock.advance(4.999)
         self.assertEqual(stream.state, stream.STATE_OPEN)
         server.clock.advance(0.001)
-        self.assertEqual((yield within(client.closed)), (1008, "Start timeout"))
+        self.assertEqual(server.close_code(client), (1008, "Start timeout"))
         self.assertEqual(server.handlers, [])
 
-    @inlineCallbacks
     def test_a_valid_start_cancels_the_deadline(self):
-        server = yield StreamServer(self).listen()
-        client, handler = yield server.started()
+        server = StreamServer(self)
+        client, handler = server.started()
         self.assertEqual(server.clock.getDelayedCalls(), [])
         server.clock.advance(60)
-        yield server.ping(client, "5")
+        server.ping(client, "5")
         self.assertEqual(client.state, client.STATE_OPEN)
         self.assertEqual(server.factory.pending, {})
         self.assertEqual(handler.dtmf_digits, ["0", "5"])
+
+
+class SocketCaps(TestCase):
+    """Too many pending or open sockets are refused at the handshake; the others carry on."""
+
+    def test_pending_sockets_per_peer_and_in_total(self):
+        limits = StreamLimits(max_pending=3, max_pending_per_peer=2, max_connections=10)
+        server = StreamServer(self, limits)
+        first = server.open("127.0.0.1")
+        second = server.open("127.0.0.1")
+        refused = server.connect("127.0.0.1")
+        self.assertFalse(refused.accepted)
+        self.assertEqual(refused.refused_status, 429)
+        self.assertIn("too many pending media streams", refused.close_reason)
+        other = server.open("127.0.0.2")
+        self.assertEqual(server.factory.pending, {"127.0.0.1": 2, "127.0.0.2": 1})
+        refused = server.connect("127.0.0.3")
+        self.assertEqual(refused.refused_status, 429)
+        # The waiting sockets were not disturbed and can still start.
+        for client in (first, second, other):
+            self.assertEqual(client.state, client.STATE_OPEN)
+            client.send_json(start_message(server.token()))
+            server.ping(client, "1")
+        self.assertEqual(server.factory.pending, {})
+        server.open("127.0.0.1")
+        server.open("127.0.0.3")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_open_sockets_over_max_connections(self):
+        limits = StreamLimits(max_pending=10, max_pending_per_peer=10, max_connections=3)
+        server = StreamServer(self, limits)
+        streams = [server.started() for _ in range(3)]
+        refused = server.connect("127.0.0.2")
+        self.assertEqual(refused.refused_status, 503)
+        self.assertIn("too many media streams", refused.close_reason)
+        for n, (client, handler) in enumerate(streams):
+            client.send_json({"event": "media", "media": {"payload": "fn5+"}})
+            server.ping(client, str(n))
+            self.assertEqual(bytes(handler.audio), b"\x7e\x7e\x7e")
+        first, _handler = streams[0]
+        first.sendClose(1000)
+        self.assertEqual(server.close_code(first), (1000, None))
+        self.assertEqual(len(server.factory.open), 2)
+        server.started()
+
+
+class MessageLimits(TestCase):
+    """Over-size, binary and malformed messages close with 1009, 1003 and 1007, quietly."""
+
+    def media(self, payload: Any) -> dict[str, Any]:
+        return {"event": "media", "streamSid": "MZ", "media": {"payload": payload}}
+
+    def exactly(self, size: int) -> bytes:
+        """A valid media message of exactly C{size} bytes (audio plus padding)."""
+        message = self.media("fn5+" * ((size - 200) // 4))
+        message["pad"] = ""
+        message["pad"] = "x" * (size - len(json.dumps(message)))
+        data = json.dumps(message).encode()
+        self.assertEqual(len(data), size)
+        return data
+
+    def closing(self, server: StreamServer, started: bool, send) -> int:
+        """Open a socket (started or not), C{send} on it, and return the close code."""
+        already = len(server.factory.open)
+        if started:
+            client, handler = server.started()
+        else:
+            client, handler = server.open(), None
+        send(client)
+        code, _reason = server.close_code(client)
+        self.assertEqual(len(server.factory.open), already)
+        if handler is not None:
+            self.assertEqual(len(handler.stops), 1)
+        self.assertEqual(server.factory.pending, {})
+        self.assertEqual(self.flushLoggedErrors(), [])
+        return code
+
+    def test_message_size_cap(self):
+        server = StreamServer(self)
+        client, handler = server.started()
+        client.sendMessage(self.exactly(CAP), isBinary=False)
+        server.ping(client, "1")
+        self.assertEqual(len(handler.audio), (CAP - 200) // 4 * 3)
+        for started in (True, False):
+            code = self.closing(
+                server, started, lambda c: c.sendMessage(self.exactly(CAP + 1), isBinary=False)
+            )
+            self.assertEqual(code, 1009)
+            fragmented = json.dumps(self.media("A" * (CAP + 4))).encode()
+            code = self.closing(
+                server,
+                started,
+                lambda c, data=fragmented: c.sendMessage(data, isBinary=False, fragmentSize=4096),
+            )
+            self.assertEqual(code, 1009)
+
+    def test_binary_frames(self):
+        server = StreamServer(self)
+        for started in (True, False):
+            code = self.closing(
+                server, started, lambda c: c.sendMessage(b'{"event":"media"}', isBinary=True)
+            )
+            self.assertEqual(code, 1003)
+
+    def test_malformed_json(self):
+        server = StreamServer(self)
+        for started in (True, False):
+            for data in (
+                b'{"event": "media", ',
+                b"[1, 2, 3]",
+                b'"start"',
+                b"42",
+                b"null",
+                b'{"no event": true}',
+                b'{"event": "\xff\xfe"}',
+                b"[" * 40_000,
+                b'{"event": "x", "n": ' + b"9" * 5000 + b"}",
+            ):
+                code = self.closing(
+                    server, started, lambda c, data=data: c.sendMessage(data, isBinary=False)
+                )
+                self.assertEqual(code, 1007, data[:40])
+
+    def test_malformed_start(self):
+        server = StreamServer(self)
+        for start in ([1], "x", None, 7):
+            code = self.closing(
+                server, False, lambda c, s=start: c.send_json({"event": "start", "start": s})
+            )
+            self.assertEqual(code, 1007, start)
+        for parameters in ([1], "token", {"token": ["good-x"]}, {"token": {"a": 1}}):
+            message = start_message("good")
+            message["start"]["customParameters"] = parameters
+            code = self.closing(server, False, lambda c, m=message: c.send_json(m))
+            self.assertEqual(code, 1007, parameters)
+        self.assertEqual(server.handlers, [])
+
+    def test_malformed_media_dtmf_and_mark(self):
+        server = StreamServer(self)
+        for message in (
+            self.media("abc"),
+            self.media("!!!!"),
+            self.media("fn5+!"),
+            self.media("fn 5+"),
+            self.media("=fn5+"),
+            self.media("fn5+\n"),
+            self.media("é"),
+            self.media(12345),
+            self.media(None),
+            self.media(["fn5+"]),
+            {"event": "media", "media": "fn5+"},
+            {"event": "media"},
+            {"event": "mark", "mark": {}},
+            {"event": "mark", "mark": "u1"},
+            {"event": "dtmf", "dtmf": None},
+            {"event": "dtmf"},
+        ):
+            code = self.closing(server, True, lambda c, m=message: c.send_json(m))
+            self.assertEqual(code, 1007, message)
+            self.assertEqual(bytes(server.handlers[-1].audio), b"")
+
+
+class DaemonWiring(TestCase):
+    """The configured limits reach the sockets of the daemon's own wiring (real sockets)."""
+
+    timeout = 30
 
     @inlineCallbacks
     def test_configured_deadline_closes_sockets_of_the_daemon(self):
@@ -309,6 +511,22 @@ class PreStartTimeout(TestCase):
         opened = reactor.seconds()
         self.assertEqual((yield within(client.closed)), (1008, "Start timeout"))
         self.assertGreaterEqual(reactor.seconds() - opened, 0.15)
+
+    @inlineCallbacks
+    def test_configured_caps_refuse_sockets_of_the_daemon(self):
+        rig = yield Rig(
+            self,
+            {"streaming": {"enabled": True, "maxPendingConnectionsPerIp": 1, "maxConnections": 2}},
+            True,
+        ).start()
+        sockets = Sockets(self, rig.port.getHost().port)
+        waiting = yield sockets.open("127.0.0.1")
+        refused = yield sockets.connect("127.0.0.1")
+        self.assertEqual(refused.refused_status, 429)
+        yield sockets.open("127.0.0.2")
+        refused = yield sockets.connect("127.0.0.3")
+        self.assertEqual(refused.refused_status, 503)
+        self.assertEqual(waiting.state, waiting.STATE_OPEN)
 
 
 class StartTokens(TestCase):
@@ -421,195 +639,41 @@ class StartTokens(TestCase):
         self.assertIsNotNone(rig.provider.tokens.claim(token, record.provider_call_id))
 
 
-class SocketCaps(TestCase):
-    """Too many pending or open sockets are refused at the handshake; the others carry on."""
+class Sockets:
+    """Opens client sockets for one test and closes whatever is left at its end."""
 
-    timeout = 30
-
-    @inlineCallbacks
-    def test_pending_sockets_per_peer_and_in_total(self):
-        limits = StreamLimits(max_pending=3, max_pending_per_peer=2, max_connections=10)
-        server = yield StreamServer(self, limits).listen()
-        sockets = server.sockets
-        first = yield sockets.open("127.0.0.1")
-        second = yield sockets.open("127.0.0.1")
-        refused = yield sockets.connect("127.0.0.1")
-        self.assertFalse(refused.handshake.result)
-        self.assertEqual(refused.refused_status, 429)
-        self.assertIn("too many pending media streams", refused.close_reason)
-        other = yield sockets.open("127.0.0.2")
-        self.assertEqual(server.factory.pending, {"127.0.0.1": 2, "127.0.0.2": 1})
-        refused = yield sockets.connect("127.0.0.3")
-        self.assertEqual(refused.refused_status, 429)
-        # The waiting sockets were not disturbed and can still start.
-        for client in (first, second, other):
-            self.assertEqual(client.state, client.STATE_OPEN)
-            client.send_json(start_message(server.token()))
-            yield server.ping(client, "1")
-        self.assertEqual(server.factory.pending, {})
-        yield sockets.open("127.0.0.1")
-        yield sockets.open("127.0.0.3")
-        self.assertEqual(self.flushLoggedErrors(), [])
+    def __init__(self, test: TestCase, port: int) -> None:
+        self.port = port
+        self.clients: list[StreamClient] = []
+        test.addCleanup(self.close_all)
 
     @inlineCallbacks
-    def test_open_sockets_over_max_connections(self):
-        limits = StreamLimits(max_pending=10, max_pending_per_peer=10, max_connections=3)
-        server = yield StreamServer(self, limits).listen()
-        streams = []
-        for _ in range(3):
-            streams.append((yield server.started()))
-        refused = yield server.sockets.connect("127.0.0.2")
-        self.assertEqual(refused.refused_status, 503)
-        self.assertIn("too many media streams", refused.close_reason)
-        for n, (client, handler) in enumerate(streams):
-            client.send_json({"event": "media", "media": {"payload": "fn5+"}})
-            yield server.ping(client, str(n))
-            self.assertEqual(bytes(handler.audio), b"\x7e\x7e\x7e")
-        first, _handler = streams[0]
-        first.sendClose(1000)
-        yield within(first.closed)
-        yield wait_for(lambda: len(server.factory.open) == 2)
-        yield server.started()
+    def connect(self, bind: str = "127.0.0.1"):
+        """A client socket from C{bind}; fires once its upgrade was answered."""
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}{PATH}")
+        factory.protocol = StreamClient
+        factory.setProtocolOptions(openHandshakeTimeout=5, closeHandshakeTimeout=2)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, 5, (bind, 0))
+        client = yield endpoint.connect(factory)
+        self.clients.append(client)
+        yield within(client.handshake)
+        return client
 
     @inlineCallbacks
-    def test_configured_caps_refuse_sockets_of_the_daemon(self):
-        rig = yield Rig(
-            self,
-            {"streaming": {"enabled": True, "maxPendingConnectionsPerIp": 1, "maxConnections": 2}},
-            True,
-        ).start()
-        sockets = Sockets(self, rig.port.getHost().port)
-        waiting = yield sockets.open("127.0.0.1")
-        refused = yield sockets.connect("127.0.0.1")
-        self.assertEqual(refused.refused_status, 429)
-        yield sockets.open("127.0.0.2")
-        refused = yield sockets.connect("127.0.0.3")
-        self.assertEqual(refused.refused_status, 503)
-        self.assertEqual(waiting.state, waiting.STATE_OPEN)
-
-
-class MessageLimits(TestCase):
-    """Over-size, binary and malformed messages close with 1009, 1003 and 1007, quietly."""
-
-    timeout = 60
-
-    def media(self, payload: Any) -> dict[str, Any]:
-        return {"event": "media", "streamSid": "MZ", "media": {"payload": payload}}
-
-    def exactly(self, size: int) -> bytes:
-        """A valid media message of exactly C{size} bytes (audio plus padding)."""
-        message = self.media("fn5+" * ((size - 200) // 4))
-        message["pad"] = ""
-        message["pad"] = "x" * (size - len(json.dumps(message)))
-        data = json.dumps(message).encode()
-        self.assertEqual(len(data), size)
-        return data
+    def open(self, bind: str = "127.0.0.1"):
+        """A client socket that must be accepted."""
+        client = yield self.connect(bind)
+        if not client.handshake.result:
+            raise AssertionError(f"upgrade refused: {client.close_reason}")
+        return client
 
     @inlineCallbacks
-    def closing(self, server: StreamServer, started: bool, send):
-        """Open a socket (started or not), C{send} on it, and return the close code."""
-        already = len(server.factory.open)
-        if started:
-            client, handler = yield server.started()
-        else:
-            client, handler = (yield server.sockets.open()), None
-        send(client)
-        code, _reason = yield within(client.closed)
-        yield wait_for(lambda: len(server.factory.open) == already)
-        if handler is not None:
-            self.assertEqual(len(handler.stops), 1)
-        self.assertEqual(server.factory.pending, {})
-        self.assertEqual(self.flushLoggedErrors(), [])
-        return code
-
-    @inlineCallbacks
-    def test_message_size_cap(self):
-        server = yield StreamServer(self).listen()
-        client, handler = yield server.started()
-        client.sendMessage(self.exactly(CAP), isBinary=False)
-        yield server.ping(client, "1")
-        self.assertEqual(len(handler.audio), (CAP - 200) // 4 * 3)
-        for started in (True, False):
-            code = yield self.closing(
-                server, started, lambda c: c.sendMessage(self.exactly(CAP + 1), isBinary=False)
-            )
-            self.assertEqual(code, 1009)
-            fragmented = json.dumps(self.media("A" * (CAP + 4))).encode()
-            code = yield self.closing(
-                server,
-                started,
-                lambda c, data=fragmented: c.sendMessage(data, isBinary=False, fragmentSize=4096),
-            )
-            self.assertEqual(code, 1009)
-
-    @inlineCallbacks
-    def test_binary_frames(self):
-        server = yield StreamServer(self).listen()
-        for started in (True, False):
-            code = yield self.closing(
-                server, started, lambda c: c.sendMessage(b'{"event":"media"}', isBinary=True)
-            )
-            self.assertEqual(code, 1003)
-
-    @inlineCallbacks
-    def test_malformed_json(self):
-        server = yield StreamServer(self).listen()
-        for started in (True, False):
-            for data in (
-                b'{"event": "media", ',
-                b"[1, 2, 3]",
-                b'"start"',
-                b"42",
-                b"null",
-                b'{"no event": true}',
-                b'{"event": "\xff\xfe"}',
-                b"[" * 40_000,
-                b'{"event": "x", "n": ' + b"9" * 5000 + b"}",
-            ):
-                code = yield self.closing(
-                    server, started, lambda c, data=data: c.sendMessage(data, isBinary=False)
-                )
-                self.assertEqual(code, 1007, data[:40])
-
-    @inlineCallbacks
-    def test_malformed_start(self):
-        server = yield StreamServer(self).listen()
-        for start in ([1], "x", None, 7):
-            code = yield self.closing(
-                server, False, lambda c, s=start: c.send_json({"event": "start", "start": s})
-            )
-            self.assertEqual(code, 1007, start)
-        for parameters in ([1], "token", {"token": ["good-x"]}, {"token": {"a": 1}}):
-            message = start_message("good")
-            message["start"]["customParameters"] = parameters
-            code = yield self.closing(server, False, lambda c, m=message: c.send_json(m))
-            self.assertEqual(code, 1007, parameters)
-        self.assertEqual(server.handlers, [])
-
-    @inlineCallbacks
-    def test_malformed_media_dtmf_and_mark(self):
-        server = yield StreamServer(self).listen()
-        for message in (
-            self.media("abc"),
-            self.media("!!!!"),
-            self.media("fn5+!"),
-            self.media("fn 5+"),
-            self.media("=fn5+"),
-            self.media("fn5+\n"),
-            self.media("é"),
-            self.media(12345),
-            self.media(None),
-            self.media(["fn5+"]),
-            {"event": "media", "media": "fn5+"},
-            {"event": "media"},
-            {"event": "mark", "mark": {}},
-            {"event": "mark", "mark": "u1"},
-            {"event": "dtmf", "dtmf": None},
-            {"event": "dtmf"},
-        ):
-            code = yield self.closing(server, True, lambda c, m=message: c.send_json(m))
-            self.assertEqual(code, 1007, message)
-            self.assertEqual(bytes(server.handlers[-1].audio), b"")
+    def close_all(self):
+        for client in self.clients:
+            if client.state == client.STATE_OPEN:
+                client.sendClose(1000)
+        for client in self.clients:
+            yield within(client.closed)
 
 
 class Backpressure(TestCase):
