@@ -547,6 +547,7 @@ class StartTokens(TestCase):
         self.assert_refused(rig, record, stream, start_message(token, record.provider_call_id))
         # Only its age was wrong: one issued a second later is still good.
         self.assertIsNotNone(tokens.claim(fresh, record.provider_call_id))
+        self.assert_call_still_speaks(rig, record, stream, 2)
 
     def test_token_of_another_call_sid(self):
         rig, record, stream = self.live_call()
@@ -568,6 +569,7 @@ class StartTokens(TestCase):
                 1007,
                 "malformed start message",
             )
+        self.assert_call_still_speaks(rig, record, stream, 2)
 
     def test_a_start_pipelined_after_a_refused_one_is_ignored(self):
         rig, record, stream = self.live_call()
