@@ -36,7 +36,7 @@ from twisted.trial.unittest import TestCase
 from tests.fakes.tts import ToneTTS
 from tests.fakes.twilio import FakeTwilio
 from tests.unit.test_twilio import SID, TO, TOKEN, ScriptedSTT
-from tests.waiting import autobahn_settled, wait_for
+from tests.waiting import wait_for
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
 from voicecalld.calls.states import CallState
@@ -925,4 +925,3 @@ class RealStreamServer:
             yield within(client.closed)
         yield self.port.stopListening()
         yield wait_for(lambda: not self.factory.open)
-        yield autobahn_settled()
