@@ -6,7 +6,8 @@ C{startService}, so start-up is one explicit sequence instead: open the
 store, restore and reconcile calls, then listen (webhooks, control socket,
 metrics), then tell systemd C{READY=1}.  If any socket cannot be bound the
 daemon says which and why, and exits non-zero: a daemon without its sockets
-is worse than none.
+is worse than none.  A call store that lost its data is refused (exit 2, as
+for a bad config: only the operator can fix it, so systemd does not retry).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from voicecalld.expose.exposer import Exposer
 from voicecalld.metrics import Metrics, MetricsResource
 from voicecalld.providers.interface import IProvider
 from voicecalld.sdnotify import sd_notify
+from voicecalld.store.guard import StoreRefused
 from voicecalld.store.interface import ICallStore
 from voicecalld.voice.chat import make_chat_responder
 from voicecalld.voice.replies import ReplyRouter
@@ -40,6 +42,7 @@ from voicecalld.web.limits import WebLimits
 from voicecalld.web.site import build_root
 
 EXIT_STARTUP_FAILED = 1
+EXIT_STORE_REFUSED = 2
 
 
 class Listener:
@@ -57,6 +60,10 @@ class Listener:
 
 class StartupFailed(Exception):
     """The daemon cannot start; the message says why, in one line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_STARTUP_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class VoiceCallDaemon(service.MultiService):
@@ -108,6 +115,8 @@ class VoiceCallDaemon(service.MultiService):
         )
         try:
             await self.store.open()
+        except StoreRefused as e:
+            raise StartupFailed(str(e), EXIT_STORE_REFUSED) from e
         except Exception as e:
             raise StartupFailed(f"cannot open the call store {self.store.path}: {e}") from e
         if self.exposer is not None:
@@ -144,7 +153,8 @@ class VoiceCallDaemon(service.MultiService):
         self.log.critical("voicecalld: {message}", message=message)
         print(f"voicecalld: {message}", file=sys.__stderr__, flush=True)
         self.ready.errback(failure)
-        self._reactor.addSystemEventTrigger("after", "shutdown", _exit, EXIT_STARTUP_FAILED)
+        code = failure.value.exit_code if failure.check(StartupFailed) else EXIT_STARTUP_FAILED
+        self._reactor.addSystemEventTrigger("after", "shutdown", _exit, code)
         self._reactor.callWhenRunning(self._reactor.stop)
 
     def stopService(self) -> Deferred:

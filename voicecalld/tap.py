@@ -3,7 +3,8 @@ C{twistd voicecalld}: options and the service maker.
 
 Everything that can be wrong with the config or the options is found here,
 before any socket is opened, and reported in one line naming the file, the
-key path and the reason (exit status 2).
+key path and the reason (exit status 2).  So is a call store that lost its
+data (L{voicecalld.store.guard}), in one line saying how to recover.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from voicecalld.config.features import unbuilt_notes
 from voicecalld.config.schema import Problem, dotted
 from voicecalld.daemon import build
 from voicecalld.providers.registry import make_provider
+from voicecalld.store.guard import StoreRefused, inspect
+from voicecalld.store.schema import CURRENT_VERSION
 from voicecalld.store.sqlite import SQLiteCallStore, ThreadRunner
 
 EXIT_CONFIG = 2
@@ -176,9 +179,14 @@ def makeService(options: Options) -> IService:
     metrics = None
     if options["metrics"] not in (None, "none"):
         metrics = (options["metrics"], endpoint(options["metrics"], "metrics"))
-    store = SQLiteCallStore(
-        os.path.join(options.state_dir, paths.STORE_NAME), ThreadRunner(reactor)
-    )
+    store_path = os.path.join(options.state_dir, paths.STORE_NAME)
+    try:
+        inspect(store_path, CURRENT_VERSION)
+    except StoreRefused as e:
+        _die(str(e))
+    except OSError as e:
+        _die(f"cannot read the call store {store_path}: {e.strerror}")
+    store = SQLiteCallStore(store_path, ThreadRunner(reactor))
     daemon = build(
         loaded,
         store=store,

@@ -1,12 +1,17 @@
-"""The SQLite call store: round trips, ordering, processed keys, schema versions."""
+"""
+The SQLite call store: round trips, ordering, processed keys, schema versions,
+and refusing a store that lost its data instead of starting empty.
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from voicecalld.store.guard import StoreRefused, create, marker_path
 from voicecalld.store.schema import CURRENT_VERSION, NewerSchema, migrate
 from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner, ThreadRunner
 from voicecalld.values.record import CallRecord, TranscriptEntry
@@ -108,9 +113,6 @@ class SchemaTests(TestCase):
         self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 0)
         self.assertEqual(db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0], 0)
 
-    def test_current_version(self):
-        self.assertGreaterEqual(CURRENT_VERSION, 1)
-
 
 class ThreadedStoreTests(TestCase):
     """The real runner: work happens on the store's thread, in order."""
@@ -131,3 +133,150 @@ class ThreadedStoreTests(TestCase):
         d = Deferred.fromCoroutine(work())
         d.addCallback(lambda loaded: self.assertEqual(loaded.metadata["n"], 19))
         return d
+
+
+class StoreRefusalTests(TestCase):
+    """
+    A state directory that never held a store starts empty; one whose store
+    is missing, empty, not SQLite, damaged or newer is refused with one line
+    saying how to recover, and nothing on disk is changed.
+    """
+
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.path = os.path.join(self.dir, "calls.sqlite3")
+        self.marker = marker_path(self.path)
+
+    def store_with_a_call(self):
+        """A store that held a call and was closed cleanly, as after a normal stop."""
+        store = SQLiteCallStore(self.path, SynchronousRunner())
+        self.successResultOf(store.open())
+        self.successResultOf(store.commit(record(state=CallState.ACTIVE)))
+        self.successResultOf(store.close())
+        self.assertEqual(sorted(os.listdir(self.dir)), ["calls.sqlite3", "calls.sqlite3.created"])
+
+    def refused(self) -> str:
+        """Open the store: it must be refused; the message, checked to be one line."""
+        before = self.snapshot()
+        store = SQLiteCallStore(self.path, SynchronousRunner())
+        message = str(self.failureResultOf(store.open(), StoreRefused).value)
+        self.assertNotIn("\n", message)
+        self.assertIn(self.path, message)
+        self.assertEqual(self.snapshot(), before)
+        return message
+
+    def snapshot(self) -> dict[str, bytes]:
+        files = {}
+        for name in os.listdir(self.dir):
+            with open(os.path.join(self.dir, name), "rb") as f:
+                files[name] = f.read()
+        return files
+
+    def test_a_new_directory_gets_a_store_and_its_marker(self):
+        store = SQLiteCallStore(self.path, SynchronousRunner())
+        self.successResultOf(store.open())
+        self.assertEqual(self.successResultOf(store.recent(10)), [])
+        self.successResultOf(store.close())
+        self.assertEqual(sorted(os.listdir(self.dir)), ["calls.sqlite3", "calls.sqlite3.created"])
+        with open(self.marker) as f:
+            text = f.read()
+        self.assertIn("refuses to start if calls.sqlite3 is missing", text)
+        self.assertIn("delete both calls.sqlite3 and this file", text)
+
+    def test_a_store_truncated_to_zero_bytes_is_refused(self):
+        self.store_with_a_call()
+        os.truncate(self.path, 0)
+        message = self.refused()
+        self.assertEqual(
+            message,
+            f"the call store {self.path} is empty (0 bytes), so its calls were lost: restore it"
+            f" from a backup, or delete it and {self.marker} to start with no calls",
+        )
+
+    def test_an_empty_store_without_a_marker_is_refused_too(self):
+        # voicecalld itself never leaves an empty file: it builds a new store
+        # under another name and links it into place.
+        open(self.path, "wb").close()
+        message = self.refused()
+        self.assertIn("is empty (0 bytes)", message)
+        self.assertTrue(message.endswith("or delete it to start with no calls"), message)
+
+    def test_a_missing_store_is_refused_while_the_marker_is_there(self):
+        self.store_with_a_call()
+        os.unlink(self.path)
+        self.assertEqual(
+            self.refused(),
+            f"the call store {self.path} is missing, but {self.marker} shows this state"
+            f" directory held one: restore it from a backup, or delete {self.marker} to start"
+            " with no calls",
+        )
+
+    def test_a_missing_store_with_its_write_ahead_log_left_is_refused(self):
+        with open(self.path + "-wal", "wb") as f:
+            f.write(b"\x37\x7f\x06\x82" + b"\0" * 28)
+        message = self.refused()
+        self.assertIn(f"its write-ahead log {self.path}-wal is still there", message)
+
+    def test_deleting_store_and_marker_starts_empty_on_purpose(self):
+        self.store_with_a_call()
+        os.unlink(self.path)
+        os.unlink(self.marker)
+        store = SQLiteCallStore(self.path, SynchronousRunner())
+        self.successResultOf(store.open())
+        self.assertEqual(self.successResultOf(store.recent(10)), [])
+        self.successResultOf(store.close())
+        self.assertTrue(os.path.exists(self.marker))
+
+    def test_a_file_that_is_not_sqlite_is_refused(self):
+        self.store_with_a_call()
+        with open(self.path, "r+b") as f:
+            f.write(b"this is not a database at all")
+        self.assertEqual(
+            self.refused(),
+            f"the call store {self.path} is not a SQLite database: restore it from a backup,"
+            f" or delete it and {self.marker} to start with no calls",
+        )
+
+    def test_a_newer_schema_is_refused(self):
+        self.store_with_a_call()
+        db = sqlite3.connect(self.path)
+        db.execute(f"PRAGMA user_version = {CURRENT_VERSION + 1}")
+        db.close()
+        self.assertEqual(
+            self.refused(),
+            f"the call store {self.path} has schema version {CURRENT_VERSION + 1}, newer than"
+            f" this voicecalld knows ({CURRENT_VERSION}): upgrade voicecalld, or restore a"
+            " backup this version wrote",
+        )
+
+    def test_a_store_cut_short_is_refused_as_damaged(self):
+        store = SQLiteCallStore(self.path, SynchronousRunner())
+        self.successResultOf(store.open())
+        for n in range(200):
+            self.successResultOf(store.commit(record(f"c{n}", metadata={"pad": "x" * 500})))
+        self.successResultOf(store.close())
+        os.truncate(self.path, os.path.getsize(self.path) // 2)
+        message = self.refused()
+        self.assertIn(f"the call store {self.path} is damaged (", message)
+        self.assertIn("restore it from a backup", message)
+
+    def test_a_store_from_before_markers_is_kept_and_marked(self):
+        self.store_with_a_call()
+        os.unlink(self.marker)
+        store = SQLiteCallStore(self.path, SynchronousRunner())
+        self.successResultOf(store.open())
+        self.assertEqual(self.successResultOf(store.load("c1")).state, CallState.ACTIVE)
+        self.successResultOf(store.close())
+        self.assertTrue(os.path.exists(self.marker))
+
+    def test_a_store_put_in_place_by_another_process_first_is_kept(self):
+        self.store_with_a_call()
+        kept = self.snapshot()["calls.sqlite3"]
+
+        def build(temporary):
+            sqlite3.connect(temporary).close()
+
+        create(self.path, build)
+        self.assertEqual(self.snapshot()["calls.sqlite3"], kept)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["calls.sqlite3", "calls.sqlite3.created"])

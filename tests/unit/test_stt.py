@@ -7,17 +7,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from autobahn.twisted.testing import _StaticTestResolver
-from autobahn.twisted.websocket import WebSocketClientFactory
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.protocol import Factory
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -65,24 +64,24 @@ class Waitable:
     """Deferreds that fire once a condition holds, re-checked on every change."""
 
     def __init__(self) -> None:
-        self._waiters: list[tuple[Callable[[], bool], Deferred]] = []
+        self.waiters: list[tuple[Callable[[], bool], Deferred]] = []
 
     def when(self, condition: Callable[[], bool]) -> Deferred:
         """Fires as soon as C{condition()} is true."""
         if condition():
             return succeed(None)
         d: Deferred = Deferred()
-        self._waiters.append((condition, d))
+        self.waiters.append((condition, d))
         return d
 
     def changed(self) -> None:
         """Fire the waiters whose condition now holds."""
-        waiting, self._waiters = self._waiters, []
+        waiting, self.waiters = self.waiters, []
         for condition, d in waiting:
             if condition():
                 d.callback(None)
             else:
-                self._waiters.append((condition, d))
+                self.waiters.append((condition, d))
 
 
 @implementer(ITranscriptListener)
@@ -94,21 +93,21 @@ class RecordingListener(Waitable):
         self.events: list[tuple[str, ...]] = []
 
     def speech_started(self) -> None:
-        self._add("speech_started")
+        self.record("speech_started")
 
     def speech_stopped(self) -> None:
-        self._add("speech_stopped")
+        self.record("speech_stopped")
 
     def partial(self, text: str) -> None:
-        self._add("partial", text)
+        self.record("partial", text)
 
     def final(self, text: str) -> None:
-        self._add("final", text)
+        self.record("final", text)
 
     def problem(self, message: str) -> None:
-        self._add("problem", message)
+        self.record("problem", message)
 
-    def _add(self, *event: str) -> None:
+    def record(self, *event: str) -> None:
         self.events.append(event)
         self.changed()
 
@@ -148,43 +147,152 @@ class LogCapture(Waitable):
         return self.when(lambda: self.codes.count(code) >= n)
 
 
+OPENAI_PATH = "/v1/realtime?intent=transcription"
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        """Nothing to cancel: the answer is immediate."""
+
+
+@implementer(IHostnameResolver)
+class FixedResolver:
+    """Resolves every name to one address, so that no test asks DNS."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def resolveHostName(
+        self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"
+    ):
+        receiver.resolutionBegan(_Resolution(hostName))
+        receiver.addressResolved(IPv4Address("TCP", self.address, portNumber))
+        receiver.resolutionComplete()
+        return receiver
+
+
 def delays(clock: Clock) -> list[float]:
     """Seconds until each pending call on C{clock}."""
     return sorted(c.getTime() - clock.seconds() for c in clock.getDelayedCalls())
 
 
-class LiveFakeTests(TestCase):
-    """A real WebSocket client against the fake vendor; time for our timers on a Clock."""
+class MemoryNet:
+    """
+    The fake vendor and our client on one L{MemoryReactorClock}: each dial
+    the client makes is answered by the fake's factory over an in-memory
+    transport (C{twisted.test.iosim}), and L{pump} moves the bytes.
+    """
 
-    @inlineCallbacks
+    def __init__(self, test: TestCase) -> None:
+        self.reactor = MemoryReactorClock()
+        self.fake = FakeRealtimeServer(self.reactor)
+        test.successResultOf(self.fake.start())
+        # Any address will do: every dial reaches the fake.
+        self.url = "ws://127.0.0.1:8443/v1/realtime?intent=transcription"
+        ((_port, self.server_factory, _backlog, _interface),) = self.reactor.tcpServers
+        self.answered = 0
+        self.pumps: list[iosim.IOPump] = []
+        self.refuse_dials = False
+
+    def pump(self) -> None:
+        """Answer new dials and move bytes both ways until nothing moves."""
+        for _ in range(1000):
+            moved = self.answer()
+            for pump in self.pumps:
+                moved = pump.flush() or moved
+            self.pumps = [
+                p for p in self.pumps if not (p.clientIO.disconnected and p.serverIO.disconnected)
+            ]
+            if not moved:
+                return
+        raise AssertionError("the sockets never went quiet")
+
+    def answer(self) -> bool:
+        dials = self.reactor.tcpClients[self.answered :]
+        connectors = self.reactor.connectors[self.answered :]
+        self.answered = len(self.reactor.tcpClients)
+        for (host, port, factory, _timeout, _bind), connector in zip(
+            dials, connectors, strict=True
+        ):
+            if connector.stoppedConnecting:
+                continue
+            if self.refuse_dials:
+                factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+                # The name endpoint gives up once its attempt delay has passed.
+                self.reactor.advance(1)
+                continue
+            server_address = IPv4Address("TCP", host, port)
+            client_address = IPv4Address("TCP", "127.0.0.1", 40000 + self.answered)
+            server = self.server_factory.buildProtocol(client_address)
+            client = factory.buildProtocol(server_address)
+            self.pumps.append(
+                iosim.connect(
+                    server,
+                    iosim.FakeTransport(server, True, server_address, client_address),
+                    client,
+                    iosim.FakeTransport(client, False, client_address, server_address),
+                    greet=False,
+                )
+            )
+        return bool(dials)
+
+
+class LiveFakeTests(TestCase):
+    """
+    Our real WebSocket client against the fake vendor, in memory: the bytes
+    move over C{iosim} transports, our timers run on a L{Clock}.
+    """
+
     def setUp(self):
-        self.fake = FakeRealtimeServer(reactor)
-        self.url = yield self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.net = MemoryNet(self)
+        self.fake = self.net.fake
+        self.url = self.net.url
         self.clock = Clock()
         self.listener = RecordingListener()
         self.logs = LogCapture(self)
 
     def open(self, url: str | None = None, **settings: Any) -> Any:
-        stt = OpenAIRealtimeSTT(openai_settings(**settings), url or self.url, reactor, self.clock)
+        stt = OpenAIRealtimeSTT(
+            openai_settings(**settings), url or self.url, self.net.reactor, self.clock
+        )
         session = stt.open_session(self.listener)
-        self.addCleanup(session.close)
+        self.addCleanup(self.closed, session)
         return session
+
+    def closed(self, session: Any) -> None:
+        """Close C{session} and see it done, with no socket left open."""
+        closing = session.close()
+        self.net.pump()
+        self.successResultOf(closing)
+        self.assertFalse(self.fake.connected)
+
+    def wait(self, d: Deferred) -> Any:
+        """Move every byte there is to move; C{d} must have fired by then."""
+        self.net.pump()
+        return self.successResultOf(d)
+
+    def advance(self, seconds: float) -> None:
+        """Let C{seconds} pass on our clock, then move what that made happen."""
+        self.clock.advance(seconds)
+        self.net.pump()
 
     def feed_for(self, session: Any, seconds: int) -> list[bytes]:
         """Feed a frame, then let a second pass, C{seconds} times (audio keeps flowing)."""
         fed = frames(seconds, start=100 + int(self.clock.seconds()))
         for frame in fed:
             session.feed(frame)
-            self.clock.advance(1)
+            self.advance(1)
         return fed
 
-    @inlineCallbacks
     def test_session_update_shape(self):
         """The session is configured with the GA transcription shape and our settings."""
         session = self.open(language="de", prompt="Names: Anke, Jörg")
-        yield self.fake.nth_update(1)
-        yield self.logs.code_count("stt.open", 1)
+        self.wait(self.fake.nth_update(1))
+        self.wait(self.logs.code_count("stt.open", 1))
         self.assertEqual(self.fake.authorization, f"Bearer {KEY}")
         self.assertEqual(self.fake.paths, ["/v1/realtime"])
         self.assertEqual(
@@ -218,15 +326,13 @@ class LiveFakeTests(TestCase):
             self.assertNotIn(KEY, formatEvent(event))
             self.assertNotIn(KEY, repr(event))
 
-    @inlineCallbacks
     def test_optional_fields_left_out(self):
         """Without a language or prompt the transcription block names only the model."""
         self.open()
-        yield self.fake.nth_update(1)
+        self.wait(self.fake.nth_update(1))
         transcription = self.fake.session_updates[0]["session"]["audio"]["input"]["transcription"]
         self.assertEqual(transcription, {"model": "gpt-4o-mini-transcribe"})
 
-    @inlineCallbacks
     def test_audio_fed_while_connecting_arrives_in_order(self):
         """Frames fed before the socket is up are sent after the update, then the rest follow."""
         session = self.open()
@@ -234,11 +340,11 @@ class LiveFakeTests(TestCase):
         for frame in early:
             session.feed(frame)
         self.assertEqual(self.fake.opened, 0)
-        yield self.fake.audio_at_least(len(b"".join(early)))
+        self.wait(self.fake.audio_at_least(len(b"".join(early))))
         for frame in late:
             session.feed(frame)
-        self.clock.advance(BATCH_SECONDS)
-        yield self.fake.audio_at_least(len(b"".join(early + late)))
+        self.advance(BATCH_SECONDS)
+        self.wait(self.fake.audio_at_least(len(b"".join(early + late))))
         self.assertEqual(bytes(self.fake.audio), b"".join(early + late))
         kinds = [e["type"] for e in self.fake.received]
         self.assertEqual(kinds[0], "session.update")
@@ -246,29 +352,27 @@ class LiveFakeTests(TestCase):
         # 5 early frames in one append, then 4 frames (a full batch) and 2 on the timer.
         self.assertEqual(len(kinds), 4)
 
-    @inlineCallbacks
     def test_buffer_while_connecting_keeps_the_last_five_seconds(self):
         """Audio beyond 5 s fed before the socket is up is dropped oldest first."""
         session = self.open()
         fed = b"".join(frames(350))  # 7 s
         for i in range(0, len(fed), FRAME):
             session.feed(fed[i : i + FRAME])
-        yield self.fake.audio_at_least(MAX_BUFFER_BYTES)
-        yield self.logs.code_count("stt.open", 1)
+        self.wait(self.fake.audio_at_least(MAX_BUFFER_BYTES))
+        self.wait(self.logs.code_count("stt.open", 1))
         self.assertEqual(bytes(self.fake.audio), fed[-MAX_BUFFER_BYTES:])
 
-    @inlineCallbacks
     def test_transcripts_reach_the_listener(self):
         """speech_started, growing partials per item and the final transcript arrive in order."""
         self.open()
-        yield self.logs.code_count("stt.open", 1)
+        self.wait(self.logs.code_count("stt.open", 1))
         self.fake.speech_started("item_1")
         self.fake.delta("item_1", "Hello")
         self.fake.delta("item_1", " there")
         self.fake.completed("item_1", "Hello there.")
         self.fake.completed("item_2", "   ")
         self.fake.speech_started("item_3")
-        yield self.listener.count(5)
+        self.wait(self.listener.count(5))
         self.assertEqual(
             self.listener.events,
             [
@@ -280,29 +384,27 @@ class LiveFakeTests(TestCase):
             ],
         )
 
-    @inlineCallbacks
     def test_error_event_is_a_problem(self):
         """A vendor C{error} event reaches the listener as a problem; the session stays open."""
         session = self.open()
-        yield self.logs.code_count("stt.open", 1)
+        self.wait(self.logs.code_count("stt.open", 1))
         self.fake.error("Invalid model 'nope'", code="invalid_value")
-        yield self.listener.count(1)
+        self.wait(self.listener.count(1))
         self.assertEqual(
             self.listener.of("problem"), ["speech-to-text error: Invalid model 'nope'"]
         )
         self.assertEqual(session.state, "open")
 
-    @inlineCallbacks
     def test_reconnects_with_backoff_after_a_drop(self):
         """A mid-call drop: one problem, retries at 1, 2, 4, 8, 16, 16 s, then recovery."""
         session = self.open()
         first = frames(4)
         for frame in first:
             session.feed(frame)
-        yield self.fake.audio_at_least(4 * FRAME)
+        self.wait(self.fake.audio_at_least(4 * FRAME))
         self.fake.refuse(503)
         self.fake.drop()
-        yield self.listener.count(1)
+        self.wait(self.listener.count(1))
         (message,) = self.listener.of("problem")
         self.assertIn("connection lost", message)
         self.assertEqual(delays(self.clock), [1.0])
@@ -311,15 +413,15 @@ class LiveFakeTests(TestCase):
         for expected in (2.0, 4.0, 8.0, 16.0, 16.0):
             fed += self.feed_for(session, int(delays(self.clock)[0]))
             retries += 1
-            yield self.logs.code_count("stt.retry", retries)
+            self.wait(self.logs.code_count("stt.retry", retries))
             self.assertEqual(delays(self.clock), [expected])
         self.assertEqual(self.fake.refused, 5)
         self.assertEqual(len(self.listener.of("problem")), 1)
 
         self.fake.accept()
         fed += self.feed_for(session, 16)
-        yield self.logs.code_count("stt.recovered", 1)
-        yield self.fake.audio_at_least(len(b"".join(first + fed)))
+        self.wait(self.logs.code_count("stt.recovered", 1))
+        self.wait(self.fake.audio_at_least(len(b"".join(first + fed))))
         self.assertEqual(bytes(self.fake.audio), b"".join(first + fed))
         self.assertEqual(len(self.fake.session_updates), 2)
         self.assertEqual(len(self.listener.of("problem")), 1)
@@ -327,80 +429,73 @@ class LiveFakeTests(TestCase):
 
         # Transcripts flow on the new socket.
         self.fake.completed("item_9", "Still there?")
-        yield self.listener.count(2)
+        self.wait(self.listener.count(2))
         self.assertEqual(self.listener.of("final"), ["Still there?"])
 
-    @inlineCallbacks
     def test_idle_socket_reopens_on_demand(self):
         """A socket the vendor closes after quiet is not redialled until audio comes again."""
         session = self.open()
         session.feed(b"\x01" * BATCH_BYTES)
-        yield self.fake.audio_at_least(BATCH_BYTES)
-        self.clock.advance(IDLE_AFTER)
+        self.wait(self.fake.audio_at_least(BATCH_BYTES))
+        self.advance(IDLE_AFTER)
         self.fake.close(1000, "idle timeout")
-        yield self.logs.code_count("stt.idle", 1)
+        self.wait(self.logs.code_count("stt.idle", 1))
         self.assertEqual(session.state, "idle")
         self.assertEqual(delays(self.clock), [])
-        self.clock.advance(60)
+        self.advance(60)
         self.assertEqual(self.fake.opened, 1)
         self.assertEqual(self.listener.events, [])
 
         session.feed(b"\x02" * BATCH_BYTES)
-        yield self.fake.audio_at_least(2 * BATCH_BYTES)
+        self.wait(self.fake.audio_at_least(2 * BATCH_BYTES))
         self.assertEqual(bytes(self.fake.audio), b"\x01" * BATCH_BYTES + b"\x02" * BATCH_BYTES)
         self.assertEqual(self.fake.opened, 2)
         self.assertEqual(len(self.fake.session_updates), 2)
         self.assertEqual(self.listener.events, [])
 
-    @inlineCallbacks
     def test_close_stops_everything(self):
         """close() on an open session: socket closed, no timers, no reconnect, feed ignored."""
         session = self.open()
-        yield self.logs.code_count("stt.open", 1)
+        self.wait(self.logs.code_count("stt.open", 1))
         session.feed(b"\x01" * FRAME)
         self.assertEqual(delays(self.clock), [BATCH_SECONDS])
-        yield session.close()
+        self.wait(session.close())
         self.assertEqual(delays(self.clock), [])
-        yield self.fake.when(lambda: not self.fake.connected)
+        self.wait(self.fake.when(lambda: not self.fake.connected))
         session.feed(b"\x02" * FRAME)
-        self.clock.advance(120)
+        self.advance(120)
         self.assertEqual(self.fake.opened, 1)
         self.assertEqual(len(self.fake.requests), 1)
         self.assertEqual(self.fake.audio, b"")
         self.assertEqual(self.listener.events, [])
         self.assertEqual(session.state, "closed")
 
-    @inlineCallbacks
     def test_close_during_backoff(self):
         """close() while waiting to retry cancels the retry."""
         self.fake.refuse(503)
         session = self.open()
-        yield self.listener.count(1)
+        self.wait(self.listener.count(1))
         self.assertIn("503", self.listener.of("problem")[0])
         self.assertEqual(delays(self.clock), [1.0])
-        yield session.close()
+        self.wait(session.close())
         self.assertEqual(delays(self.clock), [])
-        self.clock.advance(120)
+        self.advance(120)
         self.assertEqual(len(self.fake.requests), 1)
 
-    @inlineCallbacks
     def test_close_while_connecting(self):
         """close() before the socket is up abandons the attempt and leaves no timers."""
         session = self.open()
-        yield session.close()
+        self.wait(session.close())
         self.assertEqual(delays(self.clock), [])
         self.assertEqual(self.listener.events, [])
 
-    @inlineCallbacks
     def test_connection_refused(self):
         """Nothing listening: a problem is reported, feed never raises, a retry is set."""
-        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
-        number = port.getHost().port
-        yield port.stopListening()
-        session = self.open(url=f"ws://127.0.0.1:{number}/v1/realtime?intent=transcription")
+        self.net.refuse_dials = True
+        session = self.open()
         for frame in frames(10):
             session.feed(frame)
-        yield self.listener.count(1)
+        self.wait(self.listener.count(1))
         (message,) = self.listener.of("problem")
         self.assertIn("connection failed", message)
         self.assertIn("refused", message.lower())
@@ -408,19 +503,19 @@ class LiveFakeTests(TestCase):
             session.feed(frame)
         self.assertEqual(session.state, "waiting")
         self.assertEqual(delays(self.clock), [1.0])
+        self.assertEqual(self.fake.requests, [])
 
-    @inlineCallbacks
     def test_connect_timeout(self):
         """No C{session.updated} within 10 s: the socket is dropped and retried."""
         self.fake.ack_updates = False
         session = self.open()
-        yield self.fake.nth_update(1)
+        self.wait(self.fake.nth_update(1))
         self.assertEqual(session.state, "connecting")
-        self.clock.advance(CONNECT_TIMEOUT)
-        yield self.listener.count(1)
+        self.advance(CONNECT_TIMEOUT)
+        self.wait(self.listener.count(1))
         self.assertIn(f"no session within {CONNECT_TIMEOUT:g} s", self.listener.of("problem")[0])
         self.assertEqual(delays(self.clock), [1.0])
-        yield self.fake.when(lambda: not self.fake.connected)
+        self.wait(self.fake.when(lambda: not self.fake.connected))
 
 
 def stub_protocol(factory: Any) -> Any:
@@ -503,20 +598,27 @@ class InMemoryTests(TestCase):
         self.assertEqual(factory.headers["Authorization"], f"Bearer {KEY}")
 
     def test_wss_connects_with_tls(self):
-        """A C{wss} URL dials port 443 through TLS, with name resolution and all."""
+        """A C{wss} URL resolves the host, dials port 443 and opens TLS naming that host."""
         memory = MemoryReactorClock()
-        memory.installNameResolver(_StaticTestResolver())
+        memory.installNameResolver(FixedResolver("192.0.2.7"))
         stt = OpenAIRealtimeSTT(openai_settings(), OPENAI_REALTIME_URL, memory)
         session = stt.open_session(self.listener)
-        ((_, port, wrapping, _, _),) = memory.tcpClients
-        self.assertEqual(port, 443)
-        tls = wrapping._wrappedFactory
-        self.assertIsInstance(tls, TLSMemoryBIOFactory)
-        self.assertIsInstance(tls.wrappedFactory, WebSocketClientFactory)
-        self.assertEqual(tls.wrappedFactory.host, "api.openai.com")
-        self.assertEqual(tls.wrappedFactory.resource, "/v1/realtime?intent=transcription")
+        factory = stt.client_factory(session)
+        self.assertEqual((factory.host, factory.resource), ("api.openai.com", OPENAI_PATH))
+        ((host, port, connecting, _, _),) = memory.tcpClients
+        self.assertEqual((host, port), ("192.0.2.7", 443))
         self.assertEqual(delays(memory), [0.3, CONNECT_TIMEOUT])  # next address; our timeout
-        self.successResultOf(session.close())
+        transport = StringTransport()
+        protocol = connecting.buildProtocol(IPv4Address("TCP", host, port))
+        protocol.makeConnection(transport)
+        hello = transport.value()
+        self.assertEqual(hello[:1], b"\x16")  # a TLS handshake record: the ClientHello,
+        self.assertIn(b"api.openai.com", hello)  # naming the server (SNI)
+        self.assertNotIn(b"GET /v1/realtime", hello)  # and no plain HTTP
+        closing = session.close()
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closing)
         self.assertEqual(delays(memory), [])
 
     def test_batching(self):
@@ -834,7 +936,7 @@ class MakeSttTests(TestCase):
                 providers={"openai": openai_settings()},
                 stt_url="ws://127.0.0.1:9/v1/realtime",
             )
-            stt = make_stt(settings, reactor)
+            stt = make_stt(settings, MemoryReactorClock())
             self.assertIsInstance(stt, OpenAIRealtimeSTT)
             verifyObject(ISTT, stt)
             self.assertEqual(stt.url, "ws://127.0.0.1:9/v1/realtime")
@@ -844,13 +946,15 @@ class MakeSttTests(TestCase):
         """No OpenAI key: None and one warning that does not crash anything."""
         for providers in ({}, {"openai": OpenAIStreamingSettings()}):
             del self.logs.events[:]
-            self.assertIsNone(make_stt(StreamingSettings(providers=providers), reactor))
+            self.assertIsNone(
+                make_stt(StreamingSettings(providers=providers), MemoryReactorClock())
+            )
             (warning,) = self.warnings()
             self.assertIn("OpenAI key", warning)
 
     def test_other_provider(self):
         """A provider voicecalld does not have: None and one warning naming it."""
         settings = StreamingSettings(provider="deepgram", providers={"openai": openai_settings()})
-        self.assertIsNone(make_stt(settings, reactor))
+        self.assertIsNone(make_stt(settings, MemoryReactorClock()))
         (warning,) = self.warnings()
         self.assertIn("deepgram", warning)

@@ -48,15 +48,17 @@ CURRENT_VERSION = len(MIGRATIONS)
 class NewerSchema(Exception):
     """The store was written by a newer voicecalld."""
 
+    def __init__(self, version: int, known: int) -> None:
+        super().__init__(f"schema version {version} is newer than this voicecalld knows ({known})")
+        self.version = version
+        self.known = known
+
 
 def migrate(db: sqlite3.Connection, migrations: tuple[str, ...] = MIGRATIONS) -> int:
     """Bring the schema of C{db} up to date; return the version it is at."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version > len(migrations):
-        raise NewerSchema(
-            f"the call store has schema version {version}, newer than this voicecalld"
-            f" knows ({len(migrations)}); upgrade voicecalld or use another --state-dir"
-        )
+        raise NewerSchema(version, len(migrations))
     for target in range(version + 1, len(migrations) + 1):
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -2,6 +2,9 @@
 The call store in SQLite: one file in the state directory, written from one
 worker thread (never the reactor), in WAL mode with full fsync so that a
 commit that returned survives C{kill -9} and power loss alike.
+
+Opening refuses a store that lost its data rather than starting empty
+(see L{voicecalld.store.guard}).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from voicecalld.store.guard import create, damaged, inspect, mark, newer_schema
 from voicecalld.store.interface import ICallStore
-from voicecalld.store.schema import migrate
+from voicecalld.store.schema import CURRENT_VERSION, MIGRATIONS, NewerSchema, migrate
 from voicecalld.values.record import CallRecord, TranscriptEntry
 
 
@@ -69,16 +73,32 @@ class SQLiteCallStore:
         return self._run(self._open)
 
     def _open(self) -> None:
+        if inspect(self.path, CURRENT_VERSION):
+            create(self.path, _build)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
         try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
+            if verdict != "ok":
+                raise damaged(self.path, verdict)
             migrate(db)
-        except Exception:
+        except NewerSchema as e:
+            db.close()
+            raise newer_schema(self.path, e.version, e.known) from e
+        except sqlite3.OperationalError:
             db.close()
             raise
+        except sqlite3.DatabaseError as e:
+            # "file is not a database", "database disk image is malformed".
+            db.close()
+            raise damaged(self.path, str(e)) from e
+        except BaseException:
+            db.close()
+            raise
+        mark(self.path)
         self._db = db
 
     def close(self) -> Deferred:
@@ -211,6 +231,16 @@ class SQLiteCallStore:
         if self._db is None:
             raise RuntimeError("the call store is not open")
         return self._db
+
+
+def _build(path: str) -> None:
+    """Create the current schema in a new file at C{path}, durably, and close it."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        migrate(db, MIGRATIONS)
+    finally:
+        db.close()
 
 
 class _Transaction:
