@@ -132,6 +132,17 @@ class Turn(TestCase):
             ],
         )
 
+    def test_first_words_cut_off_are_said_again_at_the_next_greet(self):
+        self.assertEqual(
+            walk(TURN_TABLE, S.START, [T.GREET, T.FIRST_CUT, T.GREET, T.SAID]),
+            [
+                ("GREETING", ["SAY_FIRST"]),
+                ("START", []),
+                ("GREETING", ["SAY_FIRST"]),
+                ("IDLE", []),
+            ],
+        )
+
     def test_barge_in_cuts_a_reply_but_a_backchannel_does_not(self):
         self.assertEqual(
             walk(

@@ -162,6 +162,22 @@ class LifecycleTests(TestCase):
         states = [n.state for n in h.notices if n.kind == "call.state"]
         self.assertEqual(states, ["ringing", "answered", "speaking", "active", "hangup-bot"])
 
+    def test_first_words_cut_off_by_a_lost_stream_are_said_on_the_next(self):
+        h = Harness(self)
+        h.provider.media = True
+        record = h.ok(h.manager.initiate(TO, "Hello, it's the pharmacy.", "conversation"))
+        h.ok(h.provider.emit(ev.Answered(call_id=record.call_id)))
+        self.assertNotIn("speak", h.provider.kinds(), "spoke before the stream was up")
+        h.ok(h.provider.emit(ev.MediaConnected(call_id=record.call_id, stream_id="S1")))
+        h.provider.interrupt(h.manager.live_calls()[0])  # the stream went away mid-greeting
+        h.ok(h.provider.emit(ev.MediaConnected(call_id=record.call_id, stream_id="S2")))
+        said = [r for r in h.provider.requests if r[0] == "speak"]
+        self.assertEqual([r[2] for r in said], ["Hello, it's the pharmacy."] * 2)
+        h.provider.finish_speaking(record.call_id)
+        stored = h.stored(record.call_id)
+        self.assertIsNone(stored.initial_message)
+        self.assertEqual(stored.state, CallState.LISTENING)
+
     def test_out_of_order_events_never_move_a_call_back(self):
         h = Harness(self)
         call_id = h.answered_call()

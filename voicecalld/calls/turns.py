@@ -155,6 +155,7 @@ class TurnInput(enum.Enum):
     SAID = enum.auto()  # ... nothing the turn asked for follows
     SAYING = enum.auto()  # ... a reply or a client's words follow
     PROMPTING = enum.auto()  # ... a continue's prompt follows
+    FIRST_CUT = enum.auto()  # the first words did not play to the end (the stream went away)
 
 
 class TurnOutput(enum.Enum):
@@ -351,7 +352,11 @@ class TurnEngine:
             turn.queue.popleft()
             if not live.record.ended:
                 following = turn.queue[0] if turn.queue else None
-                self._feed(live, _NEXT[following])
+                cut = not isinstance(result, Playback) or not result.complete
+                if kind == "first" and cut and following is None:
+                    self._feed(live, TurnInput.FIRST_CUT)
+                elif following != "first":  # the turn is greeting already
+                    self._feed(live, _NEXT[following])
             return result
 
         return said.addBoth(over)
@@ -577,6 +582,9 @@ TURN_TABLE = table(
         ((S.GREETING_HELD,), I.SAID, T(S.THINKING, (O.ASK_REPLY,))),
         ((S.GREETING_HELD,), I.SAYING, T(S.THINKING, (O.ASK_REPLY,))),
         ((S.GREETING_HELD,), I.PROMPTING, T(S.ASKING_HELD)),
+        ((S.GREETING,), I.FIRST_CUT, T(S.START)),  # said again at the next greet
+        ((S.GREETING_HELD,), I.FIRST_CUT, T(S.THINKING, (O.ASK_REPLY,))),
+        (tuple(s for s in EVERY if s not in (S.GREETING, S.GREETING_HELD)), I.FIRST_CUT, None),
         # the caller's turns and their replies
         ((S.IDLE, S.THINKING), I.TURN, T(S.THINKING, (O.ASK_REPLY,))),
         ((S.IDLE, S.THINKING), I.BACKCHANNEL, T(S.THINKING, (O.ASK_REPLY,))),
