@@ -1181,7 +1181,7 @@ class FakeCall:
         """The call record as C{GET .../Call/{uuid}/} returns it once the call ended."""
         hangup = self.hangup
         return {
-            "answer_time": plivo_time(self.answered_at) if self.answered_at else None,
+            "answer_time": None if self.answered_at is None else plivo_time(self.answered_at),
             "api_id": str(uuid.uuid4()),
             "bill_duration": self.duration,
             "billed_duration": self.duration,
@@ -1192,7 +1192,7 @@ class FakeCall:
             if self.answered_at
             else (hangup.status.upper() if hangup else ""),
             "call_uuid": self.call_uuid,
-            "end_time": plivo_time(self.ended_at) if self.ended_at else None,
+            "end_time": None if self.ended_at is None else plivo_time(self.ended_at),
             "from_number": self.from_,
             "hangup_cause_code": hangup.code if hangup else None,
             "hangup_cause_name": hangup.name if hangup else None,
@@ -1607,8 +1607,11 @@ class FakeCall:
             ("BillDuration", str(self.duration)),
             ("TotalCost", "0.00000"),
             ("StartTime", plivo_time(self.created_at)),
-            ("AnswerTime", plivo_time(self.answered_at) if self.answered_at else ""),
-            ("EndTime", plivo_time(self.ended_at or self.fake.clock.seconds())),
+            ("AnswerTime", "" if self.answered_at is None else plivo_time(self.answered_at)),
+            (
+                "EndTime",
+                plivo_time(self.fake.clock.seconds() if self.ended_at is None else self.ended_at),
+            ),
         ]
         await self.fake._send_callback(self, "hangup", self.hangup_url, self.hangup_method, params)
 
@@ -1790,7 +1793,6 @@ class FakeCall:
                 break
         if self._current(gen) and pending.params is None:
             pending.listening = True
-            self._changed()
             await self._sleep(timeout if self.fake.honour_timeouts else None, "input")
         if not self._current(gen):
             return True
@@ -1831,6 +1833,9 @@ class FakeCall:
         return not self._current(gen)
 
     def _new_stream(self, service_url: str, attributes: dict[str, str], via: str) -> PlivoStream:
+        callback = attributes.get("statusCallbackUrl")
+        if callback and self.document_url and not _is_http_url(callback):
+            attributes = {**attributes, "statusCallbackUrl": urljoin(self.document_url, callback)}
         stream = PlivoStream(self, service_url, attributes, via=via)
         self.streams.append(stream)
         self._changed()
