@@ -419,6 +419,32 @@ class RestTests(FakePlivoTestCase):
         with self.assertRaises(ResponseFailed):
             await client.post(self.url("Call/"), json=body, auth=auth)
 
+    async def test_whole_call_over_tcp_with_auto_answer(self) -> None:
+        """As the product reaches it: REST over TCP, callbacks to a live app, auto-answer."""
+        fake, app = await self.start(auto="answer")
+        await fake.listen()
+        app.replies["hooks/answer"] = "<Response><Speak>hi</Speak></Response>"
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        client = HTTPClient(Agent(reactor, pool=pool))
+        body = {
+            "from": "+14155550100",
+            "to": "+14155550111",
+            "answer_url": f"{app.base}/hooks/answer?callId=abc",
+            "hangup_url": f"{app.base}/hooks/hangup?callId=abc",
+        }
+        response = await client.post(
+            self.url("Call/"), json=body, auth=(fake.auth_id, fake.auth_token)
+        )
+        self.assertEqual(response.code, 201)
+        call = fake.call((await response.json())["request_uuid"])
+        self.assertEqual(await call.when_ended(), "completed")
+        self.assertEqual([s.path for s in app.seen], ["hooks/answer", "hooks/hangup"])
+        self.assertTrue(all(s.v3_ok for s in app.seen))
+        uuid_in_path = f"Call/{call.call_uuid}/"
+        response = await client.get(self.url(uuid_in_path), auth=(fake.auth_id, fake.auth_token))
+        self.assertEqual((await response.json())["hangup_cause_code"], 4010)
+
     async def test_cancel_before_answer_uses_the_request(self) -> None:
         """DELETE Request/{request_uuid}/ cancels a ringing call; the hangup callback says 1000."""
         fake, app = await self.start()
