@@ -10,8 +10,9 @@ What it does, as Twilio does it (see C{providers.md} section 1):
     L{FakeCall.busy}, ...), with the signed status callbacks Twilio sends;
   - TwiML fetched from the app (signed POSTs) and executed verb by verb, each
     verb logged as a L{Verb};
-  - Media Streams: an autobahn WebSocket client that sends C{connected},
-    C{start}, C{media}, C{dtmf}, C{stop} and echoes C{mark}s at playback pace;
+  - Media Streams: the shared WebSocket client (L{tests.fakes.media_stream})
+    speaking Twilio's dialect: C{connected}, C{start}, C{media}, C{dtmf},
+    C{stop}, and C{mark}s echoed at playback pace;
   - inbound calls (L{FakeTwilio.inbound_call}).
 
 Every action a test takes returns a Deferred that fires once the fake has
@@ -37,39 +38,40 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
 import attrs
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twilio.request_validator import RequestValidator
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, wrapClientTLS
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from tests.fakes.media_stream import (
+    ULAW_8K,
+    AppMessage,
+    FakeProviderError,
+    MediaStreamClient,
+    StreamProtocolError,
+    Waiters,
+    decode_payload,
+)
+
 API_VERSION = "2010-04-01"
 REAL_API_ROOT = "https://api.twilio.com"
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
-FRAME_BYTES = 160
-ULAW_SILENCE = b"\xff"
-BYTES_PER_SECOND = 8000
 MAX_TWIML_CHARS = 4000
 
 log = Logger()
 
 
-class FakeTwilioError(Exception):
+class FakeTwilioError(FakeProviderError):
     """A test asked the fake for something Twilio could not do in the call's state."""
 
 
 class CallEnded(Exception):
     """The call ended (and went quiet) before what a test waited for happened."""
-
-
-class StreamClosed(Exception):
-    """The media stream closed before what a test waited for arrived."""
 
 
 def new_sid(prefix: str) -> str:
@@ -105,65 +107,6 @@ def _plain(url: str, scheme: str) -> str:
     """C{url} with its scheme replaced (same host, port, path and query)."""
     parts = urlsplit(url)
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
-
-
-class _Waiters:
-    """
-    Deferreds waiting for a condition, re-checked whenever the owner says it changed.
-
-    A check returns C{None} while the condition does not hold, else the value
-    the Deferred fires with.  After L{close}, waits that do not already hold
-    fail with the given error instead of waiting forever.
-    """
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[Callable[[], Any], Deferred, bool]] = []
-        self._error: Exception | None = None
-
-    def wait(self, check: Callable[[], Any], persistent: bool = False) -> Deferred:
-        """
-        A Deferred firing with C{check()} once that is not C{None}; a
-        C{persistent} wait keeps waiting after L{close}.
-        """
-
-        def cancel(d: Deferred) -> None:
-            self._pending = [p for p in self._pending if p[1] is not d]
-
-        d: Deferred = Deferred(cancel)
-        value = check()
-        if value is not None:
-            d.callback(value)
-        elif self._error is not None and not persistent:
-            d.errback(self._error)
-        else:
-            self._pending.append((check, d, persistent))
-        return d
-
-    def changed(self) -> None:
-        """Fire every wait whose condition now holds."""
-        ready, still = [], []
-        for check, d, persistent in self._pending:
-            value = check()
-            if value is None:
-                still.append((check, d, persistent))
-            else:
-                ready.append((d, value))
-        self._pending = still
-        for d, value in ready:
-            d.callback(value)
-
-    def reopen(self) -> None:
-        """Let unmet waits wait again (the owner became busy after L{close})."""
-        self._error = None
-
-    def close(self, error: Exception) -> None:
-        """Fire what holds now; fail the rest, and later unmet waits, with C{error}."""
-        self.changed()
-        self._error = error
-        failing = [d for _, d, persistent in self._pending if not persistent]
-        self._pending = [p for p in self._pending if p[2]]
-        for d in failing:
-            d.errback(error)
 
 
 class Verb(NamedTuple):
@@ -312,7 +255,7 @@ class FakeTwilio:
         self._failures: dict[str, deque[_Failure]] = {
             operation: deque() for operation in ("create", "update", "fetch")
         }
-        self._waiters = _Waiters()
+        self._waiters = Waiters()
         self._timers: set[Any] = set()
         self._port: Any = None
         self._pool: Any = None
@@ -827,7 +770,7 @@ class FakeCall:
         self._sequence = 0
         self._ring_timer: Any = None
         self._progress = DeferredLock()
-        self._waiters = _Waiters()
+        self._waiters = Waiters()
 
     def __repr__(self) -> str:
         return f"<FakeCall {self.sid} {self.direction} {self.to} {self.status}>"
@@ -1118,7 +1061,7 @@ class FakeCall:
         self._cancel_ring_timer()
         self._abandon()
         for stream in self.streams:
-            stream._close_by_twilio()
+            stream._close_by_provider()
         return True
 
     def _cancel_ring_timer(self) -> None:
@@ -1130,7 +1073,7 @@ class FakeCall:
         """A REST update with new TwiML: stop what runs (streams get C{stop}), run it."""
         self._abandon()
         for stream in self.streams:
-            stream._close_by_twilio()
+            stream._close_by_provider()
         gen = self._gen
         if url:
             self._spawn_soon(self._fetch_and_run, gen, "update", url, method, [])
@@ -1433,30 +1376,111 @@ class FakeCall:
         return stream
 
 
-class _StreamClientProtocol(WebSocketClientProtocol):
-    """Twilio's end of a Media Streams WebSocket; hands everything to its L{MediaStream}."""
+class TwilioDialect:
+    """Twilio's Media Streams messages (C{providers.md} section 1.7)."""
 
-    def onOpen(self) -> None:
-        self.factory.stream._on_open(self)
+    provider = "twilio"
+    audio = ULAW_8K
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.stream._on_message(payload, isBinary)
+    def opening(self, stream: MediaStream) -> list[dict[str, Any]]:
+        """C{connected}, then C{start} with the call, tracks and C{<Parameter>}s."""
+        return [
+            {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+            {
+                "event": "start",
+                "sequenceNumber": str(stream.next_seq()),
+                "start": {
+                    "accountSid": stream.call.account_sid,
+                    "streamSid": stream.sid,
+                    "callSid": stream.call.sid,
+                    "tracks": list(stream.tracks),
+                    "customParameters": dict(stream.parameters),
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+                "streamSid": stream.sid,
+            },
+        ]
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.factory.stream._on_close(wasClean, code, reason)
+    def media(
+        self, stream: MediaStream, frame: bytes, chunk: int, timestamp: int
+    ) -> dict[str, Any]:
+        """One inbound-track frame, numbered and timed as strings."""
+        return {
+            "event": "media",
+            "sequenceNumber": str(stream.next_seq()),
+            "media": {
+                "track": "inbound",
+                "chunk": str(chunk),
+                "timestamp": str(timestamp),
+                "payload": base64.b64encode(frame).decode("ascii"),
+            },
+            "streamSid": stream.sid,
+        }
+
+    def dtmf(self, stream: MediaStream, digit: str) -> dict[str, Any]:
+        """A key press on the inbound track."""
+        return {
+            "event": "dtmf",
+            "streamSid": stream.sid,
+            "sequenceNumber": str(stream.next_seq()),
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+
+    def mark_echo(self, stream: MediaStream, name: str) -> dict[str, Any]:
+        """The app's mark, sent back once played."""
+        return {
+            "event": "mark",
+            "sequenceNumber": str(stream.next_seq()),
+            "streamSid": stream.sid,
+            "mark": {"name": name},
+        }
+
+    def cleared(self, stream: MediaStream) -> None:
+        """Twilio does not answer a clear."""
+        return None
+
+    def stop(self, stream: MediaStream) -> dict[str, Any]:
+        """The C{stop} message before Twilio closes the socket."""
+        return {
+            "event": "stop",
+            "sequenceNumber": str(stream.next_seq()),
+            "streamSid": stream.sid,
+            "stop": {"accountSid": stream.call.account_sid, "callSid": stream.call.sid},
+        }
+
+    def parse(self, stream: MediaStream, message: Any) -> AppMessage:
+        """C{media}, C{mark} or C{clear}, each naming the stream's C{streamSid}."""
+        event = message.get("event") if isinstance(message, dict) else None
+        if event not in ("media", "mark", "clear"):
+            raise StreamProtocolError(f"unknown event: {json.dumps(message)[:80]!r}")
+        if message.get("streamSid") != stream.sid:
+            raise StreamProtocolError(
+                f"{event} for streamSid {message.get('streamSid')!r}, not {stream.sid}"
+            )
+        if event == "media":
+            try:
+                return AppMessage("media", audio=decode_payload(message["media"]["payload"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise StreamProtocolError(f"bad media payload: {e!r}") from None
+        if event == "mark":
+            try:
+                return AppMessage("mark", name=message["mark"]["name"])
+            except (KeyError, TypeError):
+                raise StreamProtocolError(f"mark without a name: {message!r}") from None
+        return AppMessage("clear")
 
 
-class MediaStream:
+class MediaStream(MediaStreamClient):
     """
     One Media Streams WebSocket from the fake to the app, Twilio's side of it.
 
-    Readable state: C{state} ("connecting", "open", "closed"), C{sent} (messages
-    the fake sent), C{received} (C{(time, message)} from the app), C{frames}
-    (C{(arrival time, mu-law bytes)} of the app's C{media}), C{marks_received},
-    C{marks_echoed} (C{(time, name)}), C{clears} (C{(time, unplayed bytes dropped)}),
-    C{errors} (protocol mistakes by the app), C{closed_by} ("twilio", "app",
-    "dropped", "lost" or "failed") and C{close_code}.
+    Everything the shared L{MediaStreamClient} records and waits for, plus
+    Twilio's rules: C{wss://} only, the query string dropped, the upgrade
+    signed with C{X-Twilio-Signature}, C{dtmf} only on bidirectional streams,
+    stream status callbacks, and C{closed_by} "twilio" when Twilio ends it.
     """
+
+    usage_error = FakeTwilioError
 
     def __init__(
         self,
@@ -1470,157 +1494,41 @@ class MediaStream:
         status_callback: str | None = None,
         status_callback_method: str = "POST",
     ) -> None:
+        fake = call.fake
+        super().__init__(
+            TWILIO_DIALECT,
+            url,
+            clock=fake.clock,
+            reactor=fake.reactor,
+            call_later=fake._call_later,
+            bidirectional=bidirectional,
+            sid=new_sid("MZ"),
+        )
         self.call = call
-        self.fake = call.fake
-        self.sid = new_sid("MZ")
-        self.url = url
+        self.fake = fake
         self.parameters = parameters
         self.tracks = tracks
-        self.bidirectional = bidirectional
         self.name = name
         self.status_callback = status_callback
         self.status_callback_method = status_callback_method
-        self.state = "connecting"
-        self.closed_by: str | None = None
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        self.started_at: float | None = None
-        self.sent: list[dict[str, Any]] = []
-        self.received: list[tuple[float, dict[str, Any]]] = []
-        self.frames: list[tuple[float, bytes]] = []
-        self.marks_received: list[tuple[float, str]] = []
-        self.marks_echoed: list[tuple[float, str]] = []
-        self.clears: list[tuple[float, int]] = []
-        self.errors: list[str] = []
-        #: Headers the fake sent with the WebSocket upgrade.
-        self.upgrade_headers: dict[str, str] = {}
-        self._protocol: _StreamClientProtocol | None = None
-        self._connecting: Deferred | None = None
-        self._opened: Deferred = Deferred()
-        self._seq = 0
-        self._chunk = 0
-        self._last_timestamp: int | None = None
-        self._play_end = 0.0
-        self._pending_marks: list[tuple[float, str]] = []
-        self._mark_timer: Any = None
-        self._pacing: Deferred | None = None
-        self._send_lock = DeferredLock()
-        self._twilio_closing = False
-        self._dropping = False
-        self._waiters = _Waiters()
-
-    def __repr__(self) -> str:
-        return f"<MediaStream {self.sid} {self.url} {self.state}>"
-
-    # -- what tests read ------------------------------------------------------
-
-    @property
-    def outbound_audio(self) -> bytes:
-        """All mu-law audio the app sent, concatenated."""
-        return b"".join(data for _, data in self.frames)
-
-    @property
-    def start_message(self) -> dict[str, Any] | None:
-        """The C{start} message the fake sent."""
-        return next((m for m in self.sent if m.get("event") == "start"), None)
 
     @property
     def custom_parameters(self) -> dict[str, str]:
         """The C{<Parameter>}s, as sent in C{start.customParameters}."""
         return dict(self.parameters)
 
-    def messages(self, event: str) -> list[dict[str, Any]]:
-        """The messages of type C{event} the app sent."""
-        return [m for _, m in self.received if m.get("event") == event]
-
-    def when_audio(self, nbytes: int) -> Deferred:
-        """Fires with all outbound audio once at least C{nbytes} of it arrived."""
-        return self._waiters.wait(
-            lambda: self.outbound_audio if sum(len(d) for _, d in self.frames) >= nbytes else None
-        )
-
-    def when_frames(self, count: int) -> Deferred:
-        """Fires with the C{(time, bytes)} frames once C{count} media messages arrived."""
-        return self._waiters.wait(lambda: list(self.frames) if len(self.frames) >= count else None)
-
-    def when_mark(self, name: str) -> Deferred:
-        """Fires with the arrival time of the app's mark called C{name}."""
-        return self._waiters.wait(lambda: _time_of(self.marks_received, name))
-
-    def when_mark_echoed(self, name: str) -> Deferred:
-        """Fires with the time the fake echoed the mark called C{name}."""
-        return self._waiters.wait(lambda: _time_of(self.marks_echoed, name))
-
-    def when_clear(self, count: int = 1) -> Deferred:
-        """Fires with the C{count}th C{(time, dropped bytes)} clear."""
-        return self._waiters.wait(
-            lambda: self.clears[count - 1] if len(self.clears) >= count else None
-        )
-
-    def when_message(self, event: str, count: int = 1) -> Deferred:
-        """Fires with the C{count}th message of type C{event} from the app."""
-
-        def check() -> dict[str, Any] | None:
-            found = self.messages(event)
-            return found[count - 1] if len(found) >= count else None
-
-        return self._waiters.wait(check)
-
-    def when_closed(self) -> Deferred:
-        """Fires with C{closed_by} once the WebSocket is closed."""
-        return self._waiters.wait(
-            lambda: self.closed_by if self.state == "closed" else None, persistent=True
-        )
-
-    # -- what tests do (as the caller / Twilio) -------------------------------
-
-    def send_audio(self, ulaw: bytes, *, realtime: bool = False) -> Deferred:
-        """
-        The caller speaks: send C{ulaw} as 160-byte C{media} frames (the last one
-        padded with mu-law silence), all at once or one per 20 ms of C{clock}.
-        Fires with the number of bytes sent.
-        """
-        self._expect_open("send_audio")
-        return Deferred.fromCoroutine(self._send_audio(ulaw, realtime))
-
     def send_dtmf(self, digit: str) -> None:
         """The caller presses a key (bidirectional streams only, as on Twilio)."""
         self._expect_open("send_dtmf")
         if not self.bidirectional:
             raise FakeTwilioError("Twilio sends dtmf only on <Connect><Stream>")
-        self._send(
-            {
-                "event": "dtmf",
-                "streamSid": self.sid,
-                "sequenceNumber": self._next_seq(),
-                "dtmf": {"track": "inbound_track", "digit": digit},
-            }
-        )
-
-    def send_message(self, message: dict[str, Any]) -> None:
-        """Send any JSON message as is (for protocol edge cases)."""
-        self._expect_open("send_message")
-        self._send(message)
+        super().send_dtmf(digit)
 
     def send_stop(self) -> Deferred:
         """Twilio stops the stream: C{stop}, then a clean close; the TwiML moves on."""
-        self._expect_open("send_stop")
-        self._close_by_twilio()
-        return self.when_closed()
+        return super().send_stop()
 
-    def drop(self) -> Deferred:
-        """Cut the connection without C{stop} or a close handshake."""
-        if self.state == "closed":
-            return self.when_closed()
-        self._dropping = True
-        self._abort()
-        return self.when_closed()
-
-    # -- internals: connecting ------------------------------------------------
-
-    def _expect_open(self, what: str) -> None:
-        if self.state != "open":
-            raise FakeTwilioError(f"{what}() on a {self.state} stream {self.sid}")
+    # -- Twilio around the socket ---------------------------------------------
 
     async def _connect(self) -> None:
         parts = urlsplit(self.url)
@@ -1632,120 +1540,30 @@ class MediaStream:
         signed = urlunsplit(("wss", parts.netloc, parts.path or "/", "", ""))
         scheme = "ws" if self.fake.insecure_ws else "wss"
         headers = self.fake._signature_header(signed, {})
-        self.upgrade_headers = dict(headers)
-        factory = WebSocketClientFactory(
-            urlunsplit((scheme, parts.netloc, parts.path or "/", "", "")),
-            headers=headers,
-            useragent="Twilio.TmeWs/1.0",
-        )
-        factory.protocol = _StreamClientProtocol
-        factory.stream = self
-        factory.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2)
-        port = parts.port or 443
-        endpoint: Any = HostnameEndpoint(self.fake.reactor, parts.hostname, port)
-        if not self.fake.insecure_ws:
-            endpoint = wrapClientTLS(optionsForClientTLS(parts.hostname), endpoint)
-        self._connecting = endpoint.connect(factory)
-        try:
-            self._protocol = await self._connecting
-        except Exception as e:
-            if self._twilio_closing or self._dropping:
-                self._on_close(False, None, "Twilio gave up connecting")
-            else:
-                self._failed(f"31920 Stream - WebSocket - Connection failed: {e!r}")
-            return
-        finally:
-            self._connecting = None
-        await self._opened
+        target = urlunsplit((scheme, parts.netloc, parts.path or "/", "", ""))
+        await self._dial(target, headers, useragent="Twilio.TmeWs/1.0")
 
-    def _abort(self) -> None:
-        """Cut the TCP connection, or give up connecting."""
-        if self._protocol is not None:
-            self._protocol.dropConnection(abort=True)
-        elif self._connecting is not None:
-            self._connecting.cancel()
-
-    def _failed(self, error: str) -> None:
+    def _record_error(self, error: str) -> None:
         self.errors.append(error)
         self.call.errors.append(error)
-        self.state = "closed"
-        self.closed_by = "failed"
-        if not self._opened.called:
-            self._opened.callback(None)
-        self._waiters.close(StreamClosed(error))
-        self._stream_status("stream-error", error)
 
-    def _on_open(self, protocol: _StreamClientProtocol) -> None:
-        self._protocol = protocol
-        self.state = "open"
-        self.started_at = self.fake.clock.seconds()
-        self._play_end = self.started_at
-        self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        self._send(
-            {
-                "event": "start",
-                "sequenceNumber": self._next_seq(),
-                "start": {
-                    "accountSid": self.call.account_sid,
-                    "streamSid": self.sid,
-                    "callSid": self.call.sid,
-                    "tracks": list(self.tracks),
-                    "customParameters": dict(self.parameters),
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
-                "streamSid": self.sid,
-            }
-        )
+    def _describe_connect_failure(self, error: Exception) -> str:
+        return f"31920 Stream - WebSocket - Connection failed: {error!r}"
+
+    def _describe_handshake_failure(self, reason: str | None) -> str:
+        return f"31920 Stream - WebSocket - Handshake Error: {reason}"
+
+    def _started(self) -> None:
         self._stream_status("stream-started")
-        self._opened.callback(None)
-        self._waiters.changed()
+
+    def _opened_hook(self) -> None:
         self.call._changed()
 
-    def _on_close(self, was_clean: bool, code: int | None, reason: str | None) -> None:
-        if self.state == "closed":
-            return
-        opened = self.state == "open"
-        self.state = "closed"
-        self.close_code = code
-        self.close_reason = reason
-        if self._twilio_closing:
-            self.closed_by = "twilio"
-        elif self._dropping:
-            self.closed_by = "dropped"
-        elif not opened:
-            self.closed_by = "failed"
-        else:
-            self.closed_by = "app" if was_clean else "lost"
-        self._cancel_timers()
-        if not opened and not (self._twilio_closing or self._dropping):
-            error = f"31920 Stream - WebSocket - Handshake Error: {reason}"
-            self.errors.append(error)
-            self.call.errors.append(error)
-            self._stream_status("stream-error", error)
-        elif opened:
-            self._stream_status("stream-stopped")
-        if not self._opened.called:
-            self._opened.callback(None)
-        self._waiters.close(StreamClosed(f"stream {self.sid} closed by {self.closed_by}"))
+    def _stopped(self) -> None:
+        self._stream_status("stream-stopped")
 
-    def _close_by_twilio(self) -> None:
-        """Twilio ends the stream: C{stop}, then a close handshake."""
-        if self.state == "closed" or self._twilio_closing:
-            return
-        self._twilio_closing = True
-        if self.state == "connecting":
-            self._abort()
-            return
-        self._send(
-            {
-                "event": "stop",
-                "sequenceNumber": self._next_seq(),
-                "streamSid": self.sid,
-                "stop": {"accountSid": self.call.account_sid, "callSid": self.call.sid},
-            }
-        )
-        self._cancel_timers()
-        self._protocol.sendClose(1000)
+    def _failed_hook(self, error: str) -> None:
+        self._stream_status("stream-error", error)
 
     def _stream_status(self, event: str, error: str | None = None) -> None:
         if not self.status_callback:
@@ -1770,162 +1588,8 @@ class MediaStream:
             )
         )
 
-    # -- internals: sending ---------------------------------------------------
 
-    def _next_seq(self) -> str:
-        self._seq += 1
-        return str(self._seq)
-
-    def _send(self, message: dict[str, Any]) -> None:
-        if self._protocol is None or self.state != "open":
-            return
-        self.sent.append(message)
-        self._protocol.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
-
-    async def _send_audio(self, ulaw: bytes, realtime: bool) -> int:
-        await self._send_lock.acquire()
-        try:
-            clock = self.fake.clock
-            t0 = clock.seconds()
-            sent = 0
-            for i in range(0, len(ulaw), FRAME_BYTES):
-                if self.state != "open":
-                    break
-                if realtime and i:
-                    delay = t0 + (i // FRAME_BYTES) * FRAME_BYTES / BYTES_PER_SECOND
-                    delay -= clock.seconds()
-                    if delay > 0:
-                        self._pacing = task.deferLater(clock, delay)
-                        try:
-                            await self._pacing
-                        except CancelledError:
-                            break
-                        finally:
-                            self._pacing = None
-                frame = ulaw[i : i + FRAME_BYTES].ljust(FRAME_BYTES, ULAW_SILENCE)
-                self._send_media(frame)
-                sent += len(frame)
-            return sent
-        finally:
-            self._send_lock.release()
-
-    def _send_media(self, frame: bytes) -> None:
-        self._chunk += 1
-        elapsed = round((self.fake.clock.seconds() - (self.started_at or 0.0)) * 1000)
-        if self._last_timestamp is not None:
-            elapsed = max(elapsed, self._last_timestamp + 20)
-        self._last_timestamp = elapsed
-        self._send(
-            {
-                "event": "media",
-                "sequenceNumber": self._next_seq(),
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(self._chunk),
-                    "timestamp": str(elapsed),
-                    "payload": base64.b64encode(frame).decode("ascii"),
-                },
-                "streamSid": self.sid,
-            }
-        )
-
-    # -- internals: what the app sends ----------------------------------------
-
-    def _on_message(self, payload: bytes, is_binary: bool) -> None:
-        now = self.fake.clock.seconds()
-        if is_binary:
-            self.errors.append("binary frame (Twilio expects JSON text)")
-            return
-        try:
-            message = json.loads(payload)
-        except ValueError:
-            self.errors.append(f"not JSON: {payload[:80]!r}")
-            return
-        self.received.append((now, message))
-        event = message.get("event") if isinstance(message, dict) else None
-        if event not in ("media", "mark", "clear"):
-            self.errors.append(f"unknown event: {payload[:80]!r}")
-        elif message.get("streamSid") != self.sid:
-            self.errors.append(
-                f"{event} for streamSid {message.get('streamSid')!r}, not {self.sid}"
-            )
-        elif not self.bidirectional:
-            self.errors.append(f"{event} on a unidirectional <Start><Stream> is ignored")
-        elif event == "media":
-            self._on_media(now, message)
-        elif event == "mark":
-            self._on_mark(now, message)
-        else:
-            self._on_clear(now)
-        self._waiters.changed()
-
-    def _on_media(self, now: float, message: dict[str, Any]) -> None:
-        try:
-            data = base64.b64decode(message["media"]["payload"], validate=True)
-        except (KeyError, TypeError, ValueError) as e:
-            self.errors.append(f"bad media payload: {e!r}")
-            return
-        self.frames.append((now, data))
-        start = max(now, self._play_end)
-        self._play_end = start + len(data) / BYTES_PER_SECOND
-
-    def _on_mark(self, now: float, message: dict[str, Any]) -> None:
-        try:
-            name = message["mark"]["name"]
-        except (KeyError, TypeError):
-            self.errors.append(f"mark without a name: {message!r}")
-            return
-        self.marks_received.append((now, name))
-        self._pending_marks.append((max(now, self._play_end), name))
-        self._marks_due()
-
-    def _on_clear(self, now: float) -> None:
-        dropped = max(0, round((self._play_end - now) * BYTES_PER_SECOND))
-        self._play_end = now
-        self.clears.append((now, dropped))
-        pending, self._pending_marks = self._pending_marks, []
-        for _, name in pending:
-            self._echo_mark(name)
-        self._arm_mark_timer()
-
-    def _marks_due(self) -> None:
-        now = self.fake.clock.seconds()
-        while self._pending_marks and self._pending_marks[0][0] <= now + 1e-9:
-            _, name = self._pending_marks.pop(0)
-            self._echo_mark(name)
-        self._arm_mark_timer()
-
-    def _arm_mark_timer(self) -> None:
-        if self._mark_timer is not None and self._mark_timer.active():
-            self._mark_timer.cancel()
-        self._mark_timer = None
-        if self._pending_marks and self.state == "open":
-            delay = max(0.0, self._pending_marks[0][0] - self.fake.clock.seconds())
-            self._mark_timer = self.fake._call_later(delay, self._mark_timer_fired)
-
-    def _mark_timer_fired(self) -> None:
-        self._mark_timer = None
-        self._marks_due()
-        self._waiters.changed()
-
-    def _echo_mark(self, name: str) -> None:
-        self.marks_echoed.append((self.fake.clock.seconds(), name))
-        self._send(
-            {
-                "event": "mark",
-                "sequenceNumber": self._next_seq(),
-                "streamSid": self.sid,
-                "mark": {"name": name},
-            }
-        )
-
-    def _cancel_timers(self) -> None:
-        if self._mark_timer is not None and self._mark_timer.active():
-            self._mark_timer.cancel()
-        self._mark_timer = None
-        self._pending_marks = []
-        if self._pacing is not None:
-            self._pacing.cancel()
+TWILIO_DIALECT = TwilioDialect()
 
 
 class _RestResource(Resource):
@@ -1975,10 +1639,6 @@ def _is_http_url(value: str) -> bool:
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _time_of(events: list[tuple[float, str]], name: str) -> float | None:
-    return next((when for when, n in events if n == name), None)
 
 
 def _ignore_result(f: Callable[[], Deferred]) -> Callable[[], None]:
