@@ -178,8 +178,7 @@ class SubscriptionTests(TestCase):
         transport = StringTransport()
         server.makeConnection(transport)
         server.subscribe()
-        subscription = server._subscription
-        subscription.pauseProducing()
+        transport.producer.pauseProducing()  # the kernel buffer is full: the client stopped reading
         for n in range(SUBSCRIBER_QUEUE):
             f.h.hub.publish(notices.Problem(at=n, what="test", message=str(n)))
         self.assertFalse(transport.disconnecting)
@@ -195,12 +194,12 @@ class SubscriptionTests(TestCase):
         transport = StringTransport()
         server.makeConnection(transport)
         server.subscribe()
-        server._subscription.pauseProducing()
+        transport.producer.pauseProducing()
         transport.clear()
         for n in range(5):
             f.h.hub.publish(notices.Problem(at=n, what="test", message=f"m{n}"))
         self.assertEqual(transport.value(), b"")
-        server._subscription.resumeProducing()
+        transport.producer.resumeProducing()
         self.assertEqual(transport.value().count(b"_command\x00\x05Event"), 5)
 
 

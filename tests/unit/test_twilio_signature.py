@@ -14,7 +14,8 @@ from treq.testing import StubTreq
 from twilio.request_validator import RequestValidator, add_port, remove_port
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -176,7 +177,7 @@ class CheckTests(TestCase):
 class WebhookRig:
     """The Twilio webhook as the daemon mounts it, in memory, on a Clock."""
 
-    def __init__(self, public_url: str | None, token: str = DOC_TOKEN) -> None:
+    def __init__(self, test: TestCase, public_url: str | None, token: str = DOC_TOKEN) -> None:
         config: dict[str, Any] = {
             "provider": "twilio",
             "fromNumber": "+15550001111",
@@ -196,8 +197,7 @@ class WebhookRig:
         self.events: list[ev.CallEvent] = []
         self.provider.start(self._sink, CallBook())
         self.root = build_root(self.provider.web_resources())
-        self.logged: list[dict[str, Any]] = []
-        self.provider._webhook.log = Logger(observer=self.logged.append)
+        self.logged = EventLoggingObserver.createWithCleanup(test, globalLogPublisher)
         self.stub = StubTreq(self.root)
 
     def _sink(self, event: ev.CallEvent) -> Deferred:
@@ -232,7 +232,7 @@ class WebhookSignatureTests(TestCase):
     """Which signed URLs the webhook accepts, and what a refusal says."""
 
     def test_proxy_serving_the_published_example(self) -> None:
-        rig = WebhookRig(MYAPP)
+        rig = WebhookRig(self, MYAPP)
         response = rig.post(self, SERVED, DOC_PARAMS, DOC_SIGNATURE.decode())
         self.assertEqual(response.code, 200)
         self.assertEqual(rig.refusals(), [])
@@ -259,14 +259,14 @@ class WebhookSignatureTests(TestCase):
             (None, DIRECT, "http://203.0.113.5:3334/voice/webhook?x=2", False),
         ]
         for public_url, url, signed_url, accepted in table:
-            rig = WebhookRig(public_url)
+            rig = WebhookRig(self, public_url)
             params = {**DOC_PARAMS, "Signed": signed_url}
             response = rig.post(self, url, params, rig.sign(signed_url, params))
             self.assertEqual(response.code, 200 if accepted else 403, (url, signed_url))
             self.assertEqual(len(rig.refusals()), 0 if accepted else 1, (url, signed_url))
 
     def test_refusal_names_every_url_tried(self) -> None:
-        rig = WebhookRig(MYAPP)
+        rig = WebhookRig(self, MYAPP)
         tampered = {**DOC_PARAMS, "Digits": "9"}
         response = rig.post(self, SERVED, tampered, DOC_SIGNATURE.decode())
         self.assertEqual((response.code, response.text), (403, b"invalid signature\n"))
@@ -286,7 +286,7 @@ class WebhookSignatureTests(TestCase):
         self.assertEqual(rig.events, [])
 
     def test_missing_signature(self) -> None:
-        rig = WebhookRig(MYAPP)
+        rig = WebhookRig(self, MYAPP)
         response = rig.post(self, SERVED, DOC_PARAMS, None)
         self.assertEqual(response.code, 403)
         (event,) = rig.refusals()
@@ -294,7 +294,7 @@ class WebhookSignatureTests(TestCase):
         self.assertIn(DOC_URL, event["urls"])
 
     def test_a_password_in_public_url_is_not_logged(self) -> None:
-        rig = WebhookRig("https://twilio:s3cret@mycompany.com/myapp.php")
+        rig = WebhookRig(self, "https://twilio:s3cret@mycompany.com/myapp.php")
         rig.post(self, SERVED, DOC_PARAMS, "bad")
         (event,) = rig.refusals()
         text = event["log_format"].format(**event)
@@ -310,7 +310,7 @@ class StatusTests(TestCase):
     """Twilio's enumerated values are matched whatever their case."""
 
     def events_for(self, params: dict[str, str], url: str = STATUS_URL) -> tuple[int, list]:
-        rig = WebhookRig("https://voice.example.com/voice/webhook", token="status-token")
+        rig = WebhookRig(self, "https://voice.example.com/voice/webhook", token="status-token")
         params = {"CallSid": CALL_SID, "AccountSid": ACCOUNT, **params}
         response = rig.post(self, url, params, rig.sign(url, params))
         return response.code, rig.events
