@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 from autobahn.twisted.resource import WebSocketResource
@@ -23,13 +24,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 from telnyx.lib.webhook_verification import WebhookVerificationError, verify_webhook_signature
+from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
-from twisted.web.client import ResponseFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -441,6 +443,39 @@ class RestTests(FakeTelnyxTestCase):
         with self.assertRaises(ResponseFailed):
             await self.command(call, "hangup")
         self.assertTrue(call.is_alive)
+
+
+class LiveServerTests(FakeTelnyxTestCase):
+    """The REST API served on 127.0.0.1, as the product's treq client reaches it."""
+
+    async def test_listen_and_auto_answer(self) -> None:
+        """Over TCP: dial, the call answers on its own, a quoted-id hangup ends it."""
+        clock = Clock()
+        fake, app = await self.start(clock=clock, auto="answer", auto_delay=1.5)
+        base = await fake.listen()
+        self.assertEqual(fake.api_url, base + "/v2")
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        http = HTTPClient(Agent(reactor, pool=pool))
+        headers = {"Authorization": f"Bearer {fake.api_key}", "Content-Type": "application/json"}
+        body = {"connection_id": fake.connection_id, "to": TO, "from": FROM}
+        response = await http.post(
+            fake.api_url + "/calls", data=json.dumps(body).encode(), headers=headers
+        )
+        data = json.loads(await response.content())["data"]
+        self.assertEqual((response.code, data["is_alive"]), (200, False))
+        call = fake.call(data["call_control_id"])
+        self.assertEqual(call.webhook_url, app.hook_url)  # the application's URL
+        clock.advance(1.5)
+        self.assertEqual(await call.when_state("answered"), "answered")
+        await call.when_settled()
+        quoted = quote(call.call_control_id, safe="")
+        response = await http.post(
+            f"{fake.api_url}/calls/{quoted}/actions/hangup", data=b"{}", headers=headers
+        )
+        self.assertEqual(response.code, 200)
+        await response.content()
+        self.assertEqual(await call.when_ended(), "normal_clearing")
+        self.assertEqual(app.types(), ["call.initiated", "call.answered", "call.hangup"])
 
 
 class WebhookTests(FakeTelnyxTestCase):
