@@ -1200,6 +1200,15 @@ class FakeCall:
             return
         await self._run_document(gen, hook.response.decode("utf-8", "replace"), url)
 
+    def _move_on(
+        self, gen: int, kind: str, url: str, method: str, extra: list[tuple[str, str]]
+    ) -> None:
+        """
+        Control leaves this document for C{url}: fetch and run it as new call
+        work, so a long chain of actions and redirects does not nest deeper.
+        """
+        self._spawn(self._fetch_and_run(gen, kind, url, method, extra))
+
     async def _application_error(self) -> None:
         """Twilio says "an application error has occurred" and hangs up."""
         if self._finish("completed"):
@@ -1270,7 +1279,7 @@ class FakeCall:
             if target is None:
                 return await self._bad_url(f"<Redirect> to {text!r}")
             method = attributes.get("method", "POST")
-            await self._fetch_and_run(gen, "redirect", target, method, [])
+            self._move_on(gen, "redirect", target, method, [])
             return True
         if name == "Gather":
             return await self._run_gather(gen, element, url)
@@ -1321,7 +1330,7 @@ class FakeCall:
         if target is None:
             return await self._bad_url(f"<Gather action={action!r}>")
         method = attributes.get("method", "POST")
-        await self._fetch_and_run(gen, "action", target, method, params or [])
+        self._move_on(gen, "action", target, method, params or [])
         return True
 
     async def _run_connect(self, gen: int, element: ElementTree.Element, url: str | None) -> bool:
@@ -1345,7 +1354,7 @@ class FakeCall:
         target = self._resolve(url, action)
         if target is None:
             return await self._bad_url(f"<Connect action={action!r}>")
-        await self._fetch_and_run(gen, "action", target, attributes.get("method", "POST"), [])
+        self._move_on(gen, "action", target, attributes.get("method", "POST"), [])
         return True
 
     async def _open_stream(self, element: ElementTree.Element, bidirectional: bool) -> MediaStream:
