@@ -157,7 +157,7 @@ class WebhookStatusTable(TestCase):
         ]
         for value, kind, reason in rows:
             with self.subTest(status=value):
-                rig = WebhookRig("https://voice.example.com/voice/webhook")
+                rig = WebhookRig(self, "https://voice.example.com/voice/webhook")
                 params = {"CallSid": SID, "CallStatus": value}
                 response = rig.post(self, url, params, rig.sign(url, params))
                 self.assertEqual(response.code, 204, repr(value))
