@@ -172,13 +172,17 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.calls.registry:LiveRegistry": _plain("voicecalld.calls.registry:LiveRegistry"),
     "voicecalld.control.server:RemoteResponder": _remote_responder,
     "voicecalld.control.server:Subscription": _subscription,
-    "voicecalld.media.twilio_stream:TwilioMediaStream": _plain(
-        "voicecalld.media.twilio_stream:TwilioMediaStream"
-    ),
+    "voicecalld.media.stream:MediaStream": _plain("voicecalld.media.stream:MediaStream"),
     "voicecalld.providers.mock:MockProvider": _plain(
         "voicecalld.providers.mock:MockProvider", Clock
     ),
     "voicecalld.providers.twilio.provider:TwilioProvider": _twilio_provider,
+    "voicecalld.providers.twilio.codec:TwilioCodec": _plain(
+        "voicecalld.providers.twilio.codec:TwilioCodec"
+    ),
+    "voicecalld.providers.twilio.codec:TwilioEncoder": _plain(
+        "voicecalld.providers.twilio.codec:TwilioEncoder", lambda: "MZ1"
+    ),
     "voicecalld.providers.twilio.signature:TwilioSignature": _twilio_signature,
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
