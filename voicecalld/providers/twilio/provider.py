@@ -315,9 +315,18 @@ class TwilioProvider:
     def web_resources(self) -> dict[str, Any]:
         from autobahn.twisted.resource import WebSocketResource
 
-        from voicecalld.providers.twilio.webhook import TwilioWebhook
+        from voicecalld.providers.common.webhook import WebhookResource
+        from voicecalld.providers.twilio.dialect import TwilioDialect
+        from voicecalld.providers.twilio.signature import twilio_verifier
 
-        self._webhook = TwilioWebhook(self)
+        self._webhook = WebhookResource(
+            self.settings,
+            self.clock,
+            twilio_verifier(self.settings.twilio.auth_token.reveal()),
+            TwilioDialect(self),
+            self.emit,
+            public_url=self.known_public_url,
+        )
         resources: dict[str, Any] = {self.settings.serve.path: self._webhook}
         if self.settings.streaming.enabled:
             resources[self.settings.streaming.stream_path] = WebSocketResource(self.media.factory)
