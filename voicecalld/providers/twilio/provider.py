@@ -30,10 +30,11 @@ from voicecalld.errors import ProviderError
 from voicecalld.media.dtmf import dtmf_audio
 from voicecalld.media.pacing import DEFAULT_LEAD
 from voicecalld.media.session import MediaSessions, limits_from
+from voicecalld.providers.common.rest import RestError
 from voicecalld.providers.interface import ICallDirectory, IProvider
 from voicecalld.providers.twilio import twiml
 from voicecalld.providers.twilio.codec import TwilioCodec
-from voicecalld.providers.twilio.rest import TwilioRest, api_root
+from voicecalld.providers.twilio.rest import TwilioRest, api_root, create_params
 from voicecalld.values import events as ev
 from voicecalld.values.playback import CallStatus, Liveness, Playback
 from voicecalld.values.record import CONVERSATION, INBOUND, CallRecord
@@ -188,26 +189,16 @@ class TwilioProvider:
     async def place_call(self, record: CallRecord) -> str:
         self._track(record)
         ring = max(5, min(600, math.ceil(self.settings.ring_timeout_ms / 1000)))
-        params = [
-            ("To", record.to_number),
-            ("From", record.from_number),
-            ("Url", self.url(callId=record.call_id, type="answer")),
-            ("Method", "POST"),
-            ("StatusCallback", self.url(callId=record.call_id, type="status")),
-            ("StatusCallbackMethod", "POST"),
-            *[
-                ("StatusCallbackEvent", e)
-                for e in ("initiated", "ringing", "answered", "completed")
-            ],
-            *(
-                [("SendDigits", record.metadata["dtmfSequence"])]
-                if record.metadata.get("dtmfSequence")
-                else []
-            ),
-            ("Timeout", str(ring)),
+        params = create_params(
+            to=record.to_number,
+            from_=record.from_number,
+            answer_url=self.url(callId=record.call_id, type="answer"),
+            status_url=self.url(callId=record.call_id, type="status"),
+            ring_seconds=ring,
             # A backstop if voicecalld is gone when the call should end.
-            ("TimeLimit", str(self.settings.max_duration_seconds + 60)),
-        ]
+            time_limit=self.settings.max_duration_seconds + 60,
+            send_digits=record.metadata.get("dtmfSequence"),
+        )
         resource = await self.rest.create_call(params)
         sid = resource.get("sid")
         if not isinstance(sid, str) or not sid:
@@ -239,8 +230,8 @@ class TwilioProvider:
     async def _update_status(self, sid: str, status: str) -> None:
         try:
             await self.rest.update_call(sid, [("Status", status)])
-        except ProviderError as e:
-            if getattr(e, "status", None) != 404:
+        except RestError as e:
+            if not e.gone:
                 raise
 
     def speak(self, record: CallRecord, text: str) -> Deferred:
