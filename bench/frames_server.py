@@ -6,11 +6,12 @@ payload (base64) and answers each inbound media frame with one outbound media fr
 (json.dumps + base64).  The baseline of issue 5.
 
 C{voicecalld}: the daemon's own media path.  A real L{TwilioProvider} behind the daemon's
-L{GuardedSite} (its WebSocket resource, stream tokens, L{TwilioMediaStream}, one L{_Media} per
-call); inbound audio goes to a real L{OpenAIRealtimeSession} whose socket is a null object (it
-batches and base64-encodes appends exactly as on a call, and the append is dropped where autobahn
-would frame and write it); outbound, every stream speaks without pause through L{SpeechPlayer},
-L{FramePacer} and the shared L{PacingClock} from L{ToneTTS}, so it sends 50 frames a second too.
+L{GuardedSite} (its WebSocket resource, stream tokens, L{MediaStream} with the Twilio codec, one
+L{MediaSession} per call); inbound audio goes to a real L{OpenAIRealtimeSession} whose socket is
+a null object (it batches and base64-encodes appends exactly as on a call, and the append is
+dropped where autobahn would frame and write it); outbound, every stream speaks without pause
+through L{SpeechPlayer}, L{FramePacer} and the shared L{PacingClock} from L{ToneTTS}, so it
+sends 50 frames a second too.
 
 The process pins itself to a core, listens on 127.0.0.1, prints a C{ready} line (port, path and
 per-stream call SIDs and tokens), waits until every stream has started, lets C{--warmup} seconds
@@ -318,13 +319,13 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
         )
         records[record.call_id] = record
         provider.answer(record)
-        token = provider.tokens.issue(record.call_id, record.provider_call_id)
+        token = provider.media.tokens.issue(record.call_id, record.provider_call_id)
         credentials.append(
             {"callSid": record.provider_call_id, "callId": record.call_id, "token": token}
         )
 
     def media_sessions() -> list[Any]:
-        return [call.media for call in provider._calls.values() if call.media is not None]
+        return provider.media.sessions()
 
     def read_counts() -> dict[str, float]:
         sessions = media_sessions()

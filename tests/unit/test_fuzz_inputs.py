@@ -2,7 +2,7 @@
 Hypothesis against the media-stream and webhook parsers.
 
 Media: random JSON-ish and random byte messages, in random frames cut at
-random places, go to a L{TwilioMediaStream} of the real Twilio provider (on
+random places, go to a L{MediaStream} of the real Twilio provider (on
 a L{Clock}, over a C{StringTransport}), started and not started.  Nothing
 may raise; the socket either goes on or closes with a 1xxx code, and the
 socket counters and the call's media come back to rest.
@@ -40,7 +40,7 @@ from tests.fakes.provider import CallBook
 from tests.fakes.tts import ScriptedTTS
 from tests.unit.test_twilio import SID, TOKEN, Rig, ScriptedSTT
 from voicecalld.config import parse_config
-from voicecalld.media.twilio_stream import TwilioMediaStream
+from voicecalld.media.stream import MediaStream
 from voicecalld.providers.twilio.provider import TwilioProvider
 from voicecalld.values import events as ev
 from voicecalld.values.record import CallRecord
@@ -225,7 +225,7 @@ class MediaRig:
         )
         self.events: list[ev.CallEvent] = []
         self.provider.start(self._sink, CallBook({CALL_SID: CALL_ID}))
-        factory = self.provider.stream_factory
+        factory = self.provider.media.factory
         # No autobahn timers on the global reactor: these sockets are in memory.
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
         self.provider.answer(
@@ -248,18 +248,18 @@ class MediaRig:
 
     def token(self) -> str:
         """A fresh stream token for the live call."""
-        return self.provider.tokens.issue(CALL_ID, CALL_SID)
+        return self.provider.media.tokens.issue(CALL_ID, CALL_SID)
 
-    def open(self) -> TwilioMediaStream:
+    def open(self) -> MediaStream:
         """A socket that has done its WebSocket handshake and nothing else."""
         peer = IPv4Address("TCP", "198.51.100.7", 40000)
-        stream = self.provider.stream_factory.buildProtocol(peer)
+        stream = self.provider.media.factory.buildProtocol(peer)
         stream.makeConnection(StringTransport(peerAddress=peer))
         stream.dataReceived(HANDSHAKE)
         assert stream.state == stream.STATE_OPEN, stream.transport.value()
         return stream
 
-    def start(self, stream: TwilioMediaStream) -> None:
+    def start(self, stream: MediaStream) -> None:
         """Send the valid start of the live call on C{stream}."""
         message = {
             "event": "start",
@@ -270,7 +270,7 @@ class MediaRig:
         assert stream.handler is not None
 
     @contextmanager
-    def socket(self, test: TestCase, started: bool) -> Iterator[TwilioMediaStream]:
+    def socket(self, test: TestCase, started: bool) -> Iterator[MediaStream]:
         """
         A socket for one example; afterwards it is open or closed with a 1xxx
         code, and once it is gone everything is back at rest.
@@ -285,9 +285,9 @@ class MediaRig:
                 test.assertTrue(code is not None and 1000 <= code <= 1999, code)
         finally:
             stream.connectionLost(Failure(ConnectionDone()))
-        factory = self.provider.stream_factory
+        factory = self.provider.media.factory
         test.assertEqual((factory.open, factory.pending), (set(), {}))
-        test.assertIsNone(self.provider._calls[CALL_ID].media)
+        test.assertIsNone(self.provider.media.session(CALL_ID))
         kinds = [type(e).__name__ for e in self.events]
         test.assertEqual(kinds.count("MediaConnected"), kinds.count("MediaDisconnected"))
         test.assertNotIn("Failed", kinds)
@@ -309,8 +309,8 @@ class MediaParser(TestCase):
                     stream.dataReceived(chunk)
                 if stream.handler is not None:
                     # Only a start with the call's own token and CallSid gets in.
-                    self.assertIsNone(rig.provider.tokens.claim(token, CALL_SID))
-                    self.assertIs(rig.provider._calls[CALL_ID].media.socket, stream)
+                    self.assertIsNone(rig.provider.media.tokens.claim(token, CALL_SID))
+                    self.assertIs(rig.provider.media.session(CALL_ID).socket, stream)
 
         fuzz()
 

@@ -158,6 +158,18 @@ def _twilio_signature(test: TestCase) -> Any:
     return TwilioSignature("t", [("CallSid", "CA1")], b"signature")
 
 
+def _url_verifier(test: TestCase) -> Any:
+    from voicecalld.providers.twilio.signature import twilio_verifier
+
+    return twilio_verifier("t")
+
+
+def _twilio_dialect(test: TestCase) -> Any:
+    from voicecalld.providers.twilio.dialect import TwilioDialect
+
+    return TwilioDialect(_twilio_provider(test))
+
+
 def _plain(name: str, *args: Callable[[], Any]) -> Callable[[TestCase], Any]:
     """A builder for C{module:Class} called with C{args} (each made fresh)."""
     module, cls = name.split(":")
@@ -172,13 +184,19 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.calls.registry:LiveRegistry": _plain("voicecalld.calls.registry:LiveRegistry"),
     "voicecalld.control.server:RemoteResponder": _remote_responder,
     "voicecalld.control.server:Subscription": _subscription,
-    "voicecalld.media.twilio_stream:TwilioMediaStream": _plain(
-        "voicecalld.media.twilio_stream:TwilioMediaStream"
-    ),
+    "voicecalld.media.stream:MediaStream": _plain("voicecalld.media.stream:MediaStream"),
+    "voicecalld.providers.common.verify:UrlSignatureVerifier": _url_verifier,
     "voicecalld.providers.mock:MockProvider": _plain(
         "voicecalld.providers.mock:MockProvider", Clock
     ),
     "voicecalld.providers.twilio.provider:TwilioProvider": _twilio_provider,
+    "voicecalld.providers.twilio.codec:TwilioCodec": _plain(
+        "voicecalld.providers.twilio.codec:TwilioCodec"
+    ),
+    "voicecalld.providers.twilio.codec:TwilioEncoder": _plain(
+        "voicecalld.providers.twilio.codec:TwilioEncoder", lambda: "MZ1"
+    ),
+    "voicecalld.providers.twilio.dialect:TwilioDialect": _twilio_dialect,
     "voicecalld.providers.twilio.signature:TwilioSignature": _twilio_signature,
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,

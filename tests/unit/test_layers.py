@@ -2,10 +2,11 @@
 The import contract: which package may import which, read from the source.
 
 Values import nothing of ours; a provider package imports only values, the
-provider-neutral layer and its own files; the call core knows providers and
-stores only by their interfaces; the CLI imports only the control client and
-its own rendering at start (C{check-config} alone reads the config, lazily);
-and no two packages import each other.
+provider-neutral layer (providers.common among it) and its own files; the
+call core knows providers and stores only by their interfaces; the CLI
+imports only the control client and its own rendering at start
+(C{check-config} alone reads the config, lazily); and no two packages
+import each other.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PROVIDER_NEUTRAL = (
     "voicecalld.web",
     "voicecalld.voice",
     "voicecalld.providers.interface",
+    "voicecalld.providers.common",
 )
 
 

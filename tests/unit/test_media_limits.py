@@ -40,8 +40,9 @@ from tests.waiting import wait_for
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
 from voicecalld.config import parse_config
+from voicecalld.media.stream import MediaStream, MediaStreamFactory, StreamLimits, StreamStart
 from voicecalld.media.tokens import TOKEN_LIFETIME, StreamTokens
-from voicecalld.media.twilio_stream import StreamLimits, TwilioMediaStream, TwilioStreamFactory
+from voicecalld.providers.twilio.codec import TwilioCodec
 from voicecalld.providers.twilio.provider import TwilioProvider
 from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
 from voicecalld.values.states import CallState
@@ -176,7 +177,7 @@ class Wire:
 class Recorder:
     """A started stream's handler: records what arrives and answers dtmf with a mark."""
 
-    def __init__(self, stream: TwilioMediaStream) -> None:
+    def __init__(self, stream: MediaStream) -> None:
         self.stream = stream
         self.audio = bytearray()
         self.dtmf_digits: list[str] = []
@@ -197,7 +198,7 @@ class Recorder:
         self.stops.append(reason)
 
 
-class CountingStream(TwilioMediaStream):
+class CountingStream(MediaStream):
     """Our stream protocol, counting the messages it was given (to know it has seen them)."""
 
     seen = 0
@@ -217,7 +218,9 @@ class StreamServer:
     def __init__(self, test: TestCase, limits: StreamLimits | None = None) -> None:
         self.test = test
         self.clock = Clock()
-        self.factory = TwilioStreamFactory(self.clock, limits or StreamLimits(), self.on_start)
+        self.factory = MediaStreamFactory(
+            self.clock, limits or StreamLimits(), self.on_start, TwilioCodec()
+        )
         self.factory.protocol = CountingStream
         self.handlers: list[Recorder] = []
         self.used: set[str] = set()
@@ -227,8 +230,8 @@ class StreamServer:
         self.clients: list[StreamClient] = []
         test.addCleanup(self.close_all)
 
-    def on_start(self, stream: TwilioMediaStream, start: dict[str, Any]) -> Any:
-        token = (start.get("customParameters") or {}).get("token")
+    def on_start(self, stream: MediaStream, start: StreamStart) -> Any:
+        token = start.parameters.get("token")
         if not isinstance(token, str) or not token.startswith("good") or token in self.used:
             return "Unknown call"
         self.used.add(token)
@@ -423,7 +426,7 @@ class MemoryRig:
         # Let each close handshake finish before the fake drops what is left:
         # autobahn keeps its close-handshake timer (on the global reactor) if
         # the peer drops instead of answering.
-        self.until(lambda: not self.provider.stream_factory.open, limit=5)
+        self.until(lambda: not self.provider.media.factory.open, limit=5)
         stopping = self.fake.stop()
         self.run(stopping, limit=5)
 
@@ -509,7 +512,7 @@ class StartTokens(TestCase):
         self.assertEqual(rig.manager.live_calls()[0].state, CallState.LISTENING)
         self.assertEqual(len(rig.notices), notices)
         self.assertIsNone(stream.closed_by)
-        self.assertEqual(rig.provider.stream_factory.pending, {})
+        self.assertEqual(rig.provider.media.factory.pending, {})
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def assert_call_still_speaks(self, rig, record, stream, turn):
@@ -539,7 +542,7 @@ class StartTokens(TestCase):
     def test_expired_token(self):
         rig, record, stream = self.live_call()
         clock = Clock()
-        tokens = rig.provider.tokens = StreamTokens(clock)
+        tokens = rig.provider.media.tokens = StreamTokens(clock)
         token = tokens.issue(record.call_id, record.provider_call_id)
         clock.advance(TOKEN_LIFETIME - 1)
         fresh = tokens.issue(record.call_id, record.provider_call_id)
@@ -551,7 +554,7 @@ class StartTokens(TestCase):
 
     def test_token_of_another_call_sid(self):
         rig, record, stream = self.live_call()
-        token = rig.provider.tokens.issue(record.call_id, record.provider_call_id)
+        token = rig.provider.media.tokens.issue(record.call_id, record.provider_call_id)
         self.assert_refused(rig, record, stream, start_message(token, OTHER_SID))
         # The token was spent by the attempt: its own call cannot use it now.
         self.assert_refused(rig, record, stream, start_message(token, record.provider_call_id))
@@ -559,7 +562,7 @@ class StartTokens(TestCase):
 
     def test_token_of_the_wrong_type(self):
         rig, record, stream = self.live_call()
-        token = rig.provider.tokens.issue(record.call_id, record.provider_call_id)
+        token = rig.provider.media.tokens.issue(record.call_id, record.provider_call_id)
         for wrong in ([token], {"token": token}, 7):
             self.assert_refused(
                 rig,
@@ -573,14 +576,14 @@ class StartTokens(TestCase):
 
     def test_a_start_pipelined_after_a_refused_one_is_ignored(self):
         rig, record, stream = self.live_call()
-        token = rig.provider.tokens.issue(record.call_id, record.provider_call_id)
+        token = rig.provider.media.tokens.issue(record.call_id, record.provider_call_id)
         client = rig.client()
         client.send_json(start_message("made-up", record.provider_call_id))
         client.send_json(start_message(token, record.provider_call_id))
         self.assertEqual(rig.closed(client), (1008, "Unknown call"))
         self.assertIsNone(stream.closed_by)
         # The good token was never presented to the provider, so it is still unspent.
-        self.assertIsNotNone(rig.provider.tokens.claim(token, record.provider_call_id))
+        self.assertIsNotNone(rig.provider.media.tokens.claim(token, record.provider_call_id))
         self.assert_call_still_speaks(rig, record, stream, 2)
 
 
@@ -790,10 +793,10 @@ class Backpressure(TestCase):
     def test_a_stalled_reader_ends_the_call(self):
         cap = 16 * 1024
         rig = MemoryRig(self, {})
-        factory = rig.provider.stream_factory
+        factory = rig.provider.media.factory
         factory.limits = evolve(factory.limits, max_send_backlog=cap)
         # Send audio as fast as the TTS makes it (no 60 ms lead), so the test is quick.
-        rig.provider.frame_lead = 3600.0
+        rig.provider.media.frame_lead = 3600.0
         record = rig.initiate("Hi.", "conversation")
         call = rig.run(rig.fake.when_call(0))
         rig.run(call.answer())
@@ -889,11 +892,11 @@ class RealStreamServer:
 
     def __init__(self, test: TestCase, limits: StreamLimits) -> None:
         self.test = test
-        self.factory = TwilioStreamFactory(reactor, limits, self.on_start)
+        self.factory = MediaStreamFactory(reactor, limits, self.on_start, TwilioCodec())
         self.handlers: list[Recorder] = []
         self.clients: list[StreamClient] = []
 
-    def on_start(self, stream: TwilioMediaStream, start: dict[str, Any]) -> Any:
+    def on_start(self, stream: MediaStream, start: StreamStart) -> Any:
         handler = Recorder(stream)
         self.handlers.append(handler)
         return handler

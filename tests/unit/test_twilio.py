@@ -136,7 +136,7 @@ class Rig:
         self.provider.stop()
         yield wait_for(
             lambda: (
-                not self.provider.stream_factory.open
+                not self.provider.media.factory.open
                 and all(stream.closed_by for call in self.fake.calls for stream in call.streams)
                 and all(hook.code is not None or hook.error for hook in self.fake.webhooks)
             )
@@ -469,9 +469,9 @@ class WithStreaming(TestCase):
         rig, _record, call, stream = yield self.answered(message="Hello.")
         yield stream.when_mark_echoed("u1:end")
         token = stream.parameters["token"]
-        grant = rig.provider.tokens.claim(token, call.sid)
+        grant = rig.provider.media.tokens.claim(token, call.sid)
         self.assertIsNone(grant)
-        self.assertIsNone(rig.provider.tokens.claim("made-up", call.sid))
+        self.assertIsNone(rig.provider.media.tokens.claim("made-up", call.sid))
 
     @inlineCallbacks
     def test_dtmf_goes_in_band_without_losing_the_stream(self):

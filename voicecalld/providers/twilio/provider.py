@@ -4,8 +4,11 @@ speech and listening over a bidirectional Media Stream (or, without one,
 Twilio's own C{<Say>} and C{<Gather>}).
 
 Which TwiML each webhook gets is decided in L{TwilioProvider.document} and
-L{TwilioProvider.answer_document}; the webhook resource (C{webhook.py})
-verifies signatures and turns requests into calls on this class.
+L{TwilioProvider.answer_document}; the neutral webhook pipeline
+(L{voicecalld.providers.common.webhook}) verifies signatures
+(C{signature.py}) and the Twilio dialect (C{dialect.py}) turns requests into
+events and calls on this class.  Media streams are the neutral
+L{MediaSessions}, speaking Twilio's codec (C{codec.py}).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import treq
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -25,18 +28,13 @@ from zope.interface import implementer
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import ProviderError
 from voicecalld.media.dtmf import dtmf_audio
-from voicecalld.media.pacing import DEFAULT_LEAD, FramePacer, PacingClock
-from voicecalld.media.speech import SpeechPlayer
-from voicecalld.media.tokens import StreamTokens
-from voicecalld.media.twilio_stream import (
-    CLOSE_NORMAL,
-    StreamLimits,
-    TwilioMediaStream,
-    TwilioStreamFactory,
-)
+from voicecalld.media.pacing import DEFAULT_LEAD
+from voicecalld.media.session import MediaSessions, limits_from
+from voicecalld.providers.common.rest import RestError
 from voicecalld.providers.interface import ICallDirectory, IProvider
 from voicecalld.providers.twilio import twiml
-from voicecalld.providers.twilio.rest import TwilioRest, api_root
+from voicecalld.providers.twilio.codec import TwilioCodec
+from voicecalld.providers.twilio.rest import TwilioRest, api_root, create_params
 from voicecalld.values import events as ev
 from voicecalld.values.playback import CallStatus, Liveness, Playback
 from voicecalld.values.record import CONVERSATION, INBOUND, CallRecord
@@ -53,9 +51,6 @@ END_REASONS = {
     "failed": CallState.FAILED,
     "canceled": CallState.HANGUP_BOT,
 }
-MAX_STREAM_RESTARTS = 5
-# How long speech waits for a (re)connecting media stream.
-MEDIA_WAIT = 5.0
 
 
 def twilio_status(value: Any) -> str:
@@ -91,9 +86,6 @@ class _Call:
         self.says = 0
         self.listening = False
         self.turn: str | None = None
-        self.media: _Media | None = None
-        self.stream_restarts = 0
-        self.media_waiters: list[Deferred] = []
         self.updating = False
         self.update_again = False
         self.ended = False
@@ -132,21 +124,16 @@ class TwilioProvider:
         )
         self.tts = tts
         self.stt = stt
-        self.frame_lead = frame_lead
         self.streaming = settings.streaming.enabled and tts is not None and stt is not None
         self.voice = twiml.native_voice(_configured_voice(settings))
-        self.tokens = StreamTokens(clock)
-        self.ticker = PacingClock(clock)
-        streaming = settings.streaming
-        self.stream_factory = TwilioStreamFactory(
+        self.media = MediaSessions(
             clock,
-            StreamLimits(
-                pre_start_timeout=streaming.pre_start_timeout_ms / 1000.0,
-                max_pending=streaming.max_pending_connections,
-                max_pending_per_peer=streaming.max_pending_connections_per_ip,
-                max_connections=streaming.max_connections,
-            ),
-            self._stream_started,
+            limits_from(settings.streaming),
+            TwilioCodec(),
+            self.emit_later,
+            tts=tts,
+            stt=stt,
+            frame_lead=frame_lead,
         )
         self._sink: Sink | None = None
         self._directory: ICallDirectory | None = None
@@ -185,9 +172,7 @@ class TwilioProvider:
 
     def stop(self) -> None:
         self._stopping = True
-        for call in list(self._calls.values()):
-            if call.media is not None:
-                call.media.close("voicecalld is stopping")
+        self.media.stop("voicecalld is stopping")
 
     def emit(self, event: ev.CallEvent) -> Deferred:
         """Report an event to the call manager."""
@@ -204,26 +189,16 @@ class TwilioProvider:
     async def place_call(self, record: CallRecord) -> str:
         self._track(record)
         ring = max(5, min(600, math.ceil(self.settings.ring_timeout_ms / 1000)))
-        params = [
-            ("To", record.to_number),
-            ("From", record.from_number),
-            ("Url", self.url(callId=record.call_id, type="answer")),
-            ("Method", "POST"),
-            ("StatusCallback", self.url(callId=record.call_id, type="status")),
-            ("StatusCallbackMethod", "POST"),
-            *[
-                ("StatusCallbackEvent", e)
-                for e in ("initiated", "ringing", "answered", "completed")
-            ],
-            *(
-                [("SendDigits", record.metadata["dtmfSequence"])]
-                if record.metadata.get("dtmfSequence")
-                else []
-            ),
-            ("Timeout", str(ring)),
+        params = create_params(
+            to=record.to_number,
+            from_=record.from_number,
+            answer_url=self.url(callId=record.call_id, type="answer"),
+            status_url=self.url(callId=record.call_id, type="status"),
+            ring_seconds=ring,
             # A backstop if voicecalld is gone when the call should end.
-            ("TimeLimit", str(self.settings.max_duration_seconds + 60)),
-        ]
+            time_limit=self.settings.max_duration_seconds + 60,
+            send_digits=record.metadata.get("dtmfSequence"),
+        )
         resource = await self.rest.create_call(params)
         sid = resource.get("sid")
         if not isinstance(sid, str) or not sid:
@@ -255,16 +230,14 @@ class TwilioProvider:
     async def _update_status(self, sid: str, status: str) -> None:
         try:
             await self.rest.update_call(sid, [("Status", status)])
-        except ProviderError as e:
-            if getattr(e, "status", None) != 404:
+        except RestError as e:
+            if not e.gone:
                 raise
 
     def speak(self, record: CallRecord, text: str) -> Deferred:
         call = self._call(record)
         if self.streaming:
-            if call.media is not None:
-                return call.media.player.say(text)
-            return self._when_media(call).addCallback(lambda media: media.player.say(text))
+            return self.media.say(call.call_id, text)
         if call.initial is not None and not call.initial.claimed and text == call.initial.text:
             call.initial.claimed = True
             return call.initial.done
@@ -277,25 +250,9 @@ class TwilioProvider:
             self._redirect(call, record)
         return say.done
 
-    def _when_media(self, call: _Call) -> Deferred:
-        """The call's media stream, once it is (re)connected, within a few seconds."""
-        waiting: Deferred = Deferred()
-        call.media_waiters.append(waiting)
-
-        def timed_out(failure: Any) -> None:
-            failure.trap(CancelledError)
-            if waiting in call.media_waiters:
-                call.media_waiters.remove(waiting)
-            raise ProviderError("the call's media stream is not connected")
-
-        waiting.addTimeout(MEDIA_WAIT, self.clock)
-        waiting.addErrback(timed_out)
-        return waiting
-
     def interrupt(self, record: CallRecord) -> None:
-        call = self._calls.get(record.call_id)
-        if call is not None and call.media is not None:
-            call.media.player.interrupt()
+        if record.call_id in self._calls:
+            self.media.interrupt(record.call_id)
 
     def start_listening(self, record: CallRecord, turn_token: str) -> Deferred:
         call = self._call(record)
@@ -314,8 +271,9 @@ class TwilioProvider:
 
     async def send_dtmf(self, record: CallRecord, digits: str) -> None:
         call = self._call(record)
-        if call.media is not None:
-            await call.media.player.play(f"[keys {digits}]", dtmf_audio(digits))
+        keys = self.media.play(call.call_id, f"[keys {digits}]", dtmf_audio(digits))
+        if keys is not None:
+            await keys
             return
         await self.rest.update_call(
             _sid(record),
@@ -348,12 +306,21 @@ class TwilioProvider:
     def web_resources(self) -> dict[str, Any]:
         from autobahn.twisted.resource import WebSocketResource
 
-        from voicecalld.providers.twilio.webhook import TwilioWebhook
+        from voicecalld.providers.common.webhook import WebhookResource
+        from voicecalld.providers.twilio.dialect import TwilioDialect
+        from voicecalld.providers.twilio.signature import twilio_verifier
 
-        self._webhook = TwilioWebhook(self)
+        self._webhook = WebhookResource(
+            self.settings,
+            self.clock,
+            twilio_verifier(self.settings.twilio.auth_token.reveal()),
+            TwilioDialect(self),
+            self.emit,
+            public_url=self.known_public_url,
+        )
         resources: dict[str, Any] = {self.settings.serve.path: self._webhook}
         if self.settings.streaming.enabled:
-            resources[self.settings.streaming.stream_path] = WebSocketResource(self.stream_factory)
+            resources[self.settings.streaming.stream_path] = WebSocketResource(self.media.factory)
         return resources
 
     def forget(self, record: CallRecord) -> None:
@@ -361,14 +328,10 @@ class TwilioProvider:
         if call is None:
             return
         call.ended = True
-        self.tokens.revoke(record.call_id)
         for say in [*call.playing, *call.waiting]:
             if not say.done.called:
                 say.done.callback(Playback(say.text, "", complete=False))
-        for waiting in call.media_waiters:
-            waiting.cancel()
-        if call.media is not None:
-            call.media.close("call ended")
+        self.media.forget(record.call_id)
 
     # -- webhooks (called by the resource) ----------------------------------------
 
@@ -392,7 +355,7 @@ class TwilioProvider:
             return twiml.hangup()
         if self.streaming:
             call.document = "stream"
-            token = self.tokens.issue(call.call_id, sid)
+            token = self.media.issue(call.call_id, sid)
             return twiml.stream(
                 self.stream_url(),
                 {"token": token, "callId": call.call_id},
@@ -443,71 +406,9 @@ class TwilioProvider:
             return twiml.hangup()
         if not self.streaming:
             return self.document(call)
-        call.stream_restarts += 1
-        if call.stream_restarts > MAX_STREAM_RESTARTS:
-            self.log.warn(
-                "media stream of {call_id} ended {n} times; hanging up",
-                call_id=call.call_id,
-                n=call.stream_restarts,
-            )
-            self.emit_later(
-                ev.Failed(
-                    call_id=call.call_id,
-                    provider_call_id=sid,
-                    message="the media stream kept ending",
-                )
-            )
+        if not self.media.restart(call.call_id, sid):
             return twiml.hangup()
         return self.answer_document(call, sid)
-
-    # -- media streams ----------------------------------------------------------------
-
-    def _stream_started(self, socket: TwilioMediaStream, start: dict[str, Any]) -> Any:
-        parameters = start.get("customParameters") or {}
-        token = parameters.get("token") if isinstance(parameters, dict) else None
-        grant = self.tokens.claim(token, socket.call_sid)
-        if grant is None:
-            return "Unknown call"
-        call = self._calls.get(grant.call_id)
-        if call is None or call.ended:
-            return "Unknown call"
-        if call.media is not None:
-            call.media.close("replaced by a new stream")
-        media = _Media(self, call, socket)
-        call.media = media
-        waiters, call.media_waiters = call.media_waiters, []
-        for waiting in waiters:
-            waiting.callback(media)
-        self.emit_later(
-            ev.MediaConnected(
-                call_id=call.call_id,
-                provider_call_id=socket.call_sid,
-                stream_id=socket.stream_sid or "",
-            )
-        )
-        return media
-
-    def media_gone(self, media: _Media, reason: str) -> None:
-        """A call's stream stopped; the call itself is not over until Twilio says so."""
-        call = media.call
-        if call.media is media:
-            call.media = None
-            self.emit_later(
-                ev.MediaDisconnected(
-                    call_id=call.call_id,
-                    provider_call_id=media.socket.call_sid,
-                    stream_id=media.socket.stream_sid or "",
-                    reason=reason,
-                )
-            )
-        if reason.startswith("Backpressure") and not call.ended:
-            self.emit_later(
-                ev.Failed(
-                    call_id=call.call_id,
-                    provider_call_id=media.socket.call_sid,
-                    message=f"media stream closed: {reason}",
-                )
-            )
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -515,6 +416,7 @@ class TwilioProvider:
         call = self._calls.get(record.call_id)
         if call is None:
             call = self._calls[record.call_id] = _Call(record)
+            self.media.track(record.call_id)
         return call
 
     def _call(self, record: CallRecord) -> _Call:
@@ -585,91 +487,6 @@ def _sid(record: CallRecord) -> str:
     if not record.provider_call_id:
         raise ProviderError("Twilio: this call has no call SID yet")
     return record.provider_call_id
-
-
-class _Media:
-    """One call's media stream: audio in to STT, speech out through the pacer."""
-
-    log = Logger()
-
-    def __init__(self, provider: TwilioProvider, call: _Call, socket: TwilioMediaStream) -> None:
-        self.provider = provider
-        self.call = call
-        self.socket = socket
-        self.pacer = FramePacer(
-            provider.clock,
-            provider.ticker,
-            socket.send_frame,
-            socket.send_mark,
-            lead=provider.frame_lead,
-        )
-        self.player = SpeechPlayer(
-            provider.clock, self.pacer, socket.send_clear, provider.tts, self._problem
-        )
-        self.stt = provider.stt.open_session(_Transcripts(self)) if provider.stt else None
-        self._closed = False
-
-    def _ids(self) -> dict[str, Any]:
-        return {"call_id": self.call.call_id, "provider_call_id": self.socket.call_sid}
-
-    def media(self, audio: bytes) -> None:
-        if self.stt is not None:
-            self.stt.feed(audio)
-
-    def dtmf(self, digit: str) -> None:
-        self.provider.emit_later(ev.Dtmf(digits=digit, **self._ids()))
-
-    def mark(self, name: str) -> None:
-        self.player.mark_echoed(name)
-
-    def stopped(self, reason: str) -> None:
-        self._teardown()
-        self.provider.media_gone(self, reason)
-
-    def close(self, reason: str) -> None:
-        """Close the stream from our side."""
-        self._teardown()
-        self.socket.close(CLOSE_NORMAL, reason)
-
-    def _teardown(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.player.stop()
-        if self.stt is not None:
-            self.stt.close()
-
-    def _problem(self, message: str) -> None:
-        self.provider.emit_later(ev.Failed(message=message, retryable=True, **self._ids()))
-
-
-class _Transcripts:
-    """Turns the STT's callbacks into call events."""
-
-    def __init__(self, media: _Media) -> None:
-        self._media = media
-
-    def _emit(self, event: ev.CallEvent) -> None:
-        self._media.provider.emit_later(event)
-
-    def speech_started(self) -> None:
-        self._emit(ev.SpeechStarted(**self._media._ids()))
-
-    def speech_stopped(self) -> None:
-        self._emit(ev.SpeechStopped(**self._media._ids()))
-
-    def partial(self, text: str) -> None:
-        self._emit(ev.Speech(text=text, final=False, **self._media._ids()))
-
-    def final(self, text: str) -> None:
-        self._emit(ev.Speech(text=text, final=True, **self._media._ids()))
-
-    def problem(self, message: str) -> None:
-        self._emit(
-            ev.Failed(
-                message=f"speech recognition: {message}", retryable=True, **self._media._ids()
-            )
-        )
 
 
 def _configured_voice(settings: VoiceCallSettings) -> str | None:

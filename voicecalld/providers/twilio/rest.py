@@ -1,25 +1,23 @@
 """
-Twilio's REST API through treq: create a call, update a live call, fetch one.
+Twilio's REST API: where it is, what a call is created with, and the three
+requests a voice daemon makes (create a call, update a live call, fetch
+one), over the neutral L{RestClient}.
 
-Form bodies with PascalCase names and repeated keys, HTTP Basic auth, JSON
-answers.  Every failure becomes a L{ProviderError} carrying Twilio's own code
-and message; nothing is retried (a retried create could place a second call).
+Form bodies with PascalCase names and repeated keys, HTTP Basic auth with
+the Account SID and Auth Token, JSON answers and errors
+(C{{"code": 21211, "message": ...}}).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 import treq
-from twisted.internet.defer import Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
-from voicecalld.errors import ProviderError
+from voicecalld.providers.common.rest import REQUEST_TIMEOUT, RestClient, json_error
 
 API_VERSION = "2010-04-01"
 # The default API roots per twilio.region; twilio.apiBaseUrl overrides them.
@@ -28,24 +26,37 @@ DEFAULT_BASE_URLS = {
     "ie1": "https://api.dublin.ie1.twilio.com",
     "au1": "https://api.sydney.au1.twilio.com",
 }
-REQUEST_TIMEOUT = 15.0
+# The call progress we ask Twilio to report.
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 
 
-class TwilioError(ProviderError):
-    """Twilio refused a request: its HTTP status, error code and message."""
-
-    def __init__(
-        self, message: str, status: int | None = None, twilio_code: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.twilio_code = twilio_code
+def create_params(
+    *,
+    to: str,
+    from_: str,
+    answer_url: str,
+    status_url: str,
+    ring_seconds: int,
+    time_limit: int,
+    send_digits: str | None = None,
+) -> list[tuple[str, str]]:
+    """The form that creates an outbound call."""
+    return [
+        ("To", to),
+        ("From", from_),
+        ("Url", answer_url),
+        ("Method", "POST"),
+        ("StatusCallback", status_url),
+        ("StatusCallbackMethod", "POST"),
+        *[("StatusCallbackEvent", e) for e in STATUS_EVENTS],
+        *([("SendDigits", send_digits)] if send_digits else []),
+        ("Timeout", str(ring_seconds)),
+        ("TimeLimit", str(time_limit)),
+    ]
 
 
 class TwilioRest:
     """The few REST calls a voice daemon needs, for one account."""
-
-    log = Logger()
 
     def __init__(
         self,
@@ -57,73 +68,30 @@ class TwilioRest:
         http: Any = treq,
         timeout: float = REQUEST_TIMEOUT,
     ) -> None:
-        self._account_sid = account_sid
-        self._auth = (account_sid, auth_token)
-        self._root = f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{quote(account_sid)}"
-        self._clock = clock
-        self._http = http
-        self._timeout = timeout
+        root = f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{quote(account_sid)}"
+        self._client = RestClient(
+            carrier="Twilio",
+            base_url=root,
+            auth=(account_sid, auth_token),
+            clock=clock,
+            http=http,
+            timeout=timeout,
+            parse_error=json_error,
+        )
 
     async def create_call(self, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         """POST Calls.json; the Call resource (its C{sid})."""
-        return await self._request("POST", "/Calls.json", params, "creating the call")
+        return await self._client.request("POST", "/Calls.json", "creating the call", form=params)
 
     async def update_call(self, sid: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         """POST Calls/{sid}.json: new TwiML, or C{Status=completed} to hang up."""
-        return await self._request("POST", f"/Calls/{quote(sid)}.json", params, "updating the call")
+        return await self._client.request(
+            "POST", f"/Calls/{quote(sid)}.json", "updating the call", form=params
+        )
 
     async def fetch_call(self, sid: str) -> dict[str, Any] | None:
         """GET Calls/{sid}.json; None when Twilio does not know the call."""
-        try:
-            return await self._request("GET", f"/Calls/{quote(sid)}.json", (), "fetching the call")
-        except TwilioError as e:
-            if e.status == 404:
-                return None
-            raise
-
-    async def _request(
-        self, method: str, path: str, params: Sequence[tuple[str, str]], doing: str
-    ) -> dict[str, Any]:
-        exchange = Deferred.fromCoroutine(self._exchange(method, self._root + path, params))
-        exchange.addTimeout(self._timeout, self._clock)
-        try:
-            status, body = await exchange
-        except (TimeoutError, DeferredTimeoutError):
-            raise TwilioError(
-                f"Twilio {doing} failed: no answer within {self._timeout:g} s"
-            ) from None
-        except Exception as e:
-            raise TwilioError(f"Twilio {doing} failed: {e or type(e).__name__}") from None
-        if 200 <= status < 300:
-            try:
-                return json.loads(body or b"{}")
-            except ValueError:
-                raise TwilioError(f"Twilio {doing}: unreadable answer", status) from None
-        raise _error(status, body, doing)
-
-    async def _exchange(
-        self, method: str, url: str, params: Sequence[tuple[str, str]]
-    ) -> tuple[int, bytes]:
-        response = await self._http.request(
-            method,
-            url,
-            data=list(params) if method == "POST" else None,
-            auth=self._auth,
-            headers={"Accept": ["application/json"]},
-        )
-        return response.code, await response.content()
-
-
-def _error(status: int, body: bytes, doing: str) -> TwilioError:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = {}
-    code = data.get("code") if isinstance(data, dict) else None
-    message = data.get("message") if isinstance(data, dict) else None
-    message = str(message or body[:200].decode("utf-8", "replace").strip() or "no detail")
-    text = f"Twilio {code or status}: {message} ({doing}, HTTP {status})"
-    return TwilioError(text, status, code if isinstance(code, int) else None)
+        return await self._client.fetch(f"/Calls/{quote(sid)}.json", "fetching the call")
 
 
 def api_root(region: str, configured: str | None) -> str:

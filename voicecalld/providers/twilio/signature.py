@@ -2,7 +2,8 @@
 Twilio's C{X-Twilio-Signature}: Base64 of HMAC-SHA1, keyed with the Auth
 Token, over the URL Twilio requested followed by the POST parameters
 (sorted by name, then value; repeated identical pairs count once), each
-name directly followed by its value.
+name directly followed by its value.  L{twilio_verifier} checks it against
+every candidate URL, for the webhook pipeline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 
 from zope.interface import implementer
 
+from voicecalld.providers.common.verify import SignedRequest, UrlSignatureVerifier
 from voicecalld.web.signatures import IUrlSignature
 
 HEADER = b"x-twilio-signature"
@@ -44,3 +46,12 @@ class TwilioSignature:
     def matches(self, url: str) -> bool:
         """Whether the header is Twilio's signature for C{url} (constant time)."""
         return hmac.compare_digest(self.compute(url), self._header)
+
+
+def twilio_verifier(auth_token: str) -> UrlSignatureVerifier:
+    """The webhook verifier for an account's Auth Token."""
+
+    def signature(request: SignedRequest, header: bytes) -> TwilioSignature:
+        return TwilioSignature(auth_token, request.params, header)
+
+    return UrlSignatureVerifier("X-Twilio-Signature", signature)

@@ -1,27 +1,33 @@
 """
-Twilio Media Streams, server side, on autobahn.
+A carrier's bidirectional media stream, server side, on autobahn: the socket
+protocol every carrier shares, and the codec interface that is each one's
+wire format.
 
-A socket is pending until it sends a valid C{start} (whose token, passed as a
-C{<Parameter>}, is checked by the provider); pending sockets are capped in
-total and per peer and closed after C{preStartTimeoutMs}.  Once started, the
-hot path is one JSON parse and one base64 decode per inbound frame, and one
-byte concatenation per outbound frame.  A socket whose send buffer keeps
-growing is closed (the call ends with a reason) rather than buffered forever.
+A socket is pending until its codec reads a valid start (whose credentials,
+in L{StreamStart.parameters}, the provider checks); pending sockets are
+capped in total and per peer and closed after C{preStartTimeoutMs}.  Once
+started, the hot path is the codec's parse per inbound frame and its
+encoding per outbound frame.  A socket whose send buffer keeps growing is
+closed (the call ends with a reason) rather than buffered forever.
+
+A codec (L{IStreamCodec}) only translates: inbound messages into the
+neutral values below, and (through the L{IStreamEncoder} it makes once per
+started stream) outbound audio, marks and clears into the carrier's
+messages.  It holds no state of the socket's and never closes it: a
+malformed message is a L{BadMessage}, and the protocol closes.
 """
 
 from __future__ import annotations
 
-import binascii
-import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from attrs import frozen
+from attrs import field, frozen
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import Attribute, Interface, implementer
 
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
@@ -29,6 +35,119 @@ CLOSE_BAD_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_LATER = 1013
+
+
+# -- what a codec reads -----------------------------------------------------------
+
+
+@frozen
+class StreamStart:
+    """
+    A stream began: the carrier's id of it, its id of the call (None if it
+    sends none), and the custom parameters we asked it to pass on.
+    """
+
+    stream_id: str
+    call_ref: str | None
+    parameters: dict[str, str] = field(factory=dict)
+
+
+@frozen
+class StreamMedia:
+    """Caller audio (mu-law bytes), with the carrier's sequence number where it sends one."""
+
+    audio: bytes
+    sequence: int | None = None
+
+
+@frozen
+class StreamMark:
+    """The carrier played our audio up to the mark (or checkpoint) C{name}."""
+
+    name: str
+
+
+@frozen
+class StreamDtmf:
+    """The caller pressed a key."""
+
+    digit: str
+
+
+@frozen
+class StreamStop:
+    """The carrier ended the stream."""
+
+
+StreamMessage = StreamMedia | StreamMark | StreamDtmf | StreamStop
+
+
+class BadMessage(Exception):
+    """A message the codec cannot read; the socket is closed with C{code} and C{reason}."""
+
+    def __init__(self, reason: str, code: int = CLOSE_BAD_DATA) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class IStreamEncoder(Interface):
+    """One started stream's outbound messages, in its carrier's format."""
+
+    binary = Attribute("Whether the messages go in binary frames (else text).")
+
+    def media(frame):
+        """The message carrying one frame of mu-law audio (bytes)."""
+
+    def mark(name):
+        """The message asking the carrier to echo C{name} once what precedes it has played."""
+
+    def clear():
+        """The message flushing the carrier's playback buffer (barge-in)."""
+
+
+class IStreamCodec(Interface):
+    """A carrier's media-stream wire format: pure parsing and encoding, no socket state."""
+
+    name = Attribute("The carrier's name, for logs ('Twilio').")
+
+    def parse_start(payload, is_binary):
+        """
+        Read a message on a socket that has not started: a L{StreamStart},
+        or None for any other message (it is ignored); raises L{BadMessage}.
+        """
+
+    def parse(payload, is_binary):
+        """
+        Read a message on a started socket: a L{StreamMedia}, L{StreamMark},
+        L{StreamDtmf} or L{StreamStop}, or None for one that means nothing to
+        us; raises L{BadMessage}.
+        """
+
+    def encoder(start):
+        """The L{IStreamEncoder} for the stream that L{StreamStart} C{start} began."""
+
+
+# -- what a started socket reports to --------------------------------------------
+
+
+class StreamHandler(Protocol):
+    """What a started stream reports to (the call's media session)."""
+
+    def media(self, audio: bytes) -> None:
+        """Inbound caller audio (mu-law)."""
+
+    def dtmf(self, digit: str) -> None:
+        """The caller pressed a key."""
+
+    def mark(self, name: str) -> None:
+        """The carrier played our audio up to this mark."""
+
+    def stopped(self, reason: str) -> None:
+        """The stream is over (stop message, close or drop)."""
+
+
+StartHandler = Callable[["MediaStream", StreamStart], "StreamHandler | str"]
 
 
 @frozen
@@ -43,49 +162,41 @@ class StreamLimits:
     max_send_backlog: int = 1024 * 1024
 
 
-class StreamHandler(Protocol):
-    """What a started stream reports to (the provider's per-call media session)."""
-
-    def media(self, audio: bytes) -> None:
-        """Inbound caller audio (mu-law)."""
-
-    def dtmf(self, digit: str) -> None:
-        """The caller pressed a key."""
-
-    def mark(self, name: str) -> None:
-        """Twilio played our audio up to this mark."""
-
-    def stopped(self, reason: str) -> None:
-        """The stream is over (stop message, close or drop)."""
-
-
-StartHandler = Callable[["TwilioMediaStream", dict[str, Any]], "StreamHandler | str"]
-
-
 # Not "log" on the autobahn classes: autobahn uses that attribute for its own
 # (txaio) logger, which drops its per-frame debug events cheaply.
 _log = Logger()
 
 
-class TwilioStreamFactory(WebSocketServerFactory):
-    """Accepts Twilio media-stream sockets within the limits."""
+class MediaStreamFactory(WebSocketServerFactory):
+    """
+    Accepts one carrier's media-stream sockets within the limits; C{on_start}
+    is asked about each valid start and answers with the stream's handler,
+    or with the reason it is refused.
+    """
 
     noisy = False
 
-    def __init__(self, clock: IReactorTime, limits: StreamLimits, on_start: StartHandler) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limits: StreamLimits,
+        on_start: StartHandler,
+        codec: Any,
+    ) -> None:
         super().__init__()
         self.clock = clock
         self.limits = limits
         self.on_start = on_start
-        self.open: set[TwilioMediaStream] = set()
+        self.codec = codec
+        self.open: set[MediaStream] = set()
         self.pending: dict[str, int] = {}
-        self.protocol = TwilioMediaStream
+        self.protocol = MediaStream
         self.setProtocolOptions(
             maxMessagePayloadSize=limits.max_message_bytes,
             maxFramePayloadSize=limits.max_message_bytes,
             autoPingInterval=0,
-            # json.loads rejects invalid UTF-8 itself (closing with 1007), so
-            # autobahn need not check every frame a second time.
+            # The codecs' parsers reject invalid UTF-8 themselves (closing
+            # with 1007), so autobahn need not check every frame a second time.
             utf8validateIncoming=False,
             # Over-size or invalid frames get a close frame with the reason
             # (1009, 1007, 1002) rather than a silent TCP abort.
@@ -98,26 +209,30 @@ class TwilioStreamFactory(WebSocketServerFactory):
 
 
 @implementer(IPushProducer)
-class TwilioMediaStream(WebSocketServerProtocol):
-    """One Twilio media-stream socket."""
+class MediaStream(WebSocketServerProtocol):
+    """One media-stream socket, speaking its factory's codec."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stream_sid: str | None = None
-        self.call_sid: str | None = None
+        self.stream_id: str | None = None
+        self.call_ref: str | None = None
         self.handler: StreamHandler | None = None
+        self._codec: Any = None
         self._peer_host = "?"
         self._pending = False
         self._start_timer: IDelayedCall | None = None
-        self._media_prefix = b""
+        self._encode_media: Callable[[bytes], bytes] | None = None
+        self._encoder: Any = None
+        self._binary = False
         self._paused = False
         self._backlog = 0
         self._closing = False
         self._close_reason: str | None = None
 
     def onConnect(self, request: Any) -> None:
-        factory: TwilioStreamFactory = self.factory
+        factory: MediaStreamFactory = self.factory
         limits = factory.limits
+        self._codec = factory.codec
         self._peer_host = getattr(self.transport.getPeer(), "host", "?")
         if len(factory.open) >= limits.max_connections:
             _log.warn(
@@ -143,7 +258,7 @@ class TwilioMediaStream(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
-        factory: TwilioStreamFactory = self.factory
+        factory: MediaStreamFactory = self.factory
         self._start_timer = factory.clock.callLater(
             factory.limits.pre_start_timeout, self._start_timed_out
         )
@@ -166,68 +281,45 @@ class TwilioMediaStream(WebSocketServerProtocol):
         if self._closing:
             # Whatever follows a refusal or a close is not acted on.
             return
-        if isBinary:
-            self.close(CLOSE_UNSUPPORTED, "expected JSON text frames")
-            return
-        try:
-            message = json.loads(payload)
-            event = message["event"]
-        except (ValueError, TypeError, KeyError, RecursionError):
-            self.close(CLOSE_BAD_DATA, "malformed message")
-            return
         handler = self.handler
-        if handler is not None:
-            try:
-                if event == "media":
-                    encoded = message["media"]["payload"]
-                    handler.media(binascii.a2b_base64(encoded, strict_mode=True))
-                elif event == "mark":
-                    handler.mark(str(message["mark"]["name"]))
-                elif event == "dtmf":
-                    handler.dtmf(str(message["dtmf"]["digit"]))
-                elif event == "stop":
-                    self.close(CLOSE_NORMAL, "stopped")
-            except (KeyError, TypeError, binascii.Error, ValueError):
-                self.close(CLOSE_BAD_DATA, f"malformed {event} message")
+        try:
+            if handler is None:
+                start = self._codec.parse_start(payload, isBinary)
+                if start is not None:
+                    self._started(start)
+                return
+            message = self._codec.parse(payload, isBinary)
+        except BadMessage as e:
+            self.close(e.code, e.reason)
             return
-        if event == "start":
-            self._started(message)
+        kind = type(message)
+        if kind is StreamMedia:
+            handler.media(message.audio)
+        elif kind is StreamMark:
+            handler.mark(message.name)
+        elif kind is StreamDtmf:
+            handler.dtmf(message.digit)
+        elif kind is StreamStop:
+            self.close(CLOSE_NORMAL, "stopped")
 
-    def _started(self, message: dict[str, Any]) -> None:
-        start = message.get("start")
-        if not isinstance(start, dict):
-            self.close(CLOSE_BAD_DATA, "malformed start message")
-            return
-        stream_sid = message.get("streamSid") or start.get("streamSid")
-        call_sid = start.get("callSid")
-        parameters = start.get("customParameters", {})
-        if (
-            not isinstance(stream_sid, str)
-            or not isinstance(call_sid, str | None)
-            or not isinstance(parameters, dict)
-            or not all(isinstance(v, str) for v in parameters.values())
-        ):
-            self.close(CLOSE_BAD_DATA, "malformed start message")
-            return
-        self.stream_sid = stream_sid
-        self.call_sid = call_sid
+    def _started(self, start: StreamStart) -> None:
+        self.stream_id = start.stream_id
+        self.call_ref = start.call_ref
         result = self.factory.on_start(self, start)
         if isinstance(result, str):
             _log.warn(
                 "media stream {sid} for {call_sid} refused: {why}",
-                sid=stream_sid,
-                call_sid=self.call_sid,
+                sid=start.stream_id,
+                call_sid=start.call_ref,
                 why=result,
                 log_code="media.refused",
             )
             self.close(CLOSE_POLICY, result)
             return
         self._leave_pending()
-        self._media_prefix = (
-            b'{"event":"media","streamSid":'
-            + json.dumps(stream_sid).encode()
-            + b',"media":{"payload":"'
-        )
+        self._encoder = self._codec.encoder(start)
+        self._encode_media = self._encoder.media
+        self._binary = bool(self._encoder.binary)
         self.handler = result
 
     def _leave_pending(self) -> None:
@@ -245,19 +337,18 @@ class TwilioMediaStream(WebSocketServerProtocol):
 
     def send_frame(self, frame: bytes) -> None:
         """Send one frame of mu-law audio."""
-        self._send(self._media_prefix + binascii.b2a_base64(frame, newline=False) + b'"}}')
+        if self._encode_media is not None:
+            self._send(self._encode_media(frame))
 
     def send_mark(self, name: str) -> None:
-        """Ask Twilio to echo C{name} once the audio before it has played."""
-        self._send(
-            json.dumps(
-                {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
-            ).encode()
-        )
+        """Ask the carrier to echo C{name} once the audio before it has played."""
+        if self._encoder is not None:
+            self._send(self._encoder.mark(name))
 
     def send_clear(self) -> None:
-        """Flush Twilio's playback buffer (barge-in)."""
-        self._send(json.dumps({"event": "clear", "streamSid": self.stream_sid}).encode())
+        """Flush the carrier's playback buffer (barge-in)."""
+        if self._encoder is not None:
+            self._send(self._encoder.clear())
 
     def _send(self, data: bytes) -> None:
         if self._closing or self.state != self.STATE_OPEN:
@@ -266,14 +357,15 @@ class TwilioMediaStream(WebSocketServerProtocol):
             self._backlog += len(data)
             if self._backlog > self.factory.limits.max_send_backlog:
                 _log.warn(
-                    "media stream {sid}: Twilio is not reading; {size} bytes waiting, closing",
-                    sid=self.stream_sid,
+                    "media stream {sid}: {carrier} is not reading; {size} bytes waiting, closing",
+                    sid=self.stream_id,
+                    carrier=self._codec.name,
                     size=self._backlog,
                     log_code="media.backpressure",
                 )
                 self.close(CLOSE_TRY_LATER, "Backpressure: send buffer exceeded")
                 return
-        self.sendMessage(data, isBinary=False)
+        self.sendMessage(data, isBinary=self._binary)
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -299,7 +391,7 @@ class TwilioMediaStream(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        factory: TwilioStreamFactory = self.factory
+        factory: MediaStreamFactory = self.factory
         factory.open.discard(self)
         self._leave_pending()
         handler, self.handler = self.handler, None

@@ -1,0 +1,113 @@
+"""
+Twilio Media Streams' wire format, as an L{IStreamCodec}: JSON text frames
+with an C{event} name; audio is base64 mu-law at 8 kHz in C{media.payload}.
+
+Inbound, one JSON parse and one base64 decode per media frame; outbound,
+one byte concatenation per frame around a prefix built once per stream.
+Twilio's stream runs over one socket in order, so no sequence number is
+read.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from typing import Any
+
+from zope.interface import implementer
+
+from voicecalld.media.stream import (
+    CLOSE_UNSUPPORTED,
+    BadMessage,
+    IStreamCodec,
+    IStreamEncoder,
+    StreamDtmf,
+    StreamMark,
+    StreamMedia,
+    StreamStart,
+    StreamStop,
+)
+
+_STOP = StreamStop()
+
+
+def _read(payload: bytes, is_binary: bool) -> tuple[dict[str, Any], Any]:
+    if is_binary:
+        raise BadMessage("expected JSON text frames", CLOSE_UNSUPPORTED)
+    try:
+        message = json.loads(payload)
+        return message, message["event"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        raise BadMessage("malformed message") from None
+
+
+@implementer(IStreamEncoder)
+class TwilioEncoder:
+    """Outbound messages for one Twilio stream (its C{streamSid} in each)."""
+
+    binary = False
+
+    def __init__(self, stream_sid: str) -> None:
+        self._sid = stream_sid
+        self._prefix = (
+            b'{"event":"media","streamSid":'
+            + json.dumps(stream_sid).encode()
+            + b',"media":{"payload":"'
+        )
+
+    def media(self, frame: bytes) -> bytes:
+        return self._prefix + binascii.b2a_base64(frame, newline=False) + b'"}}'
+
+    def mark(self, name: str) -> bytes:
+        return json.dumps(
+            {"event": "mark", "streamSid": self._sid, "mark": {"name": name}}
+        ).encode()
+
+    def clear(self) -> bytes:
+        return json.dumps({"event": "clear", "streamSid": self._sid}).encode()
+
+
+@implementer(IStreamCodec)
+class TwilioCodec:
+    """Reads Twilio's C{start}, C{media}, C{mark}, C{dtmf} and C{stop}; ignores the rest."""
+
+    name = "Twilio"
+
+    def parse_start(self, payload: bytes, is_binary: bool) -> StreamStart | None:
+        message, event = _read(payload, is_binary)
+        if event != "start":
+            return None
+        start = message.get("start")
+        if not isinstance(start, dict):
+            raise BadMessage("malformed start message")
+        stream_sid = message.get("streamSid") or start.get("streamSid")
+        call_sid = start.get("callSid")
+        parameters = start.get("customParameters", {})
+        if (
+            not isinstance(stream_sid, str)
+            or not isinstance(call_sid, str | None)
+            or not isinstance(parameters, dict)
+            or not all(isinstance(v, str) for v in parameters.values())
+        ):
+            raise BadMessage("malformed start message")
+        return StreamStart(stream_sid, call_sid, parameters)
+
+    def parse(self, payload: bytes, is_binary: bool) -> Any:
+        message, event = _read(payload, is_binary)
+        try:
+            if event == "media":
+                return StreamMedia(
+                    binascii.a2b_base64(message["media"]["payload"], strict_mode=True)
+                )
+            if event == "mark":
+                return StreamMark(str(message["mark"]["name"]))
+            if event == "dtmf":
+                return StreamDtmf(str(message["dtmf"]["digit"]))
+            if event == "stop":
+                return _STOP
+        except (KeyError, TypeError, binascii.Error, ValueError):
+            raise BadMessage(f"malformed {event} message") from None
+        return None
+
+    def encoder(self, start: StreamStart) -> TwilioEncoder:
+        return TwilioEncoder(start.stream_id)
