@@ -89,6 +89,9 @@ class _Call:
         self.updating = False
         self.update_again = False
         self.ended = False
+        # Each <Connect><Stream> gets its own action URL: Twilio's request
+        # when one stream ends must not look like a retry of the last one's.
+        self.streams = 0
 
 
 @implementer(IProvider)
@@ -355,11 +358,12 @@ class TwilioProvider:
             return twiml.hangup()
         if self.streaming:
             call.document = "stream"
+            call.streams += 1
             token = self.media.issue(call.call_id, sid)
             return twiml.stream(
                 self.stream_url(),
                 {"token": token, "callId": call.call_id},
-                self.url(callId=call.call_id, type="stream-ended"),
+                self.url(callId=call.call_id, type="stream-ended", stream=str(call.streams)),
             )
         if call.initial_text is not None and call.initial is None:
             call.says += 1
