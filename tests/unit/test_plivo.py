@@ -119,7 +119,21 @@ class Rig:
         self.provider.stop()
         port, self.port = self.port, None
         yield port.stopListening()
-        yield wait_for(lambda: not self.provider.media.factory.open)
+        yield wait_for(
+            lambda: (
+                not self.provider.media.factory.open
+                and all(hook.code is not None or hook.error for hook in self.fake.callbacks)
+            )
+        )
+        # autobahn's close-handshake timers go away a moment after the sockets.
+        yield wait_for(
+            lambda: (
+                not any(
+                    "_notify_bucket" in repr(getattr(c, "func", None))
+                    for c in reactor.getDelayedCalls()
+                )
+            )
+        )
 
     def restarted(self, config: dict[str, Any] | None = None) -> Rig:
         """A new daemon over this one's store, fake Plivo and port (call L{stop} first)."""
