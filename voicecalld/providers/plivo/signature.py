@@ -81,7 +81,7 @@ def _any(expected: bytes, header: bytes) -> bool:
 
 
 @implementer(IUrlSignature)
-class _Signature:
+class PlivoSignature:
     """One request's signature header, checkable against any candidate URL."""
 
     def __init__(self, compute: Callable[[str], bytes], header: bytes) -> None:
@@ -106,10 +106,10 @@ class PlivoVerifier:
         if h.get(V3) and h.get(V3_NONCE):
             nonce = h[V3_NONCE].decode("latin-1")
             pairs = request.params
-            signature = _Signature(lambda url: v3_signature(token, url, nonce, pairs), h[V3])
+            signature = PlivoSignature(lambda url: v3_signature(token, url, nonce, pairs), h[V3])
         elif h.get(V2) and h.get(V2_NONCE):
             nonce = h[V2_NONCE].decode("latin-1")
-            signature = _Signature(lambda url: v2_signature(token, url, nonce), h[V2])
+            signature = PlivoSignature(lambda url: v2_signature(token, url, nonce), h[V2])
         else:
             return Verification(False, "no X-Plivo-Signature-V3 and nonce", request.urls)
         verdict = check(request.urls, signature)
