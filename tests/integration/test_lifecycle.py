@@ -71,12 +71,8 @@ def _start_fails(daemon: Daemon, *extra: str) -> tuple[int, str]:
         ({"outbound": {"mode": "notify"}}, "outbound.mode: unknown key"),
         ({"enabled": False}, "enabled: voice calls are disabled in this config"),
         (
-            {
-                "provider": "plivo",
-                "fromNumber": "+15550001234",
-                "plivo": {"authId": "MA1", "authToken": "t"},
-            },
-            "provider: 'plivo' is not available",
+            {"provider": "plivo", "fromNumber": "+15550001234", "plivo": {"authId": "MA1"}},
+            "plivo.authToken: required for provider 'plivo' (or set PLIVO_AUTH_TOKEN)",
         ),
     ],
 )

@@ -170,6 +170,25 @@ def _twilio_dialect(test: TestCase) -> Any:
     return TwilioDialect(_twilio_provider(test))
 
 
+def _plivo_provider(test: TestCase) -> Any:
+    from voicecalld.providers.plivo.provider import PlivoProvider
+
+    settings = _settings(provider="plivo", plivo={"authId": "MA1", "authToken": "t"})
+    return PlivoProvider(settings, Clock(), public_url="https://voice.example.com/voice/webhook")
+
+
+def _plivo_dialect(test: TestCase) -> Any:
+    from voicecalld.providers.plivo.dialect import PlivoDialect
+
+    return PlivoDialect(_plivo_provider(test))
+
+
+def _plivo_signature(test: TestCase) -> Any:
+    from voicecalld.providers.plivo.signature import PlivoSignature
+
+    return PlivoSignature(lambda url: b"signature", b"signature")
+
+
 def _plain(name: str, *args: Callable[[], Any]) -> Callable[[TestCase], Any]:
     """A builder for C{module:Class} called with C{args} (each made fresh)."""
     module, cls = name.split(":")
@@ -198,6 +217,18 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     ),
     "voicecalld.providers.twilio.dialect:TwilioDialect": _twilio_dialect,
     "voicecalld.providers.twilio.signature:TwilioSignature": _twilio_signature,
+    "voicecalld.providers.plivo.provider:PlivoProvider": _plivo_provider,
+    "voicecalld.providers.plivo.codec:PlivoCodec": _plain(
+        "voicecalld.providers.plivo.codec:PlivoCodec"
+    ),
+    "voicecalld.providers.plivo.codec:PlivoEncoder": _plain(
+        "voicecalld.providers.plivo.codec:PlivoEncoder", lambda: "stream-1"
+    ),
+    "voicecalld.providers.plivo.dialect:PlivoDialect": _plivo_dialect,
+    "voicecalld.providers.plivo.signature:PlivoSignature": _plivo_signature,
+    "voicecalld.providers.plivo.signature:PlivoVerifier": _plain(
+        "voicecalld.providers.plivo.signature:PlivoVerifier", lambda: "t"
+    ),
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,

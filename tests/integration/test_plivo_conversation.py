@@ -1,0 +1,244 @@
+"""
+A whole streamed Plivo conversation through the real daemon process: the
+fake Plivo, fake OpenAI speech, realtime transcription and chat servers run
+in this test on 127.0.0.1; the daemon is `twistd -n voicecalld` driven with
+the real `voicecall` CLI over its control socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+
+from tests.fakes.openai_chat import FakeChat
+from tests.fakes.openai_realtime import FakeRealtimeServer
+from tests.fakes.plivo import FakePlivo
+from tests.fakes.tts_servers import FakeTtsServer, openai_script, sine_pcm, split
+from tests.integration.daemon import TWISTD, VOICECALL
+from tests.integration.test_twilio_conversation import _Daemon, free_port
+from tests.waiting import autobahn_settled, wait_for
+
+pytestmark = pytest.mark.integration
+
+AUTH_ID = "MA" + "7" * 18
+SECRETS = {
+    "plivo": "plivo-auth-token-do-not-log",
+    "tts": "sk-tts-key-do-not-log",
+    "stt": "sk-stt-key-do-not-log",
+    "chat": "sk-chat-key-do-not-log",
+}
+TO = "+15551234567"
+
+
+class PlivoConversation(TestCase):
+    """The README's promise for real calls on Plivo, with every vendor faked on 127.0.0.1."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        # Short: a UNIX socket path must fit in 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="vc-"))
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.addCleanup(autobahn_settled)
+        self.plivo = FakePlivo(AUTH_ID, SECRETS["plivo"], insecure_ws=True)
+        api = yield self.plivo.listen()
+        self.addCleanup(self.plivo.stop)
+        self.tts = FakeTtsServer()
+        self.tts.openai = openai_script(chunks=split(sine_pcm(0.6), 6), delay=0.02)
+        self.tts.start()
+        self.addCleanup(self.tts.stop)
+        self.stt = FakeRealtimeServer(reactor)
+        stt_url = yield self.stt.start()
+        self.addCleanup(self.stt.stop)
+        self.chat = FakeChat("A table for two at eight works. Anything else?")
+        chat_port = reactor.listenTCP(0, Site(self.chat), interface="127.0.0.1")
+        self.addCleanup(chat_port.stopListening)
+        port = free_port()
+        self.webhook = f"http://127.0.0.1:{port}/voice/webhook"
+        plugin = {
+            "provider": "plivo",
+            "fromNumber": "+15550001111",
+            "plivo": {"apiBaseUrl": api},
+            "publicUrl": self.webhook,
+            "serve": {"port": port},
+            "streaming": {
+                "enabled": True,
+                "sttUrl": stt_url,
+                "bargeInMinSpeechMs": 0,
+                "providers": {"openai": {"apiKey": SECRETS["stt"]}},
+            },
+            "tts": {
+                "provider": "openai",
+                "providers": {
+                    "openai": {"apiKey": SECRETS["tts"], "baseUrl": self.tts.openai_base_url}
+                },
+            },
+            "responseBaseUrl": f"http://127.0.0.1:{chat_port.getHost().port}/v1",
+        }
+        self.config = self.root / "openclaw.json"
+        self.config.write_text(
+            json.dumps({"plugins": {"entries": {"voice-call": {"config": plugin}}}})
+        )
+        self.socket = self.root / "state" / "control.sock"
+        # The Plivo credentials come from the environment, as upstream allows.
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.root),
+            "VOICECALLD_SOCKET": str(self.socket),
+            "OPENAI_API_KEY": SECRETS["chat"],
+            "PLIVO_AUTH_ID": AUTH_ID,
+            "PLIVO_AUTH_TOKEN": SECRETS["plivo"],
+        }
+        self.log = self.root / "daemon.log"
+        self.daemon = _Daemon(self.log)
+        self.process = reactor.spawnProcess(
+            self.daemon,
+            TWISTD,
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                "voicecalld",
+                "--state-dir",
+                str(self.root / "state"),
+                "--config",
+                str(self.config),
+            ],
+            env=self.env,
+        )
+        self.addCleanup(self.stop_daemon)
+        yield wait_for(
+            lambda: (
+                self.daemon.ended.called
+                or (self.log.exists() and b"voicecalld ready" in self.log.read_bytes())
+            ),
+            what="daemon ready",
+        )
+        self.assertFalse(self.daemon.ended.called, self.log.read_text())
+
+    def stop_daemon(self) -> Deferred | None:
+        """SIGTERM the daemon (if it still runs) and wait for it to exit."""
+        if self.daemon.ended.called:
+            return None
+        self.process.signalProcess("TERM")
+        return self.daemon.ended
+
+    @inlineCallbacks
+    def cli(self, *args: str):
+        out, err, code = yield getProcessOutputAndValue(VOICECALL, args, env=self.env)
+        self.assertEqual(code, 0, err.decode())
+        return out.decode()
+
+    @inlineCallbacks
+    def status(self, call_id: str):
+        return json.loads((yield self.cli("--json", "status", "--call-id", call_id)))
+
+    def status_with(self, call_id, predicate):
+        """A check for L{wait_for}: the call's record once C{predicate} holds for it."""
+        state = {"record": None, "asking": False}
+
+        def check():
+            if not state["asking"]:
+                state["asking"] = True
+
+                def got(result):
+                    state["asking"] = False
+                    out, _err, code = result
+                    if code == 0:
+                        state["record"] = json.loads(out)
+
+                getProcessOutputAndValue(
+                    VOICECALL, ("--json", "status", "--call-id", call_id), env=self.env
+                ).addCallback(got)
+            record = state["record"]
+            return record if record is not None and predicate(record) else None
+
+        return check
+
+    @inlineCallbacks
+    def test_outbound_streamed_conversation(self):
+        out = yield self.cli(
+            "call", "--to", TO, "--mode", "conversation", "--message", "Hello, this is Ada."
+        )
+        call_id = out.strip()
+        call = yield self.plivo.when_call(0)
+        self.assertIn(f"callId={call_id}", call.answer_url)
+        self.assertEqual(call.ring_timeout, 30)
+        yield call.ring()
+        yield call.answer()
+        stream = yield call.when_stream()
+        self.assertEqual(stream.content_type, "audio/x-mulaw;rate=8000")
+        self.assertTrue(stream.bidirectional)
+        yield stream.when_mark_echoed("u1:end")
+        self.assertGreater(len(stream.outbound_audio.replace(b"\xff", b"")), 3000)
+        record = yield self.status(call_id)
+        self.assertEqual(record["providerCallId"], call.call_uuid)
+        self.assertEqual(record["transcript"][0]["text"], "Hello, this is Ada.")
+
+        # The caller speaks: audio reaches the STT; its transcript gets a reply.
+        yield stream.send_audio(b"\x55" * 3200)
+        yield self.stt.audio_at_least(3200)
+        self.stt.speech_started("item_1")
+        self.stt.completed("item_1", "I'd like a table for two at eight.")
+        yield stream.when_mark_echoed("u2:end")
+        record = yield self.status(call_id)
+        texts = [(e["speaker"], e["text"]) for e in record["transcript"]]
+        self.assertIn(("user", "I'd like a table for two at eight."), texts)
+        self.assertEqual(texts[-1], ("bot", "A table for two at eight works. Anything else?"))
+
+        # Barge-in: the caller talks over a long reply; Plivo is told to clearAudio.
+        self.chat.replies.append(
+            "Let me read you our whole menu, starting with the "
+            "antipasti, then the pasta, then the mains and desserts."
+        )
+        self.tts.openai = openai_script(chunks=split(sine_pcm(4.0), 40), delay=0.05)
+        self.stt.completed("item_2", "What's on the menu?")
+        yield wait_for(
+            lambda: any(
+                name.startswith("u3:") and name != "u3:end" for _, name in stream.marks_echoed
+            ),
+            what="part of the long reply played",
+        )
+        self.stt.speech_started("item_3")
+        yield stream.when_clear()
+        self.stt.completed("item_3", "Never mind, thanks.")
+        yield wait_for(
+            self.status_with(call_id, lambda r: any(e.get("interrupted") for e in r["transcript"])),
+            what="an interrupted reply",
+        )
+
+        # The caller's keys land in the transcript; ours go out in-band.
+        yield stream.send_dtmf("5")
+        yield wait_for(
+            self.status_with(
+                call_id,
+                lambda r: any(
+                    e["kind"] == "dtmf" and e["speaker"] == "user" for e in r["transcript"]
+                ),
+            ),
+            what="caller DTMF",
+        )
+        yield self.cli("dtmf", "--call-id", call_id, "--digits", "1w2")
+        self.assertIsNone(stream.closed_by)
+
+        yield self.cli("end", "--call-id", call_id)
+        yield call.when_ended()
+        record = yield self.status(call_id)
+        self.assertEqual(record["state"], "hangup-bot")
+        self.assertEqual(self.plivo.errors, [])
+
+        log = self.log.read_text()
+        for name, secret in SECRETS.items():
+            self.assertNotIn(secret, log, f"the {name} secret is in the daemon's log")
+        self.assertNotIn(SECRETS["plivo"], json.dumps(record))

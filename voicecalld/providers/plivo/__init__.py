@@ -1,0 +1,1 @@
+"""Plivo Voice API: REST, signed callbacks, Plivo XML and audio streams."""

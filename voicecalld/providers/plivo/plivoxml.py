@@ -1,0 +1,111 @@
+"""
+Every Plivo XML document voicecalld answers with, built with the plivo
+SDK's XML classes (pure; no network).
+
+No document is ever empty or runs out: Plivo hangs up a call whose XML
+ends (4010), so each one keeps the call speaking, listening, holding or
+streaming, and asks us again (C{<Redirect>}), or hangs up on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from plivo.xml import (
+    GetInputElement,
+    HangupElement,
+    RedirectElement,
+    ResponseElement,
+    SpeakElement,
+    StreamElement,
+    WaitElement,
+)
+
+from voicecalld.providers.plivo.codec import CONTENT_TYPE, extra_headers
+
+LANGUAGE = "en-US"
+HOLD_SECONDS = 30
+LISTEN_SECONDS = 30
+
+# OpenAI voice names mapped to similar Amazon Polly voices (Plivo speaks Polly too).
+_POLLY = {
+    "alloy": "Polly.Joanna",
+    "echo": "Polly.Matthew",
+    "fable": "Polly.Amy",
+    "onyx": "Polly.Brian",
+    "nova": "Polly.Salli",
+    "shimmer": "Polly.Kimberly",
+}
+DEFAULT_VOICE = "Polly.Joanna"
+
+
+def native_voice(configured: str | None) -> str:
+    """Plivo's C{<Speak>} voice for a configured TTS voice name."""
+    if not configured:
+        return DEFAULT_VOICE
+    if configured.startswith("Polly.") or configured in ("WOMAN", "MAN"):
+        return configured
+    return _POLLY.get(configured.lower(), DEFAULT_VOICE)
+
+
+def _xml(*elements: object) -> str:
+    response = ResponseElement()
+    for element in elements:
+        response.add(element)
+    return response.to_string(False)
+
+
+def stream(url: str, parameters: dict[str, str], ended_url: str) -> str:
+    """
+    A bidirectional mu-law stream that holds the call while it runs;
+    C{parameters} travel in C{extraHeaders}; once the socket closes, Plivo
+    asks C{ended_url}.
+    """
+    return _xml(
+        StreamElement(
+            url,
+            bidirectional=True,
+            keepCallAlive=True,
+            contentType=CONTENT_TYPE,
+            extraHeaders=extra_headers(parameters),
+        ),
+        RedirectElement(ended_url, method="POST"),
+    )
+
+
+def say(texts: Sequence[str], voice: str, played_url: str) -> str:
+    """Speak each text, then tell us (C{played_url}) that they have been played."""
+    return _xml(
+        *[SpeakElement(text, voice=voice, language=LANGUAGE) for text in texts],
+        RedirectElement(played_url, method="POST"),
+    )
+
+
+def listen(action_url: str, idle_url: str) -> str:
+    """Listen for speech or keys: what is heard goes to C{action_url}; silence asks C{idle_url}."""
+    return _xml(
+        GetInputElement(
+            action=action_url,
+            method="POST",
+            input_type="speech dtmf",
+            execution_timeout=LISTEN_SECONDS,
+            language=LANGUAGE,
+            redirect=True,
+        ),
+        RedirectElement(idle_url, method="POST"),
+    )
+
+
+def hold(idle_url: str) -> str:
+    """Keep the line open quietly, then ask again what to do."""
+    return _xml(WaitElement(length=HOLD_SECONDS), RedirectElement(idle_url, method="POST"))
+
+
+def reject() -> str:
+    """Refuse an inbound call without answering it."""
+    return _xml(HangupElement(reason="rejected"))
+
+
+def hangup() -> str:
+    """End the call."""
+    return _xml(HangupElement())
