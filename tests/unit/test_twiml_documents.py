@@ -69,7 +69,9 @@ class DocumentTableTests(TestCase):
     """The decision table, one row per situation."""
 
     def answer(self, p, r):
-        call = p._track(r)
+        """The document Twilio gets when C{r} is answered, and the call it is about."""
+        p.answer(r)
+        call = p.call_for(r.call_id, r.provider_call_id)
         return p.answer_document(call, r.provider_call_id), call
 
     def test_rows(self):
