@@ -31,20 +31,3 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
 
     poll()
     return d
-
-
-def autobahn_settled(timeout: float = 5.0) -> Deferred:
-    """
-    Wait until autobahn's close-handshake timers (txaio's batched calls) are
-    gone, so trial finds a clean reactor after WebSockets closed.
-    """
-    return wait_for(
-        lambda: (
-            not any(
-                "_notify_bucket" in repr(getattr(c, "func", None))
-                for c in reactor.getDelayedCalls()
-            )
-        ),
-        timeout,
-        "autobahn's close timers to finish",
-    )

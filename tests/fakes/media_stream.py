@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 
+#: The client socket's autobahn protocol options unless a test says otherwise.
+WS_OPTIONS: dict[str, Any] = {"openHandshakeTimeout": 10, "closeHandshakeTimeout": 2}
+
+
 class FakeProviderError(Exception):
     """A test asked a fake carrier for something it could not do in the current state."""
 
@@ -223,6 +227,9 @@ class MediaStreamClient:
         cancels when it stops (default: C{clock.callLater}).
     @param bidirectional: whether the app may send audio back.
     @param audio: the framing, if not the dialect's default.
+    @param ws_options: autobahn protocol options for the client socket, over
+        L{WS_OPTIONS} (e.g. zero timeouts, so a test's reactor keeps no
+        handshake timers).
     """
 
     #: Raised when a test asks for something the stream cannot do now.
@@ -239,6 +246,7 @@ class MediaStreamClient:
         bidirectional: bool = True,
         audio: AudioFormat | None = None,
         sid: str = "",
+        ws_options: dict[str, Any] | None = None,
     ) -> None:
         self.dialect = dialect
         self.url = url
@@ -248,6 +256,7 @@ class MediaStreamClient:
         self.bidirectional = bidirectional
         self.audio = audio if audio is not None else dialect.audio
         self.sid = sid
+        self.ws_options = {**WS_OPTIONS, **(ws_options or {})}
         self.state = "connecting"
         self.closed_by: str | None = None
         self.close_code: int | None = None
@@ -433,7 +442,7 @@ class MediaStreamClient:
         factory = WebSocketClientFactory(connect_url, headers=headers, useragent=useragent)
         factory.protocol = _StreamClientProtocol
         factory.stream = self
-        factory.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2)
+        factory.setProtocolOptions(**self.ws_options)
         tls = parts.scheme == "wss"
         port = parts.port or (443 if tls else 80)
         endpoint: Any = HostnameEndpoint(self.reactor, parts.hostname, port)

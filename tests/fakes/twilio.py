@@ -205,6 +205,9 @@ class FakeTwilio:
     @param pause_scale: multiplies C{<Pause length>}; 0 makes pauses instant.
     @param honour_timeout: end a ringing call with C{no-answer} after its C{Timeout}.
     @param api_keys: extra C{{key_sid: secret}} accepted for Basic auth.
+    @param ws_options: autobahn protocol options for the media sockets (see
+        L{MediaStreamClient}); C{{"openHandshakeTimeout": 0,
+        "closeHandshakeTimeout": 0}} leaves no autobahn timers behind.
     """
 
     def __init__(
@@ -223,6 +226,7 @@ class FakeTwilio:
         honour_timeout: bool = True,
         api_keys: dict[str, str] | None = None,
         webhook_timeout: float = 15.0,
+        ws_options: dict[str, Any] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -240,6 +244,7 @@ class FakeTwilio:
         self.honour_timeout = honour_timeout
         self.api_keys = dict(api_keys or {})
         self.webhook_timeout = webhook_timeout
+        self.ws_options = dict(ws_options or {})
         #: "valid", "wrong" (a signature made with another token) or "missing".
         self.signature_mode = "valid"
         #: Where the REST API is: Twilio's real root until L{listen} says otherwise.
@@ -1512,6 +1517,7 @@ class MediaStream(MediaStreamClient):
             call_later=fake._call_later,
             bidirectional=bidirectional,
             sid=new_sid("MZ"),
+            ws_options=fake.ws_options,
         )
         self.call = call
         self.fake = fake

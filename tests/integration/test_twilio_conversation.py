@@ -28,7 +28,7 @@ from tests.fakes.openai_realtime import FakeRealtimeServer
 from tests.fakes.tts_servers import FakeTtsServer, openai_script, sine_pcm, split
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.daemon import TWISTD, VOICECALL
-from tests.waiting import autobahn_settled, wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +73,13 @@ class TwilioConversation(TestCase):
         # Short: a UNIX socket path must fit in 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="vc-"))
         self.addCleanup(shutil.rmtree, self.root, True)
-        self.addCleanup(autobahn_settled)
-        self.twilio = FakeTwilio(SID, SECRETS["twilio"], insecure_ws=True)
+        # Media sockets without autobahn's handshake timers, so none outlives the test.
+        self.twilio = FakeTwilio(
+            SID,
+            SECRETS["twilio"],
+            insecure_ws=True,
+            ws_options={"openHandshakeTimeout": 0, "closeHandshakeTimeout": 0},
+        )
         api = yield self.twilio.listen()
         self.addCleanup(self.twilio.stop)
         self.tts = FakeTtsServer()

@@ -3,8 +3,9 @@ Exposure through fake C{tailscale} and C{ngrok} executables.
 
 Each test writes small Python scripts named C{tailscale} / C{ngrok} into a
 temporary folder put first on the child's C{PATH}.  A script records its
-argv (and whether it saw C{NGROK_AUTHTOKEN}) and answers from a canned plan:
-the first rule whose C{match} is a prefix of its arguments.
+argv, its process id and whether it saw C{NGROK_AUTHTOKEN}, and answers
+from a canned plan: the first rule whose C{match} is a prefix of its
+arguments.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import attrs
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import Logger
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from voicecalld.config.loader import parse_config
@@ -34,7 +36,6 @@ from voicecalld.expose import (
     stream_paths,
     tailscale_mounts,
 )
-from voicecalld.expose import ngrok as ngrok_module
 from voicecalld.expose.ngrok import NgrokTunnel, ngrok_argv
 from voicecalld.expose.process import find_executable, redact, run
 from voicecalld.expose.tailscale import TailscaleArgv, check_mode
@@ -44,7 +45,8 @@ import json, os, signal, sys
 path = os.path.abspath(__file__)
 args = sys.argv[1:]
 with open(path + ".log", "a") as log:
-    log.write(json.dumps({{"argv": args, "token": os.environ.get("NGROK_AUTHTOKEN")}}) + "\\n")
+    record = {{"argv": args, "token": os.environ.get("NGROK_AUTHTOKEN"), "pid": os.getpid()}}
+    log.write(json.dumps(record) + "\\n")
 with open(path + ".plan.json") as f:
     plan = json.load(f)
 for rule in plan:
@@ -113,6 +115,14 @@ class FakeToolsTestCase(unittest.TestCase):
                 return [json.loads(line) for line in f]
         except FileNotFoundError:
             return []
+
+    def gone(self, pid: int) -> bool:
+        """Whether no process C{pid} is left in the OS (it ended and was reaped)."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
     def argvs(self, name: str) -> list[list[str]]:
         return [call["argv"] for call in self.calls(name)]
@@ -414,8 +424,11 @@ class NgrokTests(FakeToolsTestCase):
         url = await tunnel.start(3334)
         self.assertEqual(url, "https://ab12.ngrok-free.app")
         self.assertTrue(tunnel.running)
+        (call,) = self.calls("ngrok")
+        self.assertFalse(self.gone(call["pid"]))
         await tunnel.stop()
         self.assertFalse(tunnel.running)
+        self.assertTrue(self.gone(call["pid"]))
         await tunnel.stop()
 
     async def test_a_stubborn_agent_is_killed_after_the_grace(self) -> None:
@@ -427,6 +440,8 @@ class NgrokTests(FakeToolsTestCase):
         self.clock.advance(5)
         await stopping
         self.assertFalse(tunnel.running)
+        (call,) = self.calls("ngrok")
+        self.assertTrue(self.gone(call["pid"]))
 
     async def test_err_ngrok_on_stderr_fails_and_hides_the_token(self) -> None:
         self.fake(
@@ -499,13 +514,15 @@ class NgrokTests(FakeToolsTestCase):
         )
 
     async def test_agent_dying_later_is_logged(self) -> None:
-        events: list[dict[str, Any]] = []
-        self.patch(ngrok_module, "_log", Logger(observer=events.append))
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.fake("ngrok", [self.started()])
         tunnel = NgrokTunnel(**self.kwargs())
         await tunnel.start(3334)
-        os.kill(tunnel._process.pid, 15)
+        (call,) = self.calls("ngrok")
+        os.kill(call["pid"], 15)
         await eventually(lambda: not tunnel.running, "the agent gone")
+        self.assertTrue(self.gone(call["pid"]))
+        events = [e for e in logged if e.get("log_namespace") == "voicecalld.expose.ngrok"]
         self.assertEqual(len(events), 1)
         self.assertIn("ngrok exited", events[0]["why"])
 

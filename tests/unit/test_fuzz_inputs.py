@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twilio.request_validator import RequestValidator
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -38,7 +38,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.fakes.provider import CallBook
 from tests.fakes.tts import ScriptedTTS
-from tests.unit.test_twilio import SID, TOKEN, Rig, ScriptedSTT
+from tests.unit.rigs import SID, TOKEN, MemoryRig, ScriptedSTT
 from voicecalld.config import parse_config
 from voicecalld.media.stream import MediaStream
 from voicecalld.providers.twilio.provider import TwilioProvider
@@ -437,15 +437,14 @@ class WebhookParser(TestCase):
 
     timeout = 60
 
-    @inlineCallbacks
     def test_wrong_or_missing_signatures_get_4xx_and_change_nothing(self):
-        rig = yield Rig(self, {}, False).start()
-        record = yield rig.initiate()
-        yield rig.fake.when_call(0)
-        before = yield Deferred.fromCoroutine(rig.manager.recent(10))
+        rig = MemoryRig(self, {}, streaming=False)
+        record = rig.initiate()
+        rig.run(rig.fake.when_call(0))
+        before = rig.run(Deferred.fromCoroutine(rig.manager.recent(10)))
         notices, requests = len(rig.notices), len(rig.fake.requests)
-        # The daemon's own resource tree, as the site serves it.
-        stub = StubTreq(rig.port.factory.resource)
+        # The daemon's own resource tree, as the fake Twilio reaches it.
+        stub = rig.http
         sid = record.provider_call_id
 
         @FUZZ
@@ -486,7 +485,7 @@ class WebhookParser(TestCase):
             self.successResultOf(stub.content(response))
 
         fuzz()
-        self.assertEqual((yield Deferred.fromCoroutine(rig.manager.recent(10))), before)
+        self.assertEqual(rig.run(Deferred.fromCoroutine(rig.manager.recent(10))), before)
         self.assertEqual(rig.manager.live_calls()[0].state, CallState.INITIATED)
         self.assertEqual(len(rig.notices), notices)
         self.assertEqual(len(rig.fake.requests), requests)

@@ -15,41 +15,29 @@ buffers show it (L{StalledReader}).
 from __future__ import annotations
 
 import json
-import re
 import socket
 from typing import Any
 
 from attrs import evolve
 from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from treq.testing import StubTreq
+from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.task import Clock, cooperate
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
-from tests.fakes.tts import ToneTTS
-from tests.fakes.twilio import FakeTwilio
-from tests.unit.test_twilio import SID, TO, TOKEN, ScriptedSTT
+from tests.unit.rigs import PATH, MemoryRig, StreamClient, Wire
 from tests.waiting import wait_for
-from voicecalld.calls.hub import NoticeHub
-from voicecalld.calls.manager import CallManager
-from voicecalld.config import parse_config
 from voicecalld.media.stream import MediaStream, MediaStreamFactory, StreamLimits, StreamStart
 from voicecalld.media.tokens import TOKEN_LIFETIME, StreamTokens
 from voicecalld.providers.twilio.codec import TwilioCodec
-from voicecalld.providers.twilio.provider import TwilioProvider
-from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
 from voicecalld.values.states import CallState
 from voicecalld.web.guard import GuardedSite
 from voicecalld.web.site import build_root
 
-PATH = "/voice/stream"
 ACCOUNT = "AC" + "1" * 32
 OTHER_SID = "CA" + "f" * 32
 STREAM_SID = "MZ" + "3" * 32
@@ -90,88 +78,6 @@ def start_message(token: Any, call_sid: str = "CA" + "2" * 32) -> dict[str, Any]
 def pong(digit: str) -> dict[str, Any]:
     """The mark a L{Recorder} answers C{digit} with."""
     return {"event": "mark", "streamSid": STREAM_SID, "mark": {"name": f"pong-{digit}"}}
-
-
-class StreamClient(WebSocketClientProtocol):
-    """Twilio's end of a media socket, as far as these tests need it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.handshake: Deferred = Deferred()
-        self.closed: Deferred = Deferred()
-        self.messages: list[dict[str, Any]] = []
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-
-    def onOpen(self) -> None:
-        self.handshake.callback(True)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.messages.append(json.loads(payload))
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.close_code, self.close_reason = code, reason
-        if not self.handshake.called:
-            self.handshake.callback(False)
-        self.closed.callback((code, reason))
-
-    def send_json(self, message: Any) -> None:
-        """Send one JSON text frame."""
-        self.sendMessage(json.dumps(message).encode(), isBinary=False)
-
-    @property
-    def accepted(self) -> bool | None:
-        """Whether the upgrade was accepted (None while it is not answered)."""
-        return self.handshake.result if self.handshake.called else None
-
-    @property
-    def refused_status(self) -> int | None:
-        """The HTTP status of a refused upgrade."""
-        found = re.search(r"upgrade failed \[(\d{3})\]", self.close_reason or "")
-        return int(found.group(1)) if found else None
-
-
-class Wire:
-    """
-    Client sockets to one server factory over in-memory transports: each
-    L{connect} is a new connection from the given address, and L{pump}
-    delivers every byte and disconnection both ways until nothing moves.
-    """
-
-    SERVER = IPv4Address("TCP", "127.0.0.1", 3334)
-
-    def __init__(self, clock: Clock, server_factory: Any) -> None:
-        self.clock = clock
-        self.server_factory = server_factory
-        self.pumps: list[iosim.IOPump] = []
-
-    def connect(self, client_factory: Any, bind: str) -> Any:
-        """A new connection from C{bind}; the client protocol."""
-        peer = IPv4Address("TCP", bind, 40000 + len(self.pumps))
-        server = self.server_factory.buildProtocol(peer)
-        client = client_factory.buildProtocol(self.SERVER)
-        self.pumps.append(
-            iosim.connect(
-                server,
-                iosim.FakeTransport(server, True, self.SERVER, peer),
-                client,
-                iosim.FakeTransport(client, False, peer, self.SERVER),
-                greet=False,
-                clock=self.clock,
-            )
-        )
-        self.pump()
-        return client
-
-    def pump(self) -> None:
-        """Move bytes until no connection has anything left to deliver."""
-        for _ in range(1000):
-            moved = False
-            for pump in self.pumps:
-                moved = pump.flush() or moved
-            if not moved:
-                return
-        raise AssertionError("the connections never went quiet")
 
 
 class Recorder:
@@ -293,170 +199,6 @@ class StreamServer:
         self.wire.pump()
         self.test.assertEqual([c for c in self.clients if not c.closed.called], [])
         self.test.assertEqual((self.factory.open, self.factory.pending), (set(), {}))
-
-
-class Forward:
-    """Stands for an object made later (the fake Twilio needs the app before it exists)."""
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.target(), name)
-
-
-class MemoryRig:
-    """
-    The Twilio provider and the call manager wired as the daemon wires them,
-    against the fake Twilio, all in memory on one L{MemoryReactorClock}: REST
-    and webhooks through C{StubTreq}, the fake's media sockets answered by
-    our guarded site over iosim transports.  L{run} moves bytes and lets
-    time pass (20 ms at a time) until what the test waits for has happened.
-    """
-
-    URL = "http://127.0.0.1:3334/voice/webhook"
-
-    def __init__(self, test: TestCase, config: dict[str, Any]) -> None:
-        self.test = test
-        self.reactor = MemoryReactorClock()
-        self.reactor.advance(1_800_000_000)
-        self.notices: list[Any] = []
-        self.fake_http: Any = None
-        self.fake = FakeTwilio(
-            SID,
-            TOKEN,
-            reactor=self.reactor,
-            insecure_ws=True,
-            pause_scale=0.0,
-            http=Forward(lambda: self.fake_http),
-        )
-        self.rest = StubTreq(self.fake.resource)
-        settings = parse_config(
-            {
-                "provider": "twilio",
-                "fromNumber": "+15550001111",
-                "twilio": {"accountSid": SID, "authToken": TOKEN},
-                "streaming": {"enabled": True},
-                **config,
-            },
-            None,
-            {},
-        ).settings
-        self.settings = settings
-        self.tts = ToneTTS(self.reactor)
-        self.provider = TwilioProvider(
-            settings,
-            self.reactor,
-            public_url=self.URL,
-            http=self.rest,
-            tts=self.tts,
-            stt=ScriptedSTT(),
-        )
-        self.store = SQLiteCallStore(test.mktemp(), SynchronousRunner())
-        test.successResultOf(self.store.open())
-        hub = NoticeHub()
-        hub.listen(self.notices.append)
-        self.manager = CallManager(
-            settings=settings, store=self.store, provider=self.provider, clock=self.reactor, hub=hub
-        )
-        resources = self.provider.web_resources()
-        self.fake_http = StubTreq(build_root(resources))
-        self.wire = Wire(self.reactor, GuardedSite(build_root(resources), reactor=self.reactor))
-        self.answered = 0
-        self.provider.start(self.manager.handle_event, self.manager.directory)
-        self.run(Deferred.fromCoroutine(self.manager.restore()))
-        self.manager.start()
-        self.provider.use_public_url(self.URL, known=True)
-        test.addCleanup(self.quiesce)
-
-    def pump(self) -> bool:
-        """Move every byte there is to move and run what is due now; whether anything moved."""
-        moved = False
-        for _ in range(1000):
-            step = self.answer()
-            self.rest.flush()
-            self.fake_http.flush()
-            self.wire.pump()
-            now = self.reactor.seconds()
-            if any(c.getTime() <= now for c in self.reactor.getDelayedCalls()):
-                self.reactor.advance(0)
-                step = True
-            if not step:
-                return moved
-            moved = True
-        raise AssertionError("the rig never went quiet")
-
-    def answer(self) -> bool:
-        """Connect the fake's new media-socket dials to our site."""
-        dials = self.reactor.tcpClients[self.answered :]
-        connectors = self.reactor.connectors[self.answered :]
-        self.answered = len(self.reactor.tcpClients)
-        for (_host, _port, factory, _timeout, _bind), connector in zip(
-            dials, connectors, strict=True
-        ):
-            if not connector.stoppedConnecting:
-                self.wire.connect(factory, "127.0.0.1")
-        return bool(dials)
-
-    def run(self, d: Deferred, limit: float = 60.0) -> Any:
-        """Let things happen, 20 ms of time at a time, until C{d} fires (within C{limit} s)."""
-        deadline = self.reactor.seconds() + limit
-        self.pump()
-        while not d.called:
-            if self.reactor.seconds() > deadline:
-                raise AssertionError(f"nothing happened within {limit} s")
-            self.reactor.advance(0.02)
-            self.pump()
-        return self.test.successResultOf(d)
-
-    def until(self, check: Any, limit: float = 60.0) -> None:
-        """Like L{run}, until C{check()} is true."""
-        deadline = self.reactor.seconds() + limit
-        self.pump()
-        while not check():
-            if self.reactor.seconds() > deadline:
-                raise AssertionError(f"condition not met within {limit} s")
-            self.reactor.advance(0.02)
-            self.pump()
-
-    def quiesce(self) -> None:
-        """Stop everything; every media socket must close."""
-        self.manager.stop()
-        self.provider.stop()
-        # Let each close handshake finish before the fake drops what is left:
-        # autobahn keeps its close-handshake timer (on the global reactor) if
-        # the peer drops instead of answering.
-        self.until(lambda: not self.provider.media.factory.open, limit=5)
-        stopping = self.fake.stop()
-        self.run(stopping, limit=5)
-
-    def initiate(self, message: str, mode: str) -> Any:
-        return self.run(Deferred.fromCoroutine(self.manager.initiate(TO, message, mode)))
-
-    def record(self, call_id: str) -> Any:
-        return self.run(Deferred.fromCoroutine(self.manager.get(call_id)))
-
-    def client(self, bind: str = "127.0.0.1") -> StreamClient:
-        """A client socket of our own to the daemon's stream path, once its upgrade was answered."""
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:3334{PATH}", reactor=self.reactor)
-        factory.protocol = StreamClient
-        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
-        client = self.wire.connect(factory, bind)
-        self.pump()
-        self.test.assertIsNotNone(client.accepted, "the upgrade was not answered")
-        self.test.addCleanup(self.close_client, client)
-        return client
-
-    def close_client(self, client: StreamClient) -> None:
-        if client.state == client.STATE_OPEN:
-            client.sendClose(1000)
-        self.pump()
-        self.test.assertTrue(client.closed.called)
-
-    def closed(self, client: StreamClient) -> tuple[int | None, str | None]:
-        """The code and reason C{client} was closed with, once all was delivered."""
-        self.run(client.closed, limit=1)
-        return client.close_code, client.close_reason
 
 
 class DaemonWiring(TestCase):

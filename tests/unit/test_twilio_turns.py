@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.fakes.provider import CallBook
 from tests.fakes.twilio import FakeCall
-from tests.unit.test_twilio import Rig
+from tests.unit.rigs import Rig
 from voicecalld.config import parse_config
 from voicecalld.errors import Timeout
 from voicecalld.providers.twilio.provider import TwilioProvider

@@ -1,9 +1,16 @@
-"""Every TwiML document voicecalld answers with, by the call's situation: never empty."""
+"""
+Every TwiML document voicecalld answers with, by the call's situation: never
+empty.  Each is what Twilio gets back from a signed webhook to the
+provider's own webhook resource (in memory, through C{StubTreq}).
+"""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
 from xml.etree import ElementTree
 
+from treq.testing import StubTreq
+from twilio.request_validator import RequestValidator
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -17,6 +24,7 @@ from voicecalld.values.record import CallRecord
 from voicecalld.values.states import CallState
 
 PUBLIC = "https://voice.example.com/voice/webhook"
+AUTH_TOKEN = "t"
 
 
 def provider(streaming: bool) -> TwilioProvider:
@@ -24,7 +32,7 @@ def provider(streaming: bool) -> TwilioProvider:
         {
             "provider": "twilio",
             "fromNumber": "+15550001111",
-            "twilio": {"accountSid": "AC1", "authToken": "t"},
+            "twilio": {"accountSid": "AC1", "authToken": AUTH_TOKEN},
             "publicUrl": PUBLIC,
             "streaming": {"enabled": streaming},
         },
@@ -32,7 +40,7 @@ def provider(streaming: bool) -> TwilioProvider:
         {},
     ).settings
     clock = Clock()
-    return TwilioProvider(
+    p = TwilioProvider(
         settings,
         clock,
         public_url=PUBLIC,
@@ -40,6 +48,8 @@ def provider(streaming: bool) -> TwilioProvider:
         tts=ToneTTS(clock) if streaming else None,
         stt=object() if streaming else None,
     )
+    p.start(lambda event: succeed(None), CallBook())
+    return p
 
 
 def record(mode="conversation", direction="outbound", message="Hello") -> CallRecord:
@@ -68,9 +78,38 @@ def verbs(document: str) -> list[str]:
 class DocumentTableTests(TestCase):
     """The decision table, one row per situation."""
 
-    def answer(self, p, r):
-        call = p._track(r)
-        return p.answer_document(call, r.provider_call_id), call
+    def setUp(self) -> None:
+        self.sites: dict[TwilioProvider, StubTreq] = {}
+
+    def post(self, p, kind: str, **query: str) -> str:
+        """The TwiML Twilio gets for a signed webhook of C{kind} about call c1."""
+        return self.fetch(p, f"{PUBLIC}?{urlencode({'callId': 'c1', 'type': kind, **query})}")
+
+    def fetch(self, p, url: str) -> str:
+        """The TwiML Twilio gets for its signed POST to C{url}."""
+        form = {"CallSid": "CA1", "CallStatus": "in-progress", "Direction": "outbound-api"}
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(url, form)
+        if p not in self.sites:
+            # Built once per provider, as the daemon's site does.
+            self.sites[p] = StubTreq(p.web_resources()[p.settings.serve.path])
+        stub = self.sites[p]
+        response = self.successResultOf(
+            stub.post(
+                url,
+                data=urlencode(form).encode(),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": signature,
+                },
+            )
+        )
+        self.assertEqual(response.code, 200)
+        return self.successResultOf(response.text())
+
+    def answer(self, p, r) -> str:
+        """The document Twilio gets when the call of C{r} is answered."""
+        p.answer(r)
+        return self.post(p, "answer")
 
     def test_rows(self):
         rows = [
@@ -98,8 +137,7 @@ class DocumentTableTests(TestCase):
         ]
         for name, p, r, expected in rows:
             with self.subTest(name):
-                document, _ = self.answer(p, r)
-                self.assertEqual(verbs(document), expected)
+                self.assertEqual(verbs(self.answer(p, r)), expected)
 
     def test_after_speaking_a_conversation_listens_and_a_notify_call_holds(self):
         for mode, expected in (
@@ -107,29 +145,31 @@ class DocumentTableTests(TestCase):
             ("notify", ["Pause", "Redirect"]),
         ):
             p = provider(False)
-            _, call = self.answer(p, record(mode))
-            p.played(call, 1)
-            self.assertEqual(verbs(p.document(call)), expected)
+            said = ElementTree.fromstring(self.answer(p, record(mode)))
+            # Twilio follows the <Redirect> once it has said the <Say>s.
+            self.assertEqual(verbs(self.fetch(p, said.find("Redirect").text)), expected)
 
     def test_an_ended_call_hangs_up(self):
         p = provider(False)
-        _, call = self.answer(p, record())
+        p.answer(record())
         p.forget(record())
-        self.assertEqual(verbs(p.document(call)), ["Hangup"])
-        self.assertEqual(verbs(p.answer_document(call, "CA1")), ["Hangup"])
-        self.assertEqual(verbs(p.restart_stream(call, "CA1")), ["Hangup"])
+        self.assertEqual(verbs(self.post(p, "idle")), ["Hangup"])
+        self.assertEqual(verbs(self.post(p, "answer")), ["Hangup"])
+        self.assertEqual(verbs(self.post(p, "stream-ended")), ["Hangup"])
 
     def test_stream_restarts_are_bounded(self):
         p = provider(True)
-        _, call = self.answer(p, record())
-        p.start(lambda event: succeed(None), CallBook())
+        document = self.answer(p, record())
+        # As Twilio does: each time the stream ends, POST to the <Connect> action.
         for _ in range(5):
-            self.assertEqual(verbs(p.restart_stream(call, "CA1")), ["Connect"])
-        self.assertEqual(verbs(p.restart_stream(call, "CA1")), ["Hangup"])
+            document = self.fetch(p, ElementTree.fromstring(document).find("Connect").get("action"))
+            self.assertEqual(verbs(document), ["Connect"])
+        document = self.fetch(p, ElementTree.fromstring(document).find("Connect").get("action"))
+        self.assertEqual(verbs(document), ["Hangup"])
 
     def test_the_stream_url_has_no_query_and_carries_a_token(self):
         p = provider(True)
-        document, _ = self.answer(p, record())
+        document = self.answer(p, record())
         stream = ElementTree.fromstring(document).find("Connect/Stream")
         self.assertEqual(stream.get("url"), "wss://voice.example.com/voice/stream")
         names = [parameter.get("name") for parameter in stream.findall("Parameter")]
