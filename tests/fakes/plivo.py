@@ -329,6 +329,8 @@ class FakePlivo:
         C{StubTreq(app_resource)} to reach an in-memory app.
     @param insecure_ws: connect to C{wss://} stream URLs with plain C{ws://}
         (still signing the C{wss://} URL).
+    @param ws_options: autobahn protocol options for the audio sockets (see
+        L{MediaStreamClient}), e.g. no handshake timers left on a test's reactor.
     @param insecure_callbacks: fetch C{https://} URLs with plain C{http://}
         (still signing the C{https://} URL, as Plivo would).
     @param auto: C{None} (the test drives each call) or the outcome every new
@@ -357,6 +359,7 @@ class FakePlivo:
         clock: Any = None,
         http: Any = None,
         insecure_ws: bool = False,
+        ws_options: dict[str, Any] | None = None,
         insecure_callbacks: bool = False,
         auto: str | None = None,
         auto_delay: float = 0.0,
@@ -379,6 +382,7 @@ class FakePlivo:
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.insecure_ws = insecure_ws
+        self.ws_options = dict(ws_options or {})
         self.insecure_callbacks = insecure_callbacks
         self.auto = auto
         self.auto_delay = auto_delay
@@ -2002,6 +2006,7 @@ class PlivoStream(MediaStreamClient):
             bidirectional=bidirectional,
             audio=audio,
             sid=str(uuid.uuid4()),
+            ws_options=fake.ws_options,
         )
         self.call = call
         self.fake = fake

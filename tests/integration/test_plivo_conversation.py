@@ -26,7 +26,8 @@ from tests.fakes.plivo import FakePlivo
 from tests.fakes.tts_servers import FakeTtsServer, openai_script, sine_pcm, split
 from tests.integration.daemon import TWISTD, VOICECALL
 from tests.integration.test_twilio_conversation import _Daemon, free_port
-from tests.waiting import autobahn_settled, wait_for
+from tests.unit.rigs import NO_TIMERS
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +51,7 @@ class PlivoConversation(TestCase):
         # Short: a UNIX socket path must fit in 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="vc-"))
         self.addCleanup(shutil.rmtree, self.root, True)
-        self.addCleanup(autobahn_settled)
-        self.plivo = FakePlivo(AUTH_ID, SECRETS["plivo"], insecure_ws=True)
+        self.plivo = FakePlivo(AUTH_ID, SECRETS["plivo"], insecure_ws=True, ws_options=NO_TIMERS)
         api = yield self.plivo.listen()
         self.addCleanup(self.plivo.stop)
         self.tts = FakeTtsServer()

@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.fakes.plivo import FakePlivo
 from tests.fakes.tts import ToneTTS
-from tests.unit.test_twilio import ScriptedSTT
+from tests.unit.rigs import ScriptedSTT
 from tests.waiting import wait_for
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
