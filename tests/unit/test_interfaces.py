@@ -170,6 +170,21 @@ def _twilio_dialect(test: TestCase) -> Any:
     return TwilioDialect(_twilio_provider(test))
 
 
+def _telnyx_provider(test: TestCase) -> Any:
+    from voicecalld.providers.telnyx.provider import TelnyxProvider
+
+    settings = _settings(
+        provider="telnyx", telnyx={"apiKey": "k", "connectionId": "1", "publicKey": "p"}
+    )
+    return TelnyxProvider(settings, Clock(), public_url="https://voice.example.com/voice/webhook")
+
+
+def _telnyx_dialect(test: TestCase) -> Any:
+    from voicecalld.providers.telnyx.dialect import TelnyxDialect
+
+    return TelnyxDialect(_telnyx_provider(test))
+
+
 def _plain(name: str, *args: Callable[[], Any]) -> Callable[[TestCase], Any]:
     """A builder for C{module:Class} called with C{args} (each made fresh)."""
     module, cls = name.split(":")
@@ -198,6 +213,17 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     ),
     "voicecalld.providers.twilio.dialect:TwilioDialect": _twilio_dialect,
     "voicecalld.providers.twilio.signature:TwilioSignature": _twilio_signature,
+    "voicecalld.providers.telnyx.provider:TelnyxProvider": _telnyx_provider,
+    "voicecalld.providers.telnyx.codec:TelnyxCodec": _plain(
+        "voicecalld.providers.telnyx.codec:TelnyxCodec"
+    ),
+    "voicecalld.providers.telnyx.codec:TelnyxEncoder": _plain(
+        "voicecalld.providers.telnyx.codec:TelnyxEncoder"
+    ),
+    "voicecalld.providers.telnyx.dialect:TelnyxDialect": _telnyx_dialect,
+    "voicecalld.providers.telnyx.signature:TelnyxVerifier": _plain(
+        "voicecalld.providers.telnyx.signature:TelnyxVerifier", lambda: None
+    ),
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,

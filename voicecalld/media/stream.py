@@ -29,6 +29,8 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from voicecalld.media.reorder import Reorder
+
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
 CLOSE_BAD_DATA = 1007
@@ -228,6 +230,7 @@ class MediaStream(WebSocketServerProtocol):
         self._backlog = 0
         self._closing = False
         self._close_reason: str | None = None
+        self._reorder: Reorder | None = None
 
     def onConnect(self, request: Any) -> None:
         factory: MediaStreamFactory = self.factory
@@ -294,12 +297,19 @@ class MediaStream(WebSocketServerProtocol):
             return
         kind = type(message)
         if kind is StreamMedia:
-            handler.media(message.audio)
+            if message.sequence is None:
+                handler.media(message.audio)
+                return
+            if self._reorder is None:
+                self._reorder = Reorder(handler.media)
+            self._reorder.frame(message.sequence, message.audio)
         elif kind is StreamMark:
             handler.mark(message.name)
         elif kind is StreamDtmf:
             handler.dtmf(message.digit)
         elif kind is StreamStop:
+            if self._reorder is not None:
+                self._reorder.flush()
             self.close(CLOSE_NORMAL, "stopped")
 
     def _started(self, start: StreamStart) -> None:
