@@ -9,6 +9,8 @@ capped in total and per peer and closed after C{preStartTimeoutMs}.  Once
 started, the hot path is the codec's parse per inbound frame and its
 encoding per outbound frame.  A socket whose send buffer keeps growing is
 closed (the call ends with a reason) rather than buffered forever.
+Caller audio a codec numbers (L{StreamMedia.sequence}) is put back in order
+(L{voicecalld.media.reorder}) for carriers that do not promise order.
 
 A codec (L{IStreamCodec}) only translates: inbound messages into the
 neutral values below, and (through the L{IStreamEncoder} it makes once per
