@@ -145,6 +145,9 @@ class Rig:
     def _quiesce(self):
         self.manager.stop()
         self.provider.stop()
+        for call in self.fake.calls:
+            # Work the fake queued for the next turn (a hang-up's webhooks) finishes first.
+            yield call.when_settled().addTimeout(10, reactor)
         yield wait_for(
             lambda: (
                 not self.provider.media.factory.open
@@ -363,6 +366,39 @@ class WithoutStreaming(TestCase):
         self.assertEqual(failure.status, 500)
         ok = yield rig.provider.speak(live, "Hello again?")
         self.assertTrue(ok.complete)
+        yield Deferred.fromCoroutine(rig.manager.end(record.call_id))
+
+    @inlineCallbacks
+    def test_an_interrupted_speak_ends_incomplete_and_the_next_one_completes(self):
+        rig = yield Rig(self, {}, False).start()
+        record = yield rig.initiate(None, "conversation")
+        call = yield rig.fake.when_call(0)
+        yield call.answer()
+        (live,) = rig.manager.live_calls()
+        long = "a long answer that takes a while to say " * 20
+        speaking = rig.provider.speak(live, long)
+        yield call.when_webhook("call.speak.started")
+        rig.provider.interrupt(live)
+        cut = yield speaking
+        self.assertFalse(cut.complete)
+        yield call.when_command("playback_stop")
+        yield call.when_webhook("call.speak.ended")
+        self.assertEqual(call.playbacks[0].status, "cancelled")
+        after = yield rig.provider.speak(live, "Short.")
+        self.assertTrue(after.complete)
+        self.assertEqual(call.playbacks[-1].status, "completed")
+        yield Deferred.fromCoroutine(rig.manager.end(record.call_id))
+
+    @inlineCallbacks
+    def test_pre_connect_digits_are_sent_once_answered(self):
+        rig = yield Rig(self, {}, False).start()
+        record = yield Deferred.fromCoroutine(
+            rig.manager.initiate(TO, None, "conversation", dtmf_sequence="ww123#")
+        )
+        call = yield rig.fake.when_call(0)
+        yield call.answer()
+        yield call.when_command("send_dtmf")
+        self.assertEqual(call.dtmf_sent, ["ww123#"])
         yield Deferred.fromCoroutine(rig.manager.end(record.call_id))
 
     @inlineCallbacks
