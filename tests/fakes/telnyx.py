@@ -390,6 +390,8 @@ class FakeTelnyx:
     @param http: a treq-like client for webhooks (default: treq on C{reactor});
         pass C{StubTreq(app_resource)} to reach an in-memory app.
     @param insecure_ws: connect to C{wss://} stream URLs with plain C{ws://}.
+    @param ws_options: autobahn protocol options for the media sockets (see
+        L{MediaStreamClient}), e.g. no handshake timers left on a test's reactor.
     @param insecure_webhooks: POST C{https://} webhook URLs over plain C{http://}.
     @param auto: C{None} (the test drives each call) or the outcome every new
         outbound call gets on its own: C{"answer"}, C{"busy"}, C{"no-answer"}, C{"failed"}.
@@ -411,6 +413,7 @@ class FakeTelnyx:
         clock: Any = None,
         http: Any = None,
         insecure_ws: bool = False,
+        ws_options: dict[str, Any] | None = None,
         insecure_webhooks: bool = False,
         auto: str | None = None,
         auto_delay: float = 0.0,
@@ -431,6 +434,7 @@ class FakeTelnyx:
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.insecure_ws = insecure_ws
+        self.ws_options = dict(ws_options or {})
         self.insecure_webhooks = insecure_webhooks
         self.auto = auto
         self.auto_delay = auto_delay
@@ -2061,6 +2065,7 @@ class TelnyxMediaStream(MediaStreamClient):
             bidirectional=True,
             audio=PCMA_8K if codec == "PCMA" else ULAW_8K,
             sid=str(uuid.uuid4()),
+            ws_options=fake.ws_options,
         )
         self.call = call
         self.fake = fake

@@ -423,7 +423,7 @@ def test_references_nothing_reads_stay_unresolved_with_a_note():
         f"{PLUGIN}.twilio.authToken: secret reference env:default:ABSENT left unresolved: only"
         " the twilio provider reads it (provider is 'mock')",
         "tts.providers.openai.apiKey: secret reference store:default:K left unresolved: only"
-        " streaming calls read it (provider twilio with streaming.enabled)",
+        " streaming calls read it (a carrier provider with streaming.enabled)",
     ]
     with pytest.raises(UnresolvedSecret):
         loaded.settings.twilio.auth_token.reveal()

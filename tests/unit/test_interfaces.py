@@ -189,6 +189,21 @@ def _plivo_signature(test: TestCase) -> Any:
     return PlivoSignature(lambda url: b"signature", b"signature")
 
 
+def _telnyx_provider(test: TestCase) -> Any:
+    from voicecalld.providers.telnyx.provider import TelnyxProvider
+
+    settings = _settings(
+        provider="telnyx", telnyx={"apiKey": "k", "connectionId": "1", "publicKey": "p"}
+    )
+    return TelnyxProvider(settings, Clock(), public_url="https://voice.example.com/voice/webhook")
+
+
+def _telnyx_dialect(test: TestCase) -> Any:
+    from voicecalld.providers.telnyx.dialect import TelnyxDialect
+
+    return TelnyxDialect(_telnyx_provider(test))
+
+
 def _plain(name: str, *args: Callable[[], Any]) -> Callable[[TestCase], Any]:
     """A builder for C{module:Class} called with C{args} (each made fresh)."""
     module, cls = name.split(":")
@@ -228,6 +243,17 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.providers.plivo.signature:PlivoSignature": _plivo_signature,
     "voicecalld.providers.plivo.signature:PlivoVerifier": _plain(
         "voicecalld.providers.plivo.signature:PlivoVerifier", lambda: "t"
+    ),
+    "voicecalld.providers.telnyx.provider:TelnyxProvider": _telnyx_provider,
+    "voicecalld.providers.telnyx.codec:TelnyxCodec": _plain(
+        "voicecalld.providers.telnyx.codec:TelnyxCodec"
+    ),
+    "voicecalld.providers.telnyx.codec:TelnyxEncoder": _plain(
+        "voicecalld.providers.telnyx.codec:TelnyxEncoder"
+    ),
+    "voicecalld.providers.telnyx.dialect:TelnyxDialect": _telnyx_dialect,
+    "voicecalld.providers.telnyx.signature:TelnyxVerifier": _plain(
+        "voicecalld.providers.telnyx.signature:TelnyxVerifier", lambda: None
     ),
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,

@@ -132,8 +132,8 @@ def inactive(settings: Any, at: Path) -> str | None:
     if at[:1] == ("twilio",) and settings.provider != "twilio":
         return f"only the twilio provider reads it (provider is {settings.provider!r})"
     if at[:1] in (("streaming",), ("tts",)):
-        if settings.provider != "twilio" or not settings.streaming.enabled:
-            return "only streaming calls read it (provider twilio with streaming.enabled)"
+        if settings.provider == "mock" or not settings.streaming.enabled:
+            return "only streaming calls read it (a carrier provider with streaming.enabled)"
     return None
 
 

@@ -9,6 +9,8 @@ capped in total and per peer and closed after C{preStartTimeoutMs}.  Once
 started, the hot path is the codec's parse per inbound frame and its
 encoding per outbound frame.  A socket whose send buffer keeps growing is
 closed (the call ends with a reason) rather than buffered forever.
+Caller audio a codec numbers (L{StreamMedia.sequence}) is put back in order
+(L{voicecalld.media.reorder}) for carriers that do not promise order.
 
 A codec (L{IStreamCodec}) only translates: inbound messages into the
 neutral values below, and (through the L{IStreamEncoder} it makes once per
@@ -28,6 +30,8 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
+
+from voicecalld.media.reorder import Reorder
 
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
@@ -228,6 +232,7 @@ class MediaStream(WebSocketServerProtocol):
         self._backlog = 0
         self._closing = False
         self._close_reason: str | None = None
+        self._reorder: Reorder | None = None
 
     def onConnect(self, request: Any) -> None:
         factory: MediaStreamFactory = self.factory
@@ -294,12 +299,19 @@ class MediaStream(WebSocketServerProtocol):
             return
         kind = type(message)
         if kind is StreamMedia:
-            handler.media(message.audio)
+            if message.sequence is None:
+                handler.media(message.audio)
+                return
+            if self._reorder is None:
+                self._reorder = Reorder(handler.media)
+            self._reorder.frame(message.sequence, message.audio)
         elif kind is StreamMark:
             handler.mark(message.name)
         elif kind is StreamDtmf:
             handler.dtmf(message.digit)
         elif kind is StreamStop:
+            if self._reorder is not None:
+                self._reorder.flush()
             self.close(CLOSE_NORMAL, "stopped")
 
     def _started(self, start: StreamStart) -> None:

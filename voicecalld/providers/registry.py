@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -17,48 +18,50 @@ def _mock(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
     return MockProvider(reactor, loaded.settings.serve.path)
 
 
-def _twilio(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
+def _carrier_options(loaded: LoadedConfig, reactor: IReactorTime) -> dict[str, Any]:
+    """What every carrier provider is built with: its URLs and, when streaming, TTS and STT."""
     from voicecalld.expose import local_exposure
-    from voicecalld.providers.twilio.provider import TwilioProvider
     from voicecalld.voice.stt_factory import make_stt
     from voicecalld.voice.tts_factory import make_tts
 
     settings = loaded.settings
     streaming = settings.streaming.enabled
-    return TwilioProvider(
-        settings,
-        reactor,
-        public_url=settings.public_url or local_exposure(settings).public_url,
-        known_public_url=settings.public_url,
-        tts=make_tts(settings.tts, reactor) if streaming else None,
-        stt=make_stt(settings.streaming, reactor) if streaming else None,
-        frame_lead=settings.streaming.frame_lead_ms / 1000.0,
+    return {
+        "public_url": settings.public_url or local_exposure(settings).public_url,
+        "known_public_url": settings.public_url,
+        "tts": make_tts(settings.tts, reactor) if streaming else None,
+        "stt": make_stt(settings.streaming, reactor) if streaming else None,
+        "frame_lead": settings.streaming.frame_lead_ms / 1000.0,
+    }
+
+
+def _twilio(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
+    from voicecalld.providers.twilio.provider import TwilioProvider
+
+    return TwilioProvider(loaded.settings, reactor, **_carrier_options(loaded, reactor))
+
+
+def _telnyx(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
+    from voicecalld.providers.telnyx.provider import TelnyxProvider
+    from voicecalld.providers.telnyx.signature import configured_key
+
+    key = configured_key(loaded.settings.telnyx.public_key, (*loaded.prefix, "telnyx"))
+    return TelnyxProvider(
+        loaded.settings, reactor, public_key=key, **_carrier_options(loaded, reactor)
     )
 
 
 def _plivo(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
-    from voicecalld.expose import local_exposure
     from voicecalld.providers.plivo.provider import PlivoProvider
-    from voicecalld.voice.stt_factory import make_stt
-    from voicecalld.voice.tts_factory import make_tts
 
-    settings = loaded.settings
-    streaming = settings.streaming.enabled
-    return PlivoProvider(
-        settings,
-        reactor,
-        public_url=settings.public_url or local_exposure(settings).public_url,
-        known_public_url=settings.public_url,
-        tts=make_tts(settings.tts, reactor) if streaming else None,
-        stt=make_stt(settings.streaming, reactor) if streaming else None,
-        frame_lead=settings.streaming.frame_lead_ms / 1000.0,
-    )
+    return PlivoProvider(loaded.settings, reactor, **_carrier_options(loaded, reactor))
 
 
 # Each factory is imported only when chosen, so a daemon loads one provider.
 FACTORIES: dict[str, Callable[[LoadedConfig, IReactorTime], IProvider]] = {
     "mock": _mock,
     "twilio": _twilio,
+    "telnyx": _telnyx,
     "plivo": _plivo,
 }
 
