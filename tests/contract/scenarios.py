@@ -1,0 +1,149 @@
+"""
+The provider contract: scenarios written once against an L{Adapter}, each
+asserting what the caller, the carrier or the client sees.  A carrier's
+test case mixes L{Contract} in and names its adapter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from tests.contract.adapters import Adapter
+from tests.waiting import wait_for
+from voicecalld.calls.policy import digits
+from voicecalld.values.record import BOT, USER
+from voicecalld.values.states import CallState
+
+CALLER = "+15557654321"
+STRANGER = "+15550000999"
+GREETING = "Hi there, this is the assistant calling."
+
+
+class Contract:
+    """The scenarios; C{adapter} is the carrier's L{Adapter} class."""
+
+    adapter: type[Adapter]
+    timeout = 30
+
+    def rig(self, config: dict[str, Any] | None = None, streaming: bool = False) -> Deferred:
+        """The carrier's rig, started; fires with its adapter."""
+        return self.adapter(self).start(config or {}, streaming)
+
+    @inlineCallbacks
+    def answered(self, streaming: bool, message: str = GREETING, config: Any = None):
+        """A conversation call placed and answered (with its stream, if streamed)."""
+        a = yield self.rig(config, streaming)
+        record = yield a.place(message, "conversation")
+        call = yield a.fake.when_call(0)
+        yield call.answer()
+        stream = (yield call.when_stream()) if streaming else None
+        return a, record, call, stream
+
+    # Outbound.
+
+    @inlineCallbacks
+    def test_outbound_notify(self):
+        a = yield self.rig({"outbound": {"notifyHangupDelaySec": 0}})
+        record = yield a.place("Your parcel has arrived.")
+        call = yield a.fake.when_call(0)
+        self.assertEqual(digits(call.to), digits(record.to_number))
+        yield call.ring()
+        self.assertEqual((yield a.record(record.call_id)).state, CallState.RINGING)
+        yield call.answer()
+        yield call.when_ended()
+        self.assertEqual(a.heard(call), ["Your parcel has arrived."])
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.HANGUP_BOT)
+        self.assertEqual([e.text for e in final.transcript], ["Your parcel has arrived."])
+        self.assertFalse(a.carrier_live(call))
+        self.assertEqual(a.fake.errors, [])
+
+    @inlineCallbacks
+    def test_outbound_conversation_streamed(self):
+        a, record, call, stream = yield self.answered(True)
+        self.assertEqual(a.stream_keys(stream)["callId"], record.call_id)
+        yield stream.when_mark_echoed("u1:end")
+        self.assertEqual(a.heard(call), [], "the greeting went over the stream")
+        spoken = stream.outbound_audio.replace(b"\xff", b"")
+        self.assertEqual(len(spoken), len(GREETING) * 400)
+        yield wait_for(lambda: a.manager.live_calls()[0].state == CallState.LISTENING)
+        (session,) = a.rig.stt.sessions
+        yield stream.send_audio(b"\x55" * 1600)
+        yield wait_for(lambda: len(session.audio) >= 1600)
+        asking = Deferred.fromCoroutine(a.manager.continue_call(record.call_id, "Name?"))
+        yield stream.when_mark_echoed("u2:end")
+        session.listener.speech_started()
+        session.listener.final("It's Ann")
+        self.assertEqual((yield asking), "It's Ann")
+        said = [(e.speaker, e.text) for e in a.manager.live_calls()[0].transcript]
+        self.assertEqual(said[0], (BOT, GREETING))
+        self.assertEqual(said[-1], (USER, "It's Ann"))
+        self.assertEqual(a.rig.tts.texts, [GREETING, "Name?"])
+        self.assertEqual(a.rig.tts.texts, [GREETING, "Name?"])
+        self.assertEqual(stream.errors, [])
+
+    @inlineCallbacks
+    def test_outbound_conversation_not_streamed(self):
+        a, record, call, _ = yield self.answered(False, "Hi! What can I do for you?")
+        yield a.listening(call)
+        asking = Deferred.fromCoroutine(a.manager.continue_call(record.call_id, "Where to?"))
+        yield wait_for(lambda: len(a.heard(call)) == 2)
+        yield a.listening(call)
+        self.assertEqual(a.heard(call), ["Hi! What can I do for you?", "Where to?"])
+        yield a.caller_says(call, "To the station please")
+        self.assertEqual((yield asking), "To the station please")
+        live = a.manager.live_calls()[0]
+        self.assertEqual(
+            [e.text for e in live.transcript if e.speaker == USER], ["To the station please"]
+        )
+        yield Deferred.fromCoroutine(a.manager.end(record.call_id))
+        yield call.when_ended()
+        yield wait_for(lambda: not a.manager.live_calls())
+        self.assertEqual((yield a.record(record.call_id)).state, CallState.HANGUP_BOT)
+        self.assertEqual(a.fake.errors, [])
+
+    # Inbound.
+
+    def inbound_rig(self, allowed: str = CALLER) -> Deferred:
+        config = {
+            "inboundPolicy": "allowlist",
+            "allowFrom": [allowed],
+            "inboundGreeting": "Welcome to Acme.",
+        }
+        return self.rig(config)
+
+    @inlineCallbacks
+    def check_allowed(self, a: Adapter, caller: str = CALLER):
+        call = yield a.inbound(caller)
+        yield a.listening(call)
+        self.assertEqual(a.heard(call), ["Welcome to Acme."])
+        (live,) = a.manager.live_calls()
+        self.assertEqual(live.direction, "inbound")
+        self.assertEqual(digits(live.from_number), digits(CALLER))
+        yield call.caller_hangup()
+        yield wait_for(lambda: not a.manager.live_calls())
+        self.assertEqual((yield a.record(live.call_id)).state, CallState.COMPLETED)
+
+    @inlineCallbacks
+    def test_inbound_allowed(self):
+        a = yield self.inbound_rig()
+        yield self.check_allowed(a)
+
+    @inlineCallbacks
+    def test_inbound_refused(self):
+        a = yield self.inbound_rig()
+        call = yield a.inbound(STRANGER)
+        yield wait_for(lambda: not a.carrier_live(call))
+        self.assertTrue(a.refused(call))
+        self.assertEqual(a.heard(call), [])
+        self.assertEqual(a.manager.live_calls(), [])
+        refusal = [n for n in a.notices if n.kind == "call.refused"]
+        self.assertEqual([n.from_number for n in refusal], [STRANGER])
+
+    @inlineCallbacks
+    def test_inbound_allowlisted_number_written_another_way(self):
+        a = yield self.inbound_rig()
+        yield self.check_allowed(a, "+1 (555) 765-4321")
