@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from tests.contract.adapters import Adapter
 from tests.waiting import wait_for
 from voicecalld.calls.policy import digits
+from voicecalld.errors import ProviderError
 from voicecalld.values.record import BOT, USER
 from voicecalld.values.states import CallState
 
@@ -147,3 +148,101 @@ class Contract:
     def test_inbound_allowlisted_number_written_another_way(self):
         a = yield self.inbound_rig()
         yield self.check_allowed(a, "+1 (555) 765-4321")
+
+    # Ends.
+
+    @inlineCallbacks
+    def test_caller_hang_up(self):
+        a, record, call, _ = yield self.answered(False)
+        yield a.listening(call)
+        yield call.caller_hangup()
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.COMPLETED)
+        self.assertIsNotNone(final.ended_at)
+        self.assertFalse(a.carrier_live(call))
+
+    @inlineCallbacks
+    def test_bot_hang_up_before_answer(self):
+        a = yield self.rig()
+        record = yield a.place(None, "conversation")
+        call = yield a.fake.when_call(0)
+        yield call.ring()
+        yield Deferred.fromCoroutine(a.manager.end(record.call_id))
+        yield call.when_ended()
+        self.assertFalse(a.carrier_live(call))
+        yield wait_for(lambda: not a.manager.live_calls())
+        self.assertEqual((yield a.record(record.call_id)).state, CallState.HANGUP_BOT)
+
+    @inlineCallbacks
+    def test_bot_hang_up_after_answer(self):
+        a, record, call, _ = yield self.answered(False)
+        yield a.listening(call)
+        yield Deferred.fromCoroutine(a.manager.end(record.call_id))
+        yield call.when_ended()
+        self.assertFalse(a.carrier_live(call))
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.HANGUP_BOT)
+        self.assertIsNotNone(final.answered_at)
+
+    @inlineCallbacks
+    def test_ring_timeout(self):
+        a = yield self.rig({"ringTimeoutMs": 5000})
+        record = yield a.place()
+        call = yield a.fake.when_call(0)
+        yield call.ring()
+        yield call.no_answer()
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.NO_ANSWER)
+        self.assertEqual(a.heard(call), [])
+
+    # Carrier errors and hostile webhooks.
+
+    @inlineCallbacks
+    def check_dial_error(self, status: int):
+        a = yield self.rig()
+        a.fail_next_dial(status)
+        error = yield self.assertFailure(a.place(), ProviderError)
+        self.assertEqual(error.retryable, status >= 500)
+        (record,) = yield Deferred.fromCoroutine(a.manager.recent(5))
+        self.assertEqual(record.state, CallState.FAILED)
+        self.assertEqual(a.manager.live_calls(), [])
+        self.assertEqual([c for c in a.fake.calls if a.carrier_live(c)], [])
+
+    def test_dial_rest_error_4xx(self):
+        return self.check_dial_error(400)
+
+    def test_dial_rest_error_5xx(self):
+        return self.check_dial_error(503)
+
+    @inlineCallbacks
+    def test_bad_signature(self):
+        a = yield self.rig()
+        record = yield a.place()
+        call = yield a.fake.when_call(0)
+        before = list(a.notices)
+        a.fake.signature_mode = "wrong"
+        yield call.ring()
+        self.assertEqual(a.hooks(call)[-1].code, 403)
+        a.fake.signature_mode = "missing"
+        hook = yield a.resend(call)
+        self.assertEqual(hook.code, 403)
+        self.assertEqual((yield a.record(record.call_id)).state, CallState.INITIATED)
+        self.assertEqual(a.notices, before)
+        self.flushLoggedErrors()
+
+    @inlineCallbacks
+    def test_replayed_webhook(self):
+        a = yield self.rig()
+        record = yield a.place()
+        call = yield a.fake.when_call(0)
+        yield call.ring()
+        before = list(a.notices)
+        stored = yield a.record(record.call_id)
+        hook = yield a.resend(call)
+        self.assertGreaterEqual(hook.code, 200)
+        self.assertLess(hook.code, 300)
+        self.assertEqual(a.notices, before)
+        self.assertEqual((yield a.record(record.call_id)), stored)
