@@ -106,6 +106,10 @@ class Adapter:
         """Whether the carrier's call list still has C{call} up."""
         return call.is_live
 
+    def dtmf_sent(self, call: Any) -> list[str]:
+        """The touch tones the carrier was told to play into C{call} (not in-band audio)."""
+        return list(call.dtmf_sent)
+
     def stream_keys(self, stream: Any) -> dict[str, str]:
         """The parameters our stream URL or start asked the carrier to pass back."""
         return stream.custom_parameters
@@ -166,6 +170,9 @@ class TwilioAdapter(Adapter):
 
     def stream_keys(self, stream: Any) -> dict[str, str]:
         return stream.parameters
+
+    def dtmf_sent(self, call: Any) -> list[str]:
+        return [v.attrs["digits"] for v in call.verbs_named("Play") if v.attrs.get("digits")]
 
 
 class TelnyxAdapter(Adapter):

@@ -22,6 +22,12 @@ STRANGER = "+15550000999"
 GREETING = "Hi there, this is the assistant calling."
 
 
+def keys(a: Adapter) -> list[tuple[str, str]]:
+    """Who pressed which keys in the one live call, from its transcript."""
+    (live,) = a.manager.live_calls()
+    return [(e.speaker, e.text) for e in live.transcript if e.kind == "dtmf"]
+
+
 class Contract:
     """The scenarios; C{adapter} is the carrier's L{Adapter} class."""
 
@@ -246,3 +252,99 @@ class Contract:
         self.assertLess(hook.code, 300)
         self.assertEqual(a.notices, before)
         self.assertEqual((yield a.record(record.call_id)), stored)
+
+    # Media streams.
+
+    @inlineCallbacks
+    def test_stream_reconnect(self):
+        a, record, call, stream = yield self.answered(True, "Hello.")
+        yield stream.when_mark_echoed("u1:end")
+        stream.drop()
+        yield stream.when_closed()
+        second = yield call.when_stream(1)
+        self.assertNotEqual(a.stream_keys(second)["token"], a.stream_keys(stream)["token"])
+        speaking = Deferred.fromCoroutine(a.manager.speak(record.call_id, "Still here."))
+        yield second.when_mark_echoed("u1:end")
+        self.assertTrue((yield speaking).complete)
+        self.assertEqual([c.call_id for c in a.manager.live_calls()], [record.call_id])
+        self.assertTrue(a.carrier_live(call))
+
+    @inlineCallbacks
+    def test_barge_in(self):
+        a, record, _call, stream = yield self.answered(True, "Hi.")
+        yield stream.when_mark_echoed("u1:end")
+        answer = "one two three four five six seven eight nine ten eleven twelve"
+        speaking = Deferred.fromCoroutine(a.manager.speak(record.call_id, answer))
+        yield stream.when_audio(8000)
+        (session,) = a.rig.stt.sessions
+        session.listener.speech_started()
+        self.assertFalse((yield speaking).complete)
+        yield stream.when_clear()
+        entry = a.manager.live_calls()[0].transcript[-1]
+        self.assertEqual(entry.speaker, BOT)
+        self.assertTrue(entry.interrupted)
+        self.assertTrue(answer.startswith(entry.text))
+        self.assertLess(len(entry.text), len(answer))
+
+    # Touch tones.
+
+    @inlineCallbacks
+    def test_dtmf_in_streamed(self):
+        a, _record, call, stream = yield self.answered(True, "Hi.")
+        yield stream.when_mark_echoed("u1:end")
+        yield a.caller_presses(call, "7")
+        yield wait_for(lambda: keys(a) == [(USER, "7")], what=f"the key in {keys(a)}")
+
+    @inlineCallbacks
+    def test_dtmf_in_not_streamed(self):
+        a, _record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        yield a.caller_presses(call, "4")
+        yield wait_for(lambda: keys(a) == [(USER, "4")], what=f"the key in {keys(a)}")
+
+    @inlineCallbacks
+    def test_dtmf_out_streamed(self):
+        a, record, call, stream = yield self.answered(True, "Hi.")
+        yield stream.when_mark_echoed("u1:end")
+        before = len(stream.outbound_audio)
+        yield Deferred.fromCoroutine(a.manager.send_dtmf(record.call_id, "12w3"))
+        self.assertGreater(len(stream.outbound_audio) - before, 8000 * 0.9)
+        self.assertEqual(a.dtmf_sent(call), [], "in-band on the stream, not through the carrier")
+        self.assertIsNone(stream.closed_by)
+        entry = a.manager.live_calls()[0].transcript[-1]
+        self.assertEqual((entry.speaker, entry.kind, entry.text), (BOT, "dtmf", "12w3"))
+
+    @inlineCallbacks
+    def test_dtmf_out_not_streamed(self):
+        a, record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        yield Deferred.fromCoroutine(a.manager.send_dtmf(record.call_id, "12w3"))
+        yield wait_for(lambda: a.dtmf_sent(call) == ["12w3"])
+
+    # Restart.
+
+    @inlineCallbacks
+    def test_restart_reconciles_with_the_carrier(self):
+        a = yield self.rig({"maxConcurrentCalls": 2})
+        alive = yield a.place("Hi!", "conversation")
+        gone = yield a.place("Bye!", "conversation")
+        kept, ended = a.fake.calls
+        for call in (kept, ended):
+            yield call.answer()
+            yield a.listening(call)
+        # voicecalld goes away; meanwhile the caller of one call hangs up unseen.
+        a.manager.stop()
+        a.fake.signature_mode = "missing"
+        yield ended.caller_hangup()
+        a.fake.signature_mode = "valid"
+        self.assertFalse(a.carrier_live(ended))
+        yield a.restart()
+        self.assertEqual([c.call_id for c in a.manager.live_calls()], [alive.call_id])
+        closed = yield a.record(gone.call_id)
+        self.assertTrue(closed.state.terminal)
+        self.assertTrue(closed.end_reason)
+        # The kept call is still ours: its caller's hang-up is applied.
+        yield kept.caller_hangup()
+        yield wait_for(lambda: not a.manager.live_calls())
+        self.assertEqual((yield a.record(alive.call_id)).state, CallState.COMPLETED)
+        self.flushLoggedErrors()
