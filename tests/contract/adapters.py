@@ -20,6 +20,7 @@ from tests.unit import rigs, test_plivo, test_telnyx
 from tests.waiting import wait_for
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
+from voicecalld.values.states import CallState
 
 #: The number every outbound call of the contract dials, and the app's own number.
 TO = "+15551234567"
@@ -32,6 +33,8 @@ class Adapter:
     name = ""
     #: The rig class of the carrier's own tests.
     rig_class: Any = None
+    #: How a caller's hang-up ends a call: carriers report a normal end ("completed").
+    caller_hangup_state = CallState.COMPLETED
 
     def __init__(self, test: TestCase) -> None:
         self.test = test

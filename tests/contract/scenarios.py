@@ -141,7 +141,7 @@ class Contract:
         self.assertEqual(digits(live.from_number), digits(CALLER))
         yield call.caller_hangup()
         yield wait_for(lambda: not a.manager.live_calls())
-        self.assertEqual((yield a.record(live.call_id)).state, CallState.COMPLETED)
+        self.assertEqual((yield a.record(live.call_id)).state, a.caller_hangup_state)
 
     @inlineCallbacks
     def test_inbound_allowed(self):
@@ -173,7 +173,7 @@ class Contract:
         yield call.caller_hangup()
         yield wait_for(lambda: not a.manager.live_calls())
         final = yield a.record(record.call_id)
-        self.assertEqual(final.state, CallState.COMPLETED)
+        self.assertEqual(final.state, a.caller_hangup_state)
         self.assertIsNotNone(final.ended_at)
         self.assertFalse(a.carrier_live(call))
 
@@ -355,5 +355,5 @@ class Contract:
         # The kept call is still ours: its caller's hang-up is applied.
         yield kept.caller_hangup()
         yield wait_for(lambda: not a.manager.live_calls())
-        self.assertEqual((yield a.record(alive.call_id)).state, CallState.COMPLETED)
+        self.assertEqual((yield a.record(alive.call_id)).state, a.caller_hangup_state)
         self.flushLoggedErrors()
