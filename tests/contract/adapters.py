@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.unit import rigs, test_plivo, test_telnyx
-from tests.waiting import wait_for
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.manager import CallManager
 from voicecalld.values.states import CallState
@@ -109,6 +108,15 @@ class Adapter:
         """Whether the carrier's call list still has C{call} up."""
         return call.is_live
 
+    def carrier_id(self, call: Any) -> str:
+        """The carrier's own id of C{call}."""
+        raise NotImplementedError
+
+    def lookups(self, call: Any) -> int:
+        """How many times the carrier's REST API was asked about C{call}."""
+        key = self.carrier_id(call)
+        return len([r for r in self.fake.requests if r.method == "GET" and key in r.path])
+
     def dtmf_sent(self, call: Any) -> list[str]:
         """The touch tones the carrier was told to play into C{call} (not in-band audio)."""
         return list(call.dtmf_sent)
@@ -174,6 +182,9 @@ class TwilioAdapter(Adapter):
     def stream_keys(self, stream: Any) -> dict[str, str]:
         return stream.parameters
 
+    def carrier_id(self, call: Any) -> str:
+        return call.sid
+
     def dtmf_sent(self, call: Any) -> list[str]:
         return [v.attrs["digits"] for v in call.verbs_named("Play") if v.attrs.get("digits")]
 
@@ -215,6 +226,9 @@ class TelnyxAdapter(Adapter):
     def carrier_live(self, call: Any) -> bool:
         return call.is_alive
 
+    def carrier_id(self, call: Any) -> str:
+        return call.call_control_id
+
 
 class PlivoAdapter(Adapter):
     """Plivo: XML <Speak>/<GetInput>, V3-signed callbacks, audio streams."""
@@ -245,11 +259,11 @@ class PlivoAdapter(Adapter):
     def stream_keys(self, stream: Any) -> dict[str, str]:
         return stream.extra_headers
 
+    def carrier_id(self, call: Any) -> str:
+        return call.call_uuid
+
 
 async def _nothing(result: Any = None) -> Any:
     if isinstance(result, Deferred):
         return await result
     return result
-
-
-__all__ = ["FROM", "TO", "PlivoAdapter", "TelnyxAdapter", "TwilioAdapter", "wait_for"]

@@ -347,7 +347,10 @@ class Contract:
         yield ended.caller_hangup()
         a.fake.signature_mode = "valid"
         self.assertFalse(a.carrier_live(ended))
+        asked = [a.lookups(kept), a.lookups(ended)]
         yield a.restart()
+        self.assertGreater(a.lookups(kept), asked[0], "the kept call was looked up")
+        self.assertGreater(a.lookups(ended), asked[1], "the ended call was looked up")
         self.assertEqual([c.call_id for c in a.manager.live_calls()], [alive.call_id])
         closed = yield a.record(gone.call_id)
         self.assertTrue(closed.state.terminal)
