@@ -1,0 +1,1 @@
+"""One provider contract: the same scenarios run through every carrier's fake."""

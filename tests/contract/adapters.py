@@ -1,0 +1,269 @@
+"""
+One adapter per carrier: the carrier's rig (the real provider and call
+manager against its fake) behind the few verbs the contract scenarios use.
+
+Each adapter reuses the rig its carrier's own tests use; what differs
+between carriers (how the carrier's own voice is logged, how a caller
+speaks to its speech recognition, how a refusal looks) is answered here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.unit import rigs, test_plivo, test_telnyx
+from voicecalld.calls.hub import NoticeHub
+from voicecalld.calls.manager import CallManager
+from voicecalld.values.states import CallState
+
+#: The number every outbound call of the contract dials, and the app's own number.
+TO = "+15551234567"
+FROM = "+15550001111"
+
+
+class Adapter:
+    """What every carrier's adapter offers; subclasses fill in the carrier's ways."""
+
+    name = ""
+    #: The rig class of the carrier's own tests.
+    rig_class: Any = None
+    #: How a caller's hang-up ends a call: carriers report a normal end ("completed").
+    caller_hangup_state = CallState.COMPLETED
+
+    def __init__(self, test: TestCase) -> None:
+        self.test = test
+        self.rig: Any = None
+
+    def start(self, config: dict[str, Any], streaming: bool) -> Deferred:
+        """Build and start the carrier's rig; fires with this adapter."""
+        d = self.rig_class(self.test, config, streaming).start()
+        return d.addCallback(self._started)
+
+    def _started(self, rig: Any) -> Adapter:
+        self.rig = rig
+        return self
+
+    @property
+    def fake(self) -> Any:
+        return self.rig.fake
+
+    @property
+    def manager(self) -> CallManager:
+        return self.rig.manager
+
+    @property
+    def notices(self) -> list[Any]:
+        return self.rig.notices
+
+    def place(self, message: str | None = "Hello from voicecalld", mode: str = "notify"):
+        """Place a call through the manager; fires with its record."""
+        return Deferred.fromCoroutine(self.manager.initiate(TO, message, mode))
+
+    def record(self, call_id: str) -> Deferred:
+        """The call's record as the manager reports it."""
+        return Deferred.fromCoroutine(self.manager.get(call_id))
+
+    def heard(self, call: Any) -> list[str]:
+        """What the carrier said in the call in its own voice, in order."""
+        raise NotImplementedError
+
+    def listening(self, call: Any) -> Deferred:
+        """Fires once the carrier listens to the caller (its own recognition)."""
+        raise NotImplementedError
+
+    def caller_says(self, call: Any, words: str) -> Deferred:
+        """The caller says C{words} to the carrier's recognition."""
+        return call.say(words)
+
+    def caller_presses(self, call: Any, digit: str) -> Deferred:
+        """The caller presses one key (on the media stream, if the call has one)."""
+        return call.press(digit)
+
+    def inbound(self, from_: str) -> Deferred:
+        """Someone calls the app's number from C{from_}; fires with the fake's call."""
+        raise NotImplementedError
+
+    def refused(self, call: Any) -> bool:
+        """Whether the carrier was told to refuse C{call}."""
+        raise NotImplementedError
+
+    def hooks(self, call: Any) -> list[Any]:
+        """The webhooks the carrier sent for C{call} (each has a C{code})."""
+        return call.callbacks
+
+    def resend(self, call: Any) -> Deferred:
+        """Send C{call}'s last webhook again, byte for byte; fires with the new hook."""
+        return self.fake.resend_last_callback(call)
+
+    def fail_next_dial(self, status: int) -> None:
+        """The carrier answers the next dial with an HTTP C{status} error."""
+        raise NotImplementedError
+
+    def carrier_live(self, call: Any) -> bool:
+        """Whether the carrier's call list still has C{call} up."""
+        return call.is_live
+
+    def carrier_id(self, call: Any) -> str:
+        """The carrier's own id of C{call}."""
+        raise NotImplementedError
+
+    def lookups(self, call: Any) -> int:
+        """How many times the carrier's REST API was asked about C{call}."""
+        key = self.carrier_id(call)
+        return len([r for r in self.fake.requests if r.method == "GET" and key in r.path])
+
+    def dtmf_sent(self, call: Any) -> list[str]:
+        """The touch tones the carrier was told to play into C{call} (not in-band audio)."""
+        return list(call.dtmf_sent)
+
+    def stream_keys(self, stream: Any) -> dict[str, str]:
+        """The parameters our stream URL or start asked the carrier to pass back."""
+        return stream.custom_parameters
+
+    @inlineCallbacks
+    def restart(self):
+        """
+        A new call manager over the same store and provider, as after a
+        restart: it restores the stored calls and asks the carrier about them.
+        """
+        rig = self.rig
+        rig.manager.stop()
+        hub = NoticeHub()
+        hub.listen(rig.notices.append)
+        rig.manager = CallManager(
+            settings=rig.settings,
+            store=rig.store,
+            provider=rig.provider,
+            clock=reactor,
+            hub=hub,
+            new_id=lambda: str(uuid.uuid4()),
+        )
+        rig.provider.start(rig.manager.handle_event, rig.manager.directory)
+        yield Deferred.fromCoroutine(rig.manager.restore())
+        rig.manager.start()
+
+
+class TwilioAdapter(Adapter):
+    """Twilio: TwiML <Say>/<Gather>, status callbacks, Media Streams."""
+
+    name = "twilio"
+    rig_class = rigs.Rig
+
+    def heard(self, call: Any) -> list[str]:
+        return [v.text for v in call.verbs_named("Say")]
+
+    def listening(self, call: Any) -> Deferred:
+        return call.when_gathering()
+
+    def caller_says(self, call: Any, words: str) -> Deferred:
+        return call.gather_result(words)
+
+    def caller_presses(self, call: Any, digit: str) -> Deferred:
+        if call.stream is not None:
+            call.stream.send_dtmf(digit)
+            return Deferred.fromCoroutine(_nothing())
+        return call.gather_digits(digit)
+
+    def inbound(self, from_: str) -> Deferred:
+        # The number's status callback (set in Twilio's console) is our webhook.
+        return self.fake.inbound_call(from_, FROM, self.rig.url, status_callback=self.rig.url)
+
+    def refused(self, call: Any) -> bool:
+        return [v.name for v in call.verbs] == ["Reject"]
+
+    def fail_next_dial(self, status: int) -> None:
+        self.fake.fail_next("create", status, 21211 if status < 500 else 20500, "Told to fail")
+
+    def stream_keys(self, stream: Any) -> dict[str, str]:
+        return stream.parameters
+
+    def carrier_id(self, call: Any) -> str:
+        return call.sid
+
+    def dtmf_sent(self, call: Any) -> list[str]:
+        return [v.attrs["digits"] for v in call.verbs_named("Play") if v.attrs.get("digits")]
+
+
+class TelnyxAdapter(Adapter):
+    """Telnyx: Call Control commands (speak, transcription), signed JSON webhooks."""
+
+    name = "telnyx"
+    rig_class = test_telnyx.Rig
+
+    def heard(self, call: Any) -> list[str]:
+        return list(call.spoken)
+
+    def listening(self, call: Any) -> Deferred:
+        # Telnyx transcribes only while we wait for words; before that, "listening"
+        # is the end of everything said so far.
+        return call.when_webhook("call.speak.ended", len(call.playbacks))
+
+    @inlineCallbacks
+    def caller_says(self, call: Any, words: str):
+        yield call.when_transcribing()
+        yield call.say(words, interim=True)
+
+    def inbound(self, from_: str) -> Deferred:
+        return self.fake.inbound_call(from_, FROM)
+
+    def refused(self, call: Any) -> bool:
+        return bool(call.commands_named("reject")) and not call.commands_named("answer")
+
+    def hooks(self, call: Any) -> list[Any]:
+        return call.webhooks
+
+    def resend(self, call: Any) -> Deferred:
+        return self.fake.resend(call.webhooks[-1])
+
+    def fail_next_dial(self, status: int) -> None:
+        self.fake.fail_next("dial", status, "10015" if status < 500 else "90000")
+
+    def carrier_live(self, call: Any) -> bool:
+        return call.is_alive
+
+    def carrier_id(self, call: Any) -> str:
+        return call.call_control_id
+
+
+class PlivoAdapter(Adapter):
+    """Plivo: XML <Speak>/<GetInput>, V3-signed callbacks, audio streams."""
+
+    name = "plivo"
+    rig_class = test_plivo.Rig
+
+    def heard(self, call: Any) -> list[str]:
+        return [e.text for e in call.elements_named("Speak")]
+
+    def listening(self, call: Any) -> Deferred:
+        return call.when_listening()
+
+    def caller_presses(self, call: Any, digit: str) -> Deferred:
+        if call.stream is not None:
+            return Deferred.fromCoroutine(_nothing(call.stream.send_dtmf(digit)))
+        return call.press(digit)
+
+    def inbound(self, from_: str) -> Deferred:
+        return self.fake.inbound_call(from_, FROM, self.rig.url, hangup_url=self.rig.url)
+
+    def refused(self, call: Any) -> bool:
+        return [e.name for e in call.elements] == ["Hangup"]
+
+    def fail_next_dial(self, status: int) -> None:
+        self.fake.fail_next("create", status, "told to fail")
+
+    def stream_keys(self, stream: Any) -> dict[str, str]:
+        return stream.extra_headers
+
+    def carrier_id(self, call: Any) -> str:
+        return call.call_uuid
+
+
+async def _nothing(result: Any = None) -> Any:
+    if isinstance(result, Deferred):
+        return await result
+    return result
