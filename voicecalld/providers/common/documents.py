@@ -12,12 +12,15 @@ carrier's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred, succeed
 
 from voicecalld.errors import ProviderError
 from voicecalld.providers.common.carrier import CarrierCall, CarrierProvider
+from voicecalld.providers.common.replay import Answer
+from voicecalld.providers.common.webhook import Reading
 from voicecalld.values.playback import Playback
 from voicecalld.values.record import CONVERSATION, INBOUND, CallRecord
 
@@ -188,6 +191,41 @@ class DocumentProvider(CarrierProvider):
                 error=error,
                 log_code=self.update_failed_code,
             )
+
+
+def flow_reading(
+    provider: DocumentProvider,
+    call: Any,
+    hook_type: str | None,
+    query: dict[str, str],
+    carrier_id: str | None,
+    answer: Callable[[str], Answer],
+) -> Reading | None:
+    """
+    How the document flow reads a webhook that only moves it on: C{played}
+    (utterances were said), C{idle} (a document ran out) or C{stream-ended};
+    None for any other C{type}.  C{answer} wraps a document as the carrier's
+    HTTP answer.
+    """
+    if hook_type == "played":
+
+        def played() -> Answer:
+            provider.played(call, _number(query.get("utt")))
+            return answer(provider.document(call))
+
+        return Reading(answer=played)
+    if hook_type == "idle":
+        return Reading(answer=lambda: answer(provider.document(call)))
+    if hook_type == "stream-ended":
+        return Reading(answer=lambda: answer(provider.restart_stream(call, carrier_id)))
+    return None
+
+
+def _number(value: str | None) -> int:
+    try:
+        return int(value or "0")
+    except ValueError:
+        return 0
 
 
 def as_provider_error(failure: Any) -> ProviderError:
