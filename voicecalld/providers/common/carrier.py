@@ -244,3 +244,20 @@ def configured_voice(settings: VoiceCallSettings) -> str | None:
     tts = settings.tts
     block = tts.provider_settings(tts.provider or "openai")
     return getattr(block, "speaker_voice", None) or getattr(block, "speaker_voice_id", None)
+
+
+# OpenAI voice names mapped to similar Amazon Polly voices, which the
+# carriers' own voices include (each names them its own way).
+_POLLY = {
+    "alloy": "Joanna",
+    "echo": "Matthew",
+    "fable": "Amy",
+    "onyx": "Brian",
+    "nova": "Salli",
+    "shimmer": "Kimberly",
+}
+
+
+def polly_voice(configured: str) -> str | None:
+    """The Amazon Polly voice (bare: C{Joanna}) like a configured OpenAI voice, if any."""
+    return _POLLY.get(configured.lower())

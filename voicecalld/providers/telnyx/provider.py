@@ -29,7 +29,12 @@ from zope.interface import implementer
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import ProviderError
 from voicecalld.media.pacing import DEFAULT_LEAD
-from voicecalld.providers.common.carrier import CarrierCall, CarrierProvider, configured_voice
+from voicecalld.providers.common.carrier import (
+    CarrierCall,
+    CarrierProvider,
+    configured_voice,
+    polly_voice,
+)
 from voicecalld.providers.common.rest import RestError
 from voicecalld.providers.interface import IProvider
 from voicecalld.providers.telnyx.codec import TelnyxCodec
@@ -48,15 +53,6 @@ from voicecalld.values.states import CallState
 LANGUAGE = "en-US"
 TRANSCRIPTION_LANGUAGE = "en"
 DEFAULT_VOICE = "female"
-# OpenAI voice names mapped to similar Amazon Polly voices (as for Twilio).
-_POLLY = {
-    "alloy": "Joanna",
-    "echo": "Matthew",
-    "fable": "Amy",
-    "onyx": "Brian",
-    "nova": "Salli",
-    "shimmer": "Kimberly",
-}
 
 
 def native_voice(configured: str | None) -> str:
@@ -67,7 +63,7 @@ def native_voice(configured: str | None) -> str:
         return "AWS." + configured
     if "." in configured or configured in ("female", "male"):
         return configured
-    polly = _POLLY.get(configured.lower())
+    polly = polly_voice(configured)
     return f"AWS.Polly.{polly}-Neural" if polly else DEFAULT_VOICE
 
 
