@@ -69,6 +69,14 @@ def form_params(body: bytes) -> Params:
     return Params(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
 
 
+def form_float(value: str | None) -> float | None:
+    """A form field as a number, or None if it is absent or not one."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 @frozen
 class Hook:
     """

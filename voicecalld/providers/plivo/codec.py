@@ -29,20 +29,11 @@ from voicecalld.media.stream import (
     StreamStart,
     StreamStop,
 )
+from voicecalld.providers.common.frames import audio, media_frame, read_json
 
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 ENCODING, RATE = "audio/x-mulaw", 8000
 _STOP = StreamStop()
-
-
-def _read(payload: bytes, is_binary: bool) -> tuple[dict[str, Any], Any]:
-    if is_binary:
-        raise BadMessage("expected JSON text frames", CLOSE_UNSUPPORTED)
-    try:
-        message = json.loads(payload)
-        return message, message["event"]
-    except (ValueError, TypeError, KeyError, RecursionError):
-        raise BadMessage("malformed message") from None
 
 
 def extra_headers(parameters: dict[str, str]) -> str:
@@ -67,7 +58,7 @@ class PlivoEncoder:
         )
 
     def media(self, frame: bytes) -> bytes:
-        return self._prefix + binascii.b2a_base64(frame, newline=False) + b'"}}'
+        return media_frame(self._prefix, frame)
 
     def mark(self, name: str) -> bytes:
         return json.dumps({"event": "checkpoint", "streamId": self._id, "name": name}).encode()
@@ -83,7 +74,7 @@ class PlivoCodec:
     name = "Plivo"
 
     def parse_start(self, payload: bytes, is_binary: bool) -> StreamStart | None:
-        message, event = _read(payload, is_binary)
+        message, event = read_json(payload, is_binary)
         if event != "start":
             return None
         start = message.get("start")
@@ -104,7 +95,7 @@ class PlivoCodec:
         return StreamStart(stream_id, call_uuid, _parameters(message.get("extra_headers")))
 
     def parse(self, payload: bytes, is_binary: bool) -> Any:
-        message, event = _read(payload, is_binary)
+        message, event = read_json(payload, is_binary)
         try:
             if event == "media":
                 media = message["media"]
@@ -112,7 +103,7 @@ class PlivoCodec:
                     return None
                 chunk = media.get("chunk")
                 return StreamMedia(
-                    binascii.a2b_base64(media["payload"], strict_mode=True),
+                    audio(media["payload"]),
                     chunk if isinstance(chunk, int) else None,
                 )
             if event == "playedStream":

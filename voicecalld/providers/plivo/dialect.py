@@ -17,12 +17,14 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from voicecalld.providers.common.documents import flow_reading
 from voicecalld.providers.common.replay import Answer
 from voicecalld.providers.common.webhook import (
     Hook,
     IWebhookDialect,
     Params,
     Reading,
+    form_float,
     form_params,
 )
 from voicecalld.providers.plivo import plivoxml
@@ -83,22 +85,14 @@ class PlivoDialect:
                 answer=lambda: document(provider.answer_document(call, uuid)),
                 events=(ev.Answered(dedupe_key=f"plivo:answered:{uuid}", **ids),),
             )
-        if kind == "played":
-
-            def played() -> Answer:
-                provider.played(call, _number(query.get("utt")))
-                return document(provider.document(call))
-
-            return Reading(answer=played)
         if kind == "input":
             return Reading(
                 answer=lambda: document(provider.document(call)),
                 events=self._input(hook, ids),
             )
-        if kind == "idle":
-            return Reading(answer=lambda: document(provider.document(call)))
-        if kind == "stream-ended":
-            return Reading(answer=lambda: document(provider.restart_stream(call, uuid)))
+        flow = flow_reading(provider, call, kind, query, uuid, document)
+        if flow is not None:
+            return flow
         return Reading.of(Answer(400, f"unknown callback type {kind!r}\n".encode(), b"text/plain"))
 
     def _ended(self, status: str, params: Params, ids: dict[str, Any]) -> list[ev.CallEvent]:
@@ -162,7 +156,7 @@ class PlivoDialect:
             events.append(
                 ev.Speech(
                     text=speech,
-                    confidence=_float(params.get("SpeechConfidenceScore")),
+                    confidence=form_float(params.get("SpeechConfidenceScore")),
                     turn_token=hook.query.get("turn"),
                     dedupe_key=key + ":speech",
                     **ids,
@@ -171,17 +165,3 @@ class PlivoDialect:
         if digits:
             events.append(ev.Dtmf(digits=digits, dedupe_key=key + ":dtmf", **ids))
         return tuple(events)
-
-
-def _number(value: str | None) -> int:
-    try:
-        return int(value or "0")
-    except ValueError:
-        return 0
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

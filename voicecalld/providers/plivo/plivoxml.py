@@ -21,21 +21,13 @@ from plivo.xml import (
     WaitElement,
 )
 
+from voicecalld.providers.common.carrier import polly_voice
 from voicecalld.providers.plivo.codec import CONTENT_TYPE, extra_headers
 
 LANGUAGE = "en-US"
 HOLD_SECONDS = 30
 LISTEN_SECONDS = 30
 
-# OpenAI voice names mapped to similar Amazon Polly voices (Plivo speaks Polly too).
-_POLLY = {
-    "alloy": "Polly.Joanna",
-    "echo": "Polly.Matthew",
-    "fable": "Polly.Amy",
-    "onyx": "Polly.Brian",
-    "nova": "Polly.Salli",
-    "shimmer": "Polly.Kimberly",
-}
 DEFAULT_VOICE = "Polly.Joanna"
 
 
@@ -45,7 +37,8 @@ def native_voice(configured: str | None) -> str:
         return DEFAULT_VOICE
     if configured.startswith("Polly.") or configured in ("WOMAN", "MAN"):
         return configured
-    return _POLLY.get(configured.lower(), DEFAULT_VOICE)
+    polly = polly_voice(configured)
+    return f"Polly.{polly}" if polly else DEFAULT_VOICE
 
 
 def _xml(*elements: object) -> str:

@@ -19,7 +19,6 @@ from typing import Any
 from zope.interface import implementer
 
 from voicecalld.media.stream import (
-    CLOSE_UNSUPPORTED,
     BadMessage,
     IStreamCodec,
     IStreamEncoder,
@@ -28,20 +27,11 @@ from voicecalld.media.stream import (
     StreamStart,
     StreamStop,
 )
+from voicecalld.providers.common.frames import audio, media_frame, read_json
 
 _STOP = StreamStop()
 _PREFIX = b'{"event":"media","media":{"payload":"'
 _CLEAR = b'{"event":"clear"}'
-
-
-def _read(payload: bytes, is_binary: bool) -> tuple[dict[str, Any], Any]:
-    if is_binary:
-        raise BadMessage("expected JSON text frames", CLOSE_UNSUPPORTED)
-    try:
-        message = json.loads(payload)
-        return message, message["event"]
-    except (ValueError, TypeError, KeyError, RecursionError):
-        raise BadMessage("malformed message") from None
 
 
 @implementer(IStreamEncoder)
@@ -51,7 +41,7 @@ class TelnyxEncoder:
     binary = False
 
     def media(self, frame: bytes) -> bytes:
-        return _PREFIX + binascii.b2a_base64(frame, newline=False) + b'"}}'
+        return media_frame(_PREFIX, frame)
 
     def mark(self, name: str) -> bytes:
         return json.dumps({"event": "mark", "mark": {"name": name}}).encode()
@@ -67,7 +57,7 @@ class TelnyxCodec:
     name = "Telnyx"
 
     def parse_start(self, payload: bytes, is_binary: bool) -> StreamStart | None:
-        message, event = _read(payload, is_binary)
+        message, event = read_json(payload, is_binary)
         if event != "start":
             return None
         start = message.get("start")
@@ -88,7 +78,7 @@ class TelnyxCodec:
         return StreamStart(stream_id, call_ref, parameters)
 
     def parse(self, payload: bytes, is_binary: bool) -> Any:
-        message, event = _read(payload, is_binary)
+        message, event = read_json(payload, is_binary)
         try:
             if event == "media":
                 media = message["media"]
@@ -96,7 +86,7 @@ class TelnyxCodec:
                     return None
                 chunk = media.get("chunk")
                 return StreamMedia(
-                    binascii.a2b_base64(media["payload"], strict_mode=True),
+                    audio(media["payload"]),
                     int(chunk) if chunk is not None else None,
                 )
             if event == "mark":

@@ -3,10 +3,10 @@ Telnyx as an L{IProvider}: Call Control v2 commands over REST, events from
 Ed25519-signed webhooks, speech and listening over a bidirectional media
 stream (or, without one, Telnyx's own C{speak} and C{transcription_start}).
 
-The neutral webhook pipeline (L{voicecalld.providers.common.webhook})
-verifies signatures (C{signature.py}); the Telnyx dialect (C{dialect.py})
-turns webhooks into events and calls on this class.  Media streams are the
-neutral L{MediaSessions}, speaking Telnyx's codec (C{codec.py}).
+What is the same for every carrier (URLs, media sessions, the webhook
+resource, the live calls) is L{voicecalld.providers.common.carrier}.  The
+neutral webhook pipeline verifies signatures (C{signature.py}); the Telnyx
+dialect (C{dialect.py}) turns webhooks into events and calls on this class.
 
 Our call id travels as C{client_state} (Base64), which Telnyx echoes in every
 webhook of the call.  Inbound calls are answered with the C{answer} command
@@ -19,23 +19,24 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import treq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import ProviderError
-from voicecalld.media.dtmf import dtmf_audio
 from voicecalld.media.pacing import DEFAULT_LEAD
-from voicecalld.media.session import MediaSessions, limits_from
+from voicecalld.providers.common.carrier import (
+    CarrierCall,
+    CarrierProvider,
+    configured_voice,
+    polly_voice,
+)
 from voicecalld.providers.common.rest import RestError
-from voicecalld.providers.interface import ICallDirectory, IProvider
+from voicecalld.providers.interface import IProvider
 from voicecalld.providers.telnyx.codec import TelnyxCodec
 from voicecalld.providers.telnyx.rest import (
     TelnyxRest,
@@ -49,20 +50,9 @@ from voicecalld.values.playback import CallStatus, Liveness, Playback
 from voicecalld.values.record import INBOUND, CallRecord
 from voicecalld.values.states import CallState
 
-Sink = Callable[[ev.CallEvent], Deferred]
-
 LANGUAGE = "en-US"
 TRANSCRIPTION_LANGUAGE = "en"
 DEFAULT_VOICE = "female"
-# OpenAI voice names mapped to similar Amazon Polly voices (as for Twilio).
-_POLLY = {
-    "alloy": "Joanna",
-    "echo": "Matthew",
-    "fable": "Amy",
-    "onyx": "Brian",
-    "nova": "Salli",
-    "shimmer": "Kimberly",
-}
 
 
 def native_voice(configured: str | None) -> str:
@@ -73,7 +63,7 @@ def native_voice(configured: str | None) -> str:
         return "AWS." + configured
     if "." in configured or configured in ("female", "male"):
         return configured
-    polly = _POLLY.get(configured.lower())
+    polly = polly_voice(configured)
     return f"AWS.Polly.{polly}-Neural" if polly else DEFAULT_VOICE
 
 
@@ -90,12 +80,11 @@ class _Say:
             self.done.callback(Playback(self.text, self.text if complete else "", complete))
 
 
-class _Call:
+class _Call(CarrierCall):
     """The wire state of one live call; the call itself is the call manager's."""
 
     def __init__(self, record: CallRecord) -> None:
-        self.call_id = record.call_id
-        self.direction = record.direction
+        super().__init__(record)
         self.dtmf_sequence = record.metadata.get("dtmfSequence")
         self.says: deque[_Say] = deque()
         # speak.ended events still due for utterances already given up on.
@@ -104,15 +93,22 @@ class _Call:
         self.turn: str | None = None
         self.transcribing = False
         self.machine = False
-        self.ended = False
+
+    def release(self) -> None:
+        for say in self.says:
+            say.finish(complete=False)
+        self.says.clear()
 
 
 @implementer(IProvider)
-class TelnyxProvider:
+class TelnyxProvider(CarrierProvider):
     """L{IProvider} for Telnyx Call Control v2."""
 
     name = "telnyx"
-    log = Logger()
+    title = "Telnyx"
+    native = "voice and transcription"
+    call_id_name = "call_control_id"
+    call_type = _Call
 
     def __init__(
         self,
@@ -127,11 +123,17 @@ class TelnyxProvider:
         stt: Any = None,
         frame_lead: float = DEFAULT_LEAD,
     ) -> None:
+        super().__init__(
+            settings,
+            clock,
+            TelnyxCodec(),
+            public_url=public_url,
+            known_public_url=known_public_url,
+            tts=tts,
+            stt=stt,
+            frame_lead=frame_lead,
+        )
         telnyx = settings.telnyx
-        self.settings = settings
-        self.clock = clock
-        self.public_url = public_url
-        self.known_public_url = known_public_url
         self.public_key = public_key
         self.connection_id = telnyx.connection_id or ""
         self.rest = TelnyxRest(
@@ -140,57 +142,19 @@ class TelnyxProvider:
             clock=clock,
             http=http,
         )
-        self.tts = tts
-        self.stt = stt
-        self.streaming = settings.streaming.enabled and tts is not None and stt is not None
-        self.voice = native_voice(_configured_voice(settings))
-        self.media = MediaSessions(
-            clock,
-            limits_from(settings.streaming),
-            TelnyxCodec(),
-            self.emit_later,
-            tts=tts,
-            stt=stt,
-            frame_lead=frame_lead,
-        )
-        self._sink: Sink | None = None
-        self._directory: ICallDirectory | None = None
-        self._stopping = False
-        self._webhook: Any = None
-        self._calls: dict[str, _Call] = {}
+        self.voice = native_voice(configured_voice(settings))
 
-    def stream_url(self) -> str:
-        """C{wss://<public host><streamPath>}."""
-        host = urlsplit(self.public_url).netloc
-        return f"wss://{host}{self.settings.streaming.stream_path}"
+    def verifier(self) -> Any:
+        from voicecalld.providers.telnyx.signature import TelnyxVerifier
+
+        return TelnyxVerifier(self.public_key)
+
+    def dialect(self) -> Any:
+        from voicecalld.providers.telnyx.dialect import TelnyxDialect
+
+        return TelnyxDialect(self)
 
     # -- IProvider ---------------------------------------------------------------
-
-    def start(self, sink: Sink, directory: ICallDirectory) -> None:
-        self._sink = sink
-        self._directory = directory
-        if self.settings.streaming.enabled and not self.streaming:
-            self.log.warn(
-                "streaming.enabled is set but telephony TTS or streaming STT is not"
-                " configured: calls use Telnyx's own voice and transcription",
-                log_code="telnyx.no_streaming",
-            )
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.media.stop("voicecalld is stopping")
-
-    def emit(self, event: ev.CallEvent) -> Deferred:
-        """Report an event to the call manager."""
-        if self._sink is None:
-            raise RuntimeError("the Telnyx provider was not started")
-        return self._sink(event)
-
-    def emit_later(self, event: ev.CallEvent) -> None:
-        """Report an event without waiting for it (failures are logged)."""
-        self.emit(event).addErrback(
-            lambda f: self.log.failure("applying {event!r} failed", f, event=event)
-        )
 
     async def place_call(self, record: CallRecord) -> str:
         self._track(record)
@@ -212,7 +176,7 @@ class TelnyxProvider:
 
     async def answer(self, record: CallRecord) -> None:
         call = self._track(record)
-        ccid = _ccid(record)
+        ccid = self.carrier_id(record)
         params: dict[str, Any] = {
             "client_state": client_state(call.call_id),
             "webhook_url": self.public_url,
@@ -235,7 +199,7 @@ class TelnyxProvider:
         call = self._call(record)
         if self.streaming:
             return self.media.say(call.call_id, text)
-        ccid = _ccid(record)
+        ccid = self.carrier_id(record)
         say = _Say(text)
         call.says.append(say)
         params = {
@@ -257,10 +221,8 @@ class TelnyxProvider:
 
     def interrupt(self, record: CallRecord) -> None:
         call = self._calls.get(record.call_id)
-        if call is None:
-            return
-        if self.streaming:
-            self.media.interrupt(call.call_id)
+        if call is None or self.streaming:
+            super().interrupt(record)
             return
         if not call.says or record.provider_call_id is None:
             return
@@ -280,7 +242,7 @@ class TelnyxProvider:
         call.transcribing = True
         params = {"language": TRANSCRIPTION_LANGUAGE, "transcription_tracks": "inbound"}
         started = Deferred.fromCoroutine(
-            self.rest.command(_ccid(record), "transcription_start", params)
+            self.rest.command(self.carrier_id(record), "transcription_start", params)
         )
 
         def failed(failure: Any) -> Any:
@@ -302,13 +264,8 @@ class TelnyxProvider:
             self._tolerant(record.provider_call_id, "transcription_stop", {})
         )
 
-    async def send_dtmf(self, record: CallRecord, digits: str) -> None:
-        call = self._call(record)
-        keys = self.media.play(call.call_id, f"[keys {digits}]", dtmf_audio(digits))
-        if keys is not None:
-            await keys
-            return
-        await self.rest.command(_ccid(record), "send_dtmf", {"digits": digits})
+    async def dial_digits(self, call: _Call, record: CallRecord, digits: str) -> None:
+        await self.rest.command(self.carrier_id(record), "send_dtmf", {"digits": digits})
 
     async def call_status(self, record: CallRecord) -> CallStatus:
         self._track(record)
@@ -326,58 +283,7 @@ class TelnyxProvider:
             return CallStatus(Liveness.ALIVE)
         return CallStatus(Liveness.UNREACHABLE, detail="Telnyx sent no is_alive for the call")
 
-    def waits_for_media(self, record: CallRecord) -> bool:
-        return self.streaming
-
-    def use_public_url(self, url: str | None, known: bool) -> None:
-        if url:
-            self.public_url = url
-        self.known_public_url = url if known else None
-        if self._webhook is not None:
-            self._webhook.use_public_url(self.known_public_url)
-
-    def web_resources(self) -> dict[str, Any]:
-        from autobahn.twisted.resource import WebSocketResource
-
-        from voicecalld.providers.common.webhook import WebhookResource
-        from voicecalld.providers.telnyx.dialect import TelnyxDialect
-        from voicecalld.providers.telnyx.signature import TelnyxVerifier
-
-        self._webhook = WebhookResource(
-            self.settings,
-            self.clock,
-            TelnyxVerifier(self.public_key),
-            TelnyxDialect(self),
-            self.emit,
-            public_url=self.known_public_url,
-        )
-        resources: dict[str, Any] = {self.settings.serve.path: self._webhook}
-        if self.settings.streaming.enabled:
-            resources[self.settings.streaming.stream_path] = WebSocketResource(self.media.factory)
-        return resources
-
-    def forget(self, record: CallRecord) -> None:
-        call = self._calls.pop(record.call_id, None)
-        if call is None:
-            return
-        call.ended = True
-        for say in call.says:
-            say.finish(complete=False)
-        call.says.clear()
-        self.media.forget(record.call_id)
-
     # -- webhooks (called by the dialect) -----------------------------------------
-
-    def call_for(self, call_id: str | None, ccid: str | None) -> _Call | None:
-        """
-        The live call a webhook is about: by our id (its C{client_state}), else
-        by Telnyx's call control id, as the live-call registry knows it.
-        """
-        call = self._calls.get(call_id) if call_id else None
-        if call is None and ccid and self._directory is not None:
-            ours = self._directory.call_id_for(ccid)
-            call = self._calls.get(ours) if ours else None
-        return call
 
     def answered(self, call: _Call, ccid: str) -> None:
         """C{call.answered}: open the media stream of an outbound call; send its digits."""
@@ -447,29 +353,3 @@ class TelnyxProvider:
                 log_code="telnyx.command_failed",
             )
         )
-
-    def _track(self, record: CallRecord) -> _Call:
-        call = self._calls.get(record.call_id)
-        if call is None:
-            call = self._calls[record.call_id] = _Call(record)
-            self.media.track(record.call_id)
-        return call
-
-    def _call(self, record: CallRecord) -> _Call:
-        call = self._calls.get(record.call_id)
-        if call is None or call.ended:
-            raise ProviderError("Telnyx: this call is not live here")
-        return call
-
-
-def _ccid(record: CallRecord) -> str:
-    """Telnyx's call control id of a call, as the call manager stored it."""
-    if not record.provider_call_id:
-        raise ProviderError("Telnyx: this call has no call_control_id yet")
-    return record.provider_call_id
-
-
-def _configured_voice(settings: VoiceCallSettings) -> str | None:
-    tts = settings.tts
-    block = tts.provider_settings(tts.provider or "openai")
-    return getattr(block, "speaker_voice", None) or getattr(block, "speaker_voice_id", None)

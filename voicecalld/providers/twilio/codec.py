@@ -17,7 +17,6 @@ from typing import Any
 from zope.interface import implementer
 
 from voicecalld.media.stream import (
-    CLOSE_UNSUPPORTED,
     BadMessage,
     IStreamCodec,
     IStreamEncoder,
@@ -27,18 +26,9 @@ from voicecalld.media.stream import (
     StreamStart,
     StreamStop,
 )
+from voicecalld.providers.common.frames import audio, media_frame, read_json
 
 _STOP = StreamStop()
-
-
-def _read(payload: bytes, is_binary: bool) -> tuple[dict[str, Any], Any]:
-    if is_binary:
-        raise BadMessage("expected JSON text frames", CLOSE_UNSUPPORTED)
-    try:
-        message = json.loads(payload)
-        return message, message["event"]
-    except (ValueError, TypeError, KeyError, RecursionError):
-        raise BadMessage("malformed message") from None
 
 
 @implementer(IStreamEncoder)
@@ -56,7 +46,7 @@ class TwilioEncoder:
         )
 
     def media(self, frame: bytes) -> bytes:
-        return self._prefix + binascii.b2a_base64(frame, newline=False) + b'"}}'
+        return media_frame(self._prefix, frame)
 
     def mark(self, name: str) -> bytes:
         return json.dumps(
@@ -74,7 +64,7 @@ class TwilioCodec:
     name = "Twilio"
 
     def parse_start(self, payload: bytes, is_binary: bool) -> StreamStart | None:
-        message, event = _read(payload, is_binary)
+        message, event = read_json(payload, is_binary)
         if event != "start":
             return None
         start = message.get("start")
@@ -93,12 +83,10 @@ class TwilioCodec:
         return StreamStart(stream_sid, call_sid, parameters)
 
     def parse(self, payload: bytes, is_binary: bool) -> Any:
-        message, event = _read(payload, is_binary)
+        message, event = read_json(payload, is_binary)
         try:
             if event == "media":
-                return StreamMedia(
-                    binascii.a2b_base64(message["media"]["payload"], strict_mode=True)
-                )
+                return StreamMedia(audio(message["media"]["payload"]))
             if event == "mark":
                 return StreamMark(str(message["mark"]["name"]))
             if event == "dtmf":

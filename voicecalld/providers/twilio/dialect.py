@@ -14,12 +14,14 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from voicecalld.providers.common.documents import flow_reading
 from voicecalld.providers.common.replay import Answer
 from voicecalld.providers.common.webhook import (
     Hook,
     IWebhookDialect,
     Params,
     Reading,
+    form_float,
     form_params,
 )
 from voicecalld.providers.twilio import twiml
@@ -69,22 +71,14 @@ class TwilioDialect:
                 answer=lambda: document(provider.answer_document(call, sid)),
                 events=(ev.Answered(dedupe_key=f"twilio:answered:{sid}", **ids),),
             )
-        if kind == "played":
-
-            def played() -> Answer:
-                provider.played(call, _number(query.get("utt")))
-                return document(provider.document(call))
-
-            return Reading(answer=played)
         if kind == "gather":
             return Reading(
                 answer=lambda: document(provider.document(call)),
                 events=self._gathered(hook, ids),
             )
-        if kind == "idle":
-            return Reading(answer=lambda: document(provider.document(call)))
-        if kind == "stream-ended":
-            return Reading(answer=lambda: document(provider.restart_stream(call, sid)))
+        flow = flow_reading(provider, call, kind, query, sid, document)
+        if flow is not None:
+            return flow
         return Reading.of(Answer(400, f"unknown webhook type {kind!r}\n".encode(), b"text/plain"))
 
     def _status(self, status: str, params: Params, ids: dict[str, Any]) -> list[ev.CallEvent]:
@@ -149,7 +143,7 @@ class TwilioDialect:
             events.append(
                 ev.Speech(
                     text=speech,
-                    confidence=_float(params.get("Confidence")),
+                    confidence=form_float(params.get("Confidence")),
                     turn_token=hook.query.get("turn"),
                     dedupe_key=key + ":speech",
                     **ids,
@@ -158,17 +152,3 @@ class TwilioDialect:
         if digits:
             events.append(ev.Dtmf(digits=digits, dedupe_key=key + ":dtmf", **ids))
         return tuple(events)
-
-
-def _number(value: str | None) -> int:
-    try:
-        return int(value or "0")
-    except ValueError:
-        return 0
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

@@ -11,19 +11,12 @@ from collections.abc import Sequence
 
 from twilio.twiml.voice_response import Connect, Gather, VoiceResponse
 
+from voicecalld.providers.common.carrier import polly_voice
+
 LANGUAGE = "en-US"
 HOLD_SECONDS = 30
 LISTEN_SECONDS = 30
 
-# OpenAI voice names mapped to similar Amazon Polly voices, as upstream does.
-_POLLY = {
-    "alloy": "Polly.Joanna",
-    "echo": "Polly.Matthew",
-    "fable": "Polly.Amy",
-    "onyx": "Polly.Brian",
-    "nova": "Polly.Salli",
-    "shimmer": "Polly.Kimberly",
-}
 DEFAULT_VOICE = "Polly.Joanna"
 
 
@@ -33,7 +26,8 @@ def native_voice(configured: str | None) -> str:
         return DEFAULT_VOICE
     if configured.startswith(("Polly.", "Google.")):
         return configured
-    return _POLLY.get(configured.lower(), DEFAULT_VOICE)
+    polly = polly_voice(configured)
+    return f"Polly.{polly}" if polly else DEFAULT_VOICE
 
 
 def stream(url: str, parameters: dict[str, str], ended_url: str) -> str:
