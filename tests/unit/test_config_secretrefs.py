@@ -365,7 +365,7 @@ def test_exec_failures_never_show_its_output(tmp_path, body, expected):
 
 
 def test_exec_that_hangs_is_killed_at_its_timeout(tmp_path):
-    command = program(tmp_path, "import time\ntime.sleep(60)")
+    command = program(tmp_path, "import threading\nthreading.Event().wait()")
     started = time.monotonic()
     message = refused(exec_config(command, "k", timeoutMs=300, noOutputTimeoutMs=10000))
     assert "exec provider 'vault' timed out after 300 ms" in message
