@@ -29,6 +29,7 @@ PROVIDER_NEUTRAL = (
     "voicecalld.media",
     "voicecalld.web",
     "voicecalld.voice",
+    "voicecalld.realtime",
     "voicecalld.providers.interface",
     "voicecalld.providers.common",
 )

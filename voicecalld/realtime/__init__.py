@@ -1,0 +1,1 @@
+"""Realtime (full-duplex speech-to-speech) calls: one model session per call."""
