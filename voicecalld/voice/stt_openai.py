@@ -23,20 +23,18 @@ Session states, and what moves between them::
 from __future__ import annotations
 
 import json
-from base64 import b64encode
 from collections import deque
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from voicecalld.config.model import OpenAIStreamingSettings
+from voicecalld.voice import openai_ws
+from voicecalld.voice.openai_ws import OpenAIClientFactory, OpenAIClientProtocol
 from voicecalld.voice.stt import ISTT, ULAW_BYTES_PER_SECOND, ISTTSession, ITranscriptListener
 
 CONNECT_TIMEOUT = 10.0
@@ -59,11 +57,6 @@ IDLE_AFTER = 5.0
 MAX_HELD_TURNS = 2
 """Finished turns held back waiting for an earlier one before giving up on it."""
 
-PING_INTERVAL = 15.0
-PING_TIMEOUT = 10.0
-
-USER_AGENT = "voicecalld"
-
 # Server events.  The beta protocol names its session events differently; the
 # rest are shared.
 _CONFIGURED = frozenset({"session.updated", "transcription_session.updated"})
@@ -74,10 +67,6 @@ _DELTA = "conversation.item.input_audio_transcription.delta"
 _COMPLETED = "conversation.item.input_audio_transcription.completed"
 _FAILED = "conversation.item.input_audio_transcription.failed"
 _ERROR = "error"
-
-# An append is built by hand: base64 needs no JSON escaping, and this runs per batch.
-_APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
-_APPEND_TAIL = b'"}'
 
 _CONNECTING = "connecting"
 _OPEN = "open"
@@ -134,30 +123,13 @@ class OpenAIRealtimeSTT:
         """Start a session for one call; it connects at once."""
         return OpenAIRealtimeSession(self, listener)
 
-    def client_factory(self, session: OpenAIRealtimeSession) -> _RealtimeClientFactory:
+    def client_factory(self, session: OpenAIRealtimeSession) -> OpenAIClientFactory:
         """The autobahn client factory for C{session}'s sockets."""
-        key = self.settings.api_key.reveal() if self.settings.api_key is not None else ""
-        factory = _RealtimeClientFactory(
-            session,
-            url=self.url,
-            headers={"Authorization": f"Bearer {key}"},
-            useragent=USER_AGENT,
-            reactor=self.reactor,
-        )
-        # The connect timeout runs on our clock, covering the handshake too.
-        factory.setProtocolOptions(
-            openHandshakeTimeout=0, autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT
-        )
-        return factory
+        return openai_ws.client_factory(session, self.url, self.settings.api_key, self.reactor)
 
     def connect(self, factory: WebSocketClientFactory) -> Deferred:
         """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
-        endpoint = HostnameEndpoint(
-            self.reactor, factory.host, factory.port, timeout=CONNECT_TIMEOUT
-        )
-        if factory.isSecure:
-            endpoint = wrapClientTLS(optionsForClientTLS(factory.host), endpoint)
-        return endpoint.connect(factory)
+        return openai_ws.connect(self.reactor, factory, CONNECT_TIMEOUT)
 
     @property
     def session_update_message(self) -> bytes:
@@ -179,8 +151,8 @@ class OpenAIRealtimeSession:
         self._host = self._factory.host
         self._state = _CONNECTING
         self._attempt: Deferred | None = None
-        self._proto: _RealtimeClientProtocol | None = None
-        self._sockets: set[_RealtimeClientProtocol] = set()
+        self._proto: OpenAIClientProtocol | None = None
+        self._sockets: set[OpenAIClientProtocol] = set()
         self._gone: list[Deferred] = []
         self._connect_timeout: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
@@ -238,7 +210,7 @@ class OpenAIRealtimeSession:
                 attempt.cancel()
             self._proto = None
             for proto in list(self._sockets):
-                _close_socket(proto)
+                openai_ws.close_socket(proto)
             self._pending.clear()
             self._forget_turns()
             self.log.info(
@@ -262,10 +234,10 @@ class OpenAIRealtimeSession:
             self._connected, self._connect_failed, callbackArgs=(attempt,), errbackArgs=(attempt,)
         )
 
-    def _connected(self, proto: _RealtimeClientProtocol, attempt: Deferred) -> None:
+    def _connected(self, proto: OpenAIClientProtocol, attempt: Deferred) -> None:
         self._sockets.add(proto)
         if attempt is not self._attempt:
-            _close_socket(proto)
+            openai_ws.close_socket(proto)
             return
         self._attempt = None
         self._proto = proto
@@ -356,19 +328,19 @@ class OpenAIRealtimeSession:
         if call is not None and call.active():
             call.cancel()
         proto = self._proto
-        if not self._pending or proto is None or proto.state != WebSocketProtocol.STATE_OPEN:
+        if not self._pending or not openai_ws.is_open(proto):
             return
-        audio = b64encode(self._pending)
+        message = openai_ws.append_message(self._pending)
         self._pending.clear()
-        proto.sendMessage(_APPEND_HEAD + audio + _APPEND_TAIL, isBinary=False)
+        proto.sendMessage(message, isBinary=False)
 
     # Called by the protocol
 
-    def _opened(self, proto: _RealtimeClientProtocol) -> None:
+    def _opened(self, proto: OpenAIClientProtocol) -> None:
         if proto is self._proto:
             proto.sendMessage(self._stt.session_update_message, isBinary=False)
 
-    def _received(self, proto: _RealtimeClientProtocol, payload: bytes, is_binary: bool) -> None:
+    def _received(self, proto: OpenAIClientProtocol, payload: bytes, is_binary: bool) -> None:
         if proto is not self._proto or is_binary:
             return
         try:
@@ -379,7 +351,7 @@ class OpenAIRealtimeSession:
         if isinstance(event, dict):
             self._handle(event)
 
-    def _lost(self, proto: _RealtimeClientProtocol, detail: str) -> None:
+    def _lost(self, proto: OpenAIClientProtocol, detail: str) -> None:
         self._sockets.discard(proto)
         if self._state == _CLOSED:
             if not self._sockets:
@@ -435,10 +407,10 @@ class OpenAIRealtimeSession:
             item = _item(event)
             self._texts.pop(item, None)
             self._finish(item, "")
-            message = _error_message(event)
+            message = openai_ws.error_message(event)
             self._tell("problem", f"speech-to-text could not transcribe a turn: {message}")
         elif kind == _ERROR:
-            self._tell("problem", f"speech-to-text error: {_error_message(event)}")
+            self._tell("problem", f"speech-to-text error: {openai_ws.error_message(event)}")
 
     def _finish(self, item: str, transcript: str) -> None:
         """Deliver a finished turn, in commit order when the server told us the order."""
@@ -492,53 +464,6 @@ class OpenAIRealtimeSession:
             call.cancel()
 
 
-class _RealtimeClientProtocol(WebSocketClientProtocol):
-    """Hands socket happenings to the session that owns the factory."""
-
-    factory: _RealtimeClientFactory
-
-    def onOpen(self) -> None:
-        self.factory.session._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.session._received(self, payload, isBinary)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if wasClean:
-            detail = f"closed by the server (code {code}{': ' + reason if reason else ''})"
-        else:
-            detail = reason or "connection dropped"
-        self.factory.session._lost(self, detail)
-
-
-class _RealtimeClientFactory(WebSocketClientFactory):
-    """Builds L{_RealtimeClientProtocol}s for one session."""
-
-    protocol = _RealtimeClientProtocol
-    noisy = False
-
-    def __init__(self, session: OpenAIRealtimeSession, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session = session
-
-
-def _close_socket(proto: WebSocketClientProtocol) -> None:
-    if proto.state == WebSocketProtocol.STATE_OPEN:
-        proto.sendClose(code=1000)
-    else:
-        proto.dropConnection(abort=True)
-
-
 def _item(event: dict[str, Any]) -> str:
     item = event.get("item_id")
     return item if isinstance(item, str) else ""
-
-
-def _error_message(event: dict[str, Any]) -> str:
-    error = event.get("error")
-    if isinstance(error, dict):
-        for key in ("message", "code", "type"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return "unknown error"
