@@ -30,6 +30,9 @@ from twisted.python.failure import Failure
 class FakeRealtimeServer:
     """The vendor's side of OpenAI Realtime transcription, for tests."""
 
+    PATH = "/v1/realtime?intent=transcription"
+    """What L{start}'s URL asks for after the port."""
+
     def __init__(self, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -42,6 +45,7 @@ class FakeRealtimeServer:
         self.url = ""
         self.requests: list[dict[str, str]] = []
         self.paths: list[str] = []
+        self.queries: list[dict[str, list[str]]] = []
         self.received: list[dict[str, Any]] = []
         self.session_updates: list[dict[str, Any]] = []
         self.audio = bytearray()
@@ -63,7 +67,7 @@ class FakeRealtimeServer:
 
         def listening(port: Any) -> str:
             self._port = port
-            self.url = f"ws://127.0.0.1:{port.getHost().port}/v1/realtime?intent=transcription"
+            self.url = f"ws://127.0.0.1:{port.getHost().port}{self.PATH}"
             return self.url
 
         return endpoint.listen(factory).addCallback(listening)
@@ -194,9 +198,12 @@ class FakeRealtimeServer:
             else:
                 self._waiters.append((condition, d))
 
-    def _connecting(self, headers: dict[str, str], path: str) -> None:
+    def _connecting(
+        self, headers: dict[str, str], path: str, query: dict[str, list[str]] | None = None
+    ) -> None:
         self.requests.append(headers)
         self.paths.append(path)
+        self.queries.append(query or {})
         if self.refuse_code is not None:
             self.refused += 1
             self._changed()
@@ -229,8 +236,12 @@ class FakeRealtimeServer:
             except (binascii.Error, TypeError):
                 self._reply(proto, _error("invalid_value", "Invalid 'audio': not base64."))
         else:
-            self._reply(proto, _error("invalid_value", f"Invalid value: {kind!r}."))
+            self._other(proto, event)
         self._changed()
+
+    def _other(self, proto: _FakeRealtimeProtocol, event: dict[str, Any]) -> None:
+        """A client event other than an update or an append: transcription takes none."""
+        self._reply(proto, _error("invalid_value", f"Invalid value: {event.get('type')!r}."))
 
     def _reply(self, proto: _FakeRealtimeProtocol, event: dict[str, Any]) -> None:
         self._events += 1
@@ -264,7 +275,7 @@ class _FakeRealtimeProtocol(WebSocketServerProtocol):
         self.factory.fake._gone(self)
 
     def onConnect(self, request: Any) -> None:
-        self.factory.fake._connecting(dict(request.headers), request.path)
+        self.factory.fake._connecting(dict(request.headers), request.path, dict(request.params))
 
     def onOpen(self) -> None:
         self.factory.fake._opened(self)

@@ -80,7 +80,7 @@ def test_each_upstream_place_takes_a_reference():
     assert s.tts.providers["elevenlabs"].api_key.reveal() == SECRET
     realtime = {"providers": {"openai": {"apiKey": env_ref("K"), "model": "gpt-realtime"}}}
     s = load(whole(twilio("t", realtime=realtime)), environ).settings
-    assert s.realtime.providers["openai"]["apiKey"] == env_ref("K")
+    assert s.realtime.providers["openai"].api_key.reveal() == SECRET
 
 
 @pytest.mark.parametrize(

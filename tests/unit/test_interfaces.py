@@ -110,6 +110,25 @@ def _realtime_session(test: TestCase) -> Any:
     return session
 
 
+def _realtime_voice(test: TestCase) -> Any:
+    from voicecalld.config.model import OpenAIRealtimeSettings
+    from voicecalld.realtime.openai import OpenAIRealtimeVoice
+
+    settings = OpenAIRealtimeSettings(
+        api_key=Secret("sk-test"), base_url="ws://127.0.0.1:9/v1/realtime"
+    )
+    return OpenAIRealtimeVoice(settings, MemoryReactorClock())
+
+
+def _realtime_conversation(test: TestCase) -> Any:
+    from voicecalld.realtime.interface import RealtimeSetup
+
+    listener = SimpleNamespace(closed=lambda reason: None)
+    session = _realtime_voice(test).open_session(listener, RealtimeSetup("Hi"))
+    test.addCleanup(session.close)
+    return session
+
+
 def _chat_responder(test: TestCase) -> Any:
     from voicecalld.voice.chat import ChatResponder
 
@@ -255,6 +274,8 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.providers.telnyx.signature:TelnyxVerifier": _plain(
         "voicecalld.providers.telnyx.signature:TelnyxVerifier", lambda: None
     ),
+    "voicecalld.realtime.openai:OpenAIRealtimeConversation": _realtime_conversation,
+    "voicecalld.realtime.openai:OpenAIRealtimeVoice": _realtime_voice,
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,

@@ -277,9 +277,22 @@ def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> di
     streaming = plugin.get("streaming")
     if isinstance(streaming, dict) and streaming.get("enabled"):
         wanted.append((("streaming", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
+    if _realtime_uses_openai(plugin.get("realtime")):
+        wanted.append((("realtime", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
     for keys, names in wanted:
         _fill(plugin, keys, names, environ, used, ())
     return used
+
+
+def _realtime_uses_openai(realtime: Any) -> bool:
+    """Whether an enabled C{realtime} block picks OpenAI (named, or the only one configured)."""
+    if not isinstance(realtime, dict) or not realtime.get("enabled"):
+        return False
+    provider = realtime.get("provider")
+    if provider is not None:
+        return provider == "openai"
+    providers = realtime.get("providers")
+    return not isinstance(providers, dict) or set(providers) <= {"openai"}
 
 
 def _apply_tts_environment(

@@ -34,6 +34,7 @@ from voicecalld.config.schema import (
 from voicecalld.config.secret import Secret
 
 OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
+OPENAI_S2S_URL = "wss://api.openai.com/v1/realtime"
 
 # Premium-rate and high-cost destinations refused by default (docs/config.md
 # lists what each one is).  Operators who really call them list them in
@@ -245,6 +246,35 @@ class RealtimeFastContext:
 
 
 @frozen
+class OpenAIRealtimeSettings:
+    """
+    C{realtime.providers.openai}: OpenAI Realtime speech-to-speech.
+
+    Upstream's examples name the voice C{speakerVoice}, its table C{voice}: both
+    are read, C{voice} winning.  Keys voicecalld does not use (Azure's, say) are
+    noted and ignored.
+    """
+
+    api_key: Secret | None = setting(SecretStr(refs=True))
+    base_url: str = setting(Url(("ws", "wss")), OPENAI_S2S_URL)
+    model: str = setting(Str(1), "gpt-realtime-2.1")
+    voice: str | None = setting(Str(1))
+    speaker_voice: str | None = setting(Str(1))
+    vad_threshold: float = setting(Number(0, 1), 0.5)
+    silence_duration_ms: int = _positive(500)
+    prefix_padding_ms: int = setting(Int(minimum=0), 300)
+    temperature: float | None = setting(Number(0, 2))
+    reasoning_effort: str | None = setting(Enum(("minimal", "low", "medium", "high", "xhigh")))
+    audio_format: str = setting(Enum(("g711_ulaw", "pcm16")), "g711_ulaw")
+    transcription_model: str = setting(Str(1), "gpt-4o-transcribe")
+
+    @property
+    def chosen_voice(self) -> str:
+        """The voice to speak in: C{voice}, else C{speakerVoice}, else C{alloy}."""
+        return self.voice or self.speaker_voice or "alloy"
+
+
+@frozen
 class RealtimeSettings:
     """C{realtime}: full-duplex voice-to-voice mode (validated, not built yet)."""
 
@@ -253,7 +283,9 @@ class RealtimeSettings:
     stream_path: str | None = setting(Path_())
     instructions: str | None = setting(Str())
     tools: tuple[RealtimeTool, ...] = setting(ListOf(Nested(RealtimeTool)), [])
-    providers: dict[str, Any] = setting(MapOf(ProviderBlob()), {})
+    providers: dict[str, Any] = setting(
+        MapOf(ProviderBlob(), {"openai": Nested(OpenAIRealtimeSettings, strict=False)}), {}
+    )
     tool_policy: str | None = setting(Enum(("safe-read-only", "owner", "none")))
     consult_policy: str | None = setting(Enum(("auto", "substantive", "always")))
     consult_thinking_level: str | None = setting(Str(1))

@@ -1,0 +1,600 @@
+"""
+OpenAI Realtime speech-to-speech (GA protocol) as an L{IRealtimeVoice}.
+
+One WebSocket per call to C{<baseUrl>?model=<model>}.  On open the session
+is configured (instructions, voice, audio formats, server VAD, input
+transcription, tools); L{IRealtimeListener.ready} follows C{session.updated}.
+Caller audio is batched into appends of about 100 ms; audio fed before the
+session is ready is kept (5 s at most) and sent then.
+
+Audio formats (C{audioFormat}): C{g711_ulaw} asks the API for C{audio/pcmu}
+both ways, so the phone's bytes pass untouched; C{pcm16} asks for 24 kHz
+PCM and resamples with soxr in both directions.
+
+There is no reconnect: the conversation lives in the vendor's session, so a
+lost socket ends the session (the bridge then hangs up).
+
+Who starts a response: the server VAD, after each caller turn; L{speak}
+and L{tool_result}.  Only one response may run at a time, so a request made
+while one runs waits for its C{response.done}.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from base64 import b64decode
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from autobahn.twisted.websocket import WebSocketClientFactory
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from voicecalld.config.model import OpenAIRealtimeSettings
+from voicecalld.realtime.audio import AudioWire, Pcm16Wire, UlawWire
+from voicecalld.realtime.interface import (
+    IRealtimeListener,
+    IRealtimeSession,
+    IRealtimeVoice,
+    RealtimeSetup,
+)
+from voicecalld.voice import openai_ws
+from voicecalld.voice.openai_ws import OpenAIClientFactory, OpenAIClientProtocol
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds from dialing to a configured session."""
+
+ULAW_BYTES_PER_SECOND = 8000
+
+BATCH_SECONDS = 0.1
+"""Caller audio is sent once this much has gathered, or this long after the oldest unsent frame."""
+
+BATCH_BYTES = int(ULAW_BYTES_PER_SECOND * BATCH_SECONDS)
+
+MAX_BUFFER_BYTES = 5 * ULAW_BYTES_PER_SECOND
+"""At most 5 s of audio is kept until the session is ready; older audio is dropped."""
+
+PCM_RATE = 24000
+"""The only PCM rate the Realtime API takes."""
+
+SPEAK_INSTRUCTIONS = (
+    "Say the following to the caller now, word for word, and nothing else."
+    " Do not answer it, explain it or add to it:\n\n{text}"
+)
+
+_CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+
+_CONNECTING = "connecting"
+_READY = "ready"
+_CLOSED = "closed"
+
+
+def audio_format(settings: OpenAIRealtimeSettings) -> dict[str, Any]:
+    """The GA audio format object for the configured C{audioFormat}."""
+    if settings.audio_format == "pcm16":
+        return {"type": "audio/pcm", "rate": PCM_RATE}
+    return {"type": "audio/pcmu"}
+
+
+def session_update(settings: OpenAIRealtimeSettings, setup: RealtimeSetup) -> dict[str, Any]:
+    """The GA C{session.update} that configures a phone conversation."""
+    fmt = audio_format(settings)
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "instructions": setup.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": fmt,
+                "transcription": {"model": settings.transcription_model},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": settings.vad_threshold,
+                    "prefix_padding_ms": settings.prefix_padding_ms,
+                    "silence_duration_ms": settings.silence_duration_ms,
+                    "create_response": True,
+                    "interrupt_response": True,
+                },
+            },
+            "output": {"format": fmt, "voice": settings.chosen_voice},
+        },
+    }
+    if setup.tools:
+        session["tools"] = [
+            {
+                "type": "function",
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": _plain(tool.parameters),
+            }
+            for tool in setup.tools
+        ]
+        session["tool_choice"] = "auto"
+    if settings.reasoning_effort is not None:
+        session["reasoning"] = {"effort": settings.reasoning_effort}
+    return {"type": "session.update", "session": session}
+
+
+def session_url(settings: OpenAIRealtimeSettings) -> str:
+    """C{baseUrl} with the model in its query."""
+    base = settings.base_url
+    return base + ("&" if "?" in base else "?") + urlencode({"model": settings.model})
+
+
+@implementer(IRealtimeVoice)
+class OpenAIRealtimeVoice:
+    """Opens OpenAI Realtime conversations: one WebSocket per call."""
+
+    name = "openai"
+
+    def __init__(
+        self, settings: OpenAIRealtimeSettings, reactor: Any, clock: IReactorTime | None = None
+    ) -> None:
+        self.settings = settings
+        self.url = session_url(settings)
+        self.reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor
+
+    def open_session(
+        self, listener: IRealtimeListener, setup: RealtimeSetup
+    ) -> OpenAIRealtimeConversation:
+        """Start a session for one call; it connects at once."""
+        return OpenAIRealtimeConversation(self, listener, setup)
+
+    def client_factory(self, session: OpenAIRealtimeConversation) -> OpenAIClientFactory:
+        """The autobahn client factory for C{session}'s socket."""
+        return openai_ws.client_factory(session, self.url, self.settings.api_key, self.reactor)
+
+    def connect(self, factory: WebSocketClientFactory) -> Deferred:
+        """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
+        return openai_ws.connect(self.reactor, factory, CONNECT_TIMEOUT)
+
+    def audio_wire(self) -> AudioWire:
+        """A fresh converter for one session's audio."""
+        if self.settings.audio_format == "pcm16":
+            return Pcm16Wire(PCM_RATE)
+        return UlawWire()
+
+
+@implementer(IRealtimeSession)
+class OpenAIRealtimeConversation:
+    """One call's conversation with an OpenAI Realtime model."""
+
+    log = Logger()
+
+    def __init__(
+        self, voice: OpenAIRealtimeVoice, listener: IRealtimeListener, setup: RealtimeSetup
+    ) -> None:
+        self._voice = voice
+        self._listener = listener
+        self._call = setup.call_id
+        self._clock = voice.clock
+        self._wire = voice.audio_wire()
+        self._update = openai_ws.encode_event(session_update(voice.settings, setup))
+        self._factory = voice.client_factory(self)
+        self._host = self._factory.host
+        self._state = _CONNECTING
+        self._proto: OpenAIClientProtocol | None = None
+        self._gone: list[Deferred] = []
+        self._socket_open = False
+        self._flush_call: IDelayedCall | None = None
+        self._connect_timeout: IDelayedCall | None = self._clock.callLater(
+            CONNECT_TIMEOUT, self._timed_out
+        )
+        self._pending = bytearray()
+        self._dropped = 0
+        self._fault_logged = False
+        # Responses: one runs at a time; what was asked meanwhile waits for its end.
+        self._responding = False
+        self._requested = False
+        self._muted = False
+        self._speeches: deque[str] = deque()
+        self._want_response = False
+        # The audio item playing now and how many milliseconds of it arrived.
+        self._audio_item: str | None = None
+        self._audio_content = 0
+        self._audio_bytes = 0
+        self._tool_names: dict[str, str] = {}
+        self._tools_told: set[str] = set()
+        self.log.debug(
+            "realtime session for call {call} connecting to {host}",
+            call=self._call,
+            host=self._host,
+            code="realtime.connect",
+        )
+        self._attempt: Deferred | None = maybeDeferred(voice.connect, self._factory)
+        self._attempt.addCallbacks(self._connected, self._connect_failed)
+
+    @property
+    def state(self) -> str:
+        """C{connecting}, C{ready} or C{closed}."""
+        return self._state
+
+    # IRealtimeSession
+
+    def feed(self, ulaw: bytes) -> None:
+        """Queue caller audio: sent in ~100 ms batches once ready, kept (5 s at most) before."""
+        try:
+            state = self._state
+            if state == _CLOSED:
+                return
+            pending = self._pending
+            pending += ulaw
+            if state == _READY:
+                if len(pending) >= BATCH_BYTES:
+                    self._flush()
+                elif self._flush_call is None:
+                    self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
+                return
+            excess = len(pending) - MAX_BUFFER_BYTES
+            if excess > 0:
+                del pending[:excess]
+                self._dropped += excess
+        except Exception:
+            self._fault("could not take audio")
+
+    def speak(self, text: str) -> None:
+        """Have the model say C{text} as its own response, after any response running now."""
+        text = text.strip()
+        if self._state == _CLOSED or not text:
+            return
+        self._speeches.append(text)
+        self._next_response()
+
+    def truncate(self, heard_ms: int) -> None:
+        """Cancel the response running now and cut its audio item at C{heard_ms}."""
+        if self._state != _READY:
+            return
+        if self._responding or self._requested:
+            self._send({"type": "response.cancel"})
+        item = self._audio_item
+        if item is not None:
+            arrived = self._audio_bytes // self._wire.bytes_per_ms
+            end = max(0, min(int(heard_ms), arrived))
+            self._send(
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": item,
+                    "content_index": self._audio_content,
+                    "audio_end_ms": end,
+                }
+            )
+            self._audio_item = None
+        self._muted = True
+        self._wire.drop_output()
+
+    def tool_result(self, call_id: str, output: Mapping[str, Any]) -> None:
+        """Give the model C{output} for C{call_id}, then let it respond."""
+        if self._state == _CLOSED:
+            return
+        self._send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "function_call_output",
+                    "call_id": call_id,
+                    "output": json.dumps(_plain(output)),
+                },
+            }
+        )
+        self._want_response = True
+        self._next_response()
+
+    def close(self) -> Deferred:
+        """Stop for good: C{closed} follows once; fires when the socket is gone."""
+        if self._state != _CLOSED:
+            self._end("closed by voicecalld")
+            self.log.info(
+                "realtime session for call {call} closed", call=self._call, code="realtime.closed"
+            )
+        if not self._socket_open:
+            return succeed(None)
+        gone: Deferred = Deferred()
+        self._gone.append(gone)
+        return gone
+
+    # Connecting
+
+    def _connected(self, proto: OpenAIClientProtocol) -> None:
+        self._attempt = None
+        self._socket_open = True
+        if self._state == _CLOSED:
+            openai_ws.close_socket(proto)
+            return
+        self._proto = proto
+
+    def _connect_failed(self, failure: Any) -> None:
+        self._attempt = None
+        if self._state == _CLOSED:
+            return
+        self._failed(f"could not connect: {failure.getErrorMessage()}")
+
+    def _timed_out(self) -> None:
+        self._connect_timeout = None
+        self._failed(f"no session within {CONNECT_TIMEOUT:g} s")
+
+    def _failed(self, detail: str) -> None:
+        self.log.warn(
+            "realtime session for call {call} failed ({host}): {detail}",
+            call=self._call,
+            host=self._host,
+            detail=detail,
+            code="realtime.connect_failed",
+        )
+        self._end(f"realtime session failed: {detail}")
+
+    def _ready(self) -> None:
+        self._cancel(self._connect_timeout)
+        self._connect_timeout = None
+        self._state = _READY
+        self.log.info(
+            "realtime session for call {call} ready ({host}, {dropped_ms} ms of early audio"
+            " dropped)",
+            call=self._call,
+            host=self._host,
+            dropped_ms=self._dropped * 1000 // ULAW_BYTES_PER_SECOND,
+            code="realtime.ready",
+        )
+        self._tell("ready")
+        if self._pending:
+            self._flush()
+        self._next_response()
+
+    def _end(self, reason: str) -> None:
+        """Become closed: stop timers, close the socket, tell the listener once."""
+        self._state = _CLOSED
+        for call in (self._flush_call, self._connect_timeout):
+            self._cancel(call)
+        self._flush_call = self._connect_timeout = None
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            attempt.cancel()
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            openai_ws.close_socket(proto)
+        self._pending.clear()
+        self._speeches.clear()
+        try:
+            self._listener.closed(reason)
+        except Exception:
+            self.log.failure("realtime listener failed in closed", code="realtime.listener_error")
+
+    # Sending
+
+    def _flush(self) -> None:
+        call, self._flush_call = self._flush_call, None
+        self._cancel(call)
+        if not self._pending or not openai_ws.is_open(self._proto):
+            return
+        audio = self._wire.to_vendor(bytes(self._pending))
+        self._pending.clear()
+        if audio:
+            self._proto.sendMessage(openai_ws.append_message(audio), isBinary=False)
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if openai_ws.is_open(self._proto):
+            self._proto.sendMessage(openai_ws.encode_event(event), isBinary=False)
+
+    def _next_response(self) -> None:
+        """Ask for the next wanted response, unless one runs or the session is not ready."""
+        if self._state != _READY or self._responding or self._requested:
+            return
+        if self._speeches:
+            text = self._speeches.popleft()
+            self._send(
+                {
+                    "type": "response.create",
+                    "response": {"instructions": SPEAK_INSTRUCTIONS.format(text=text)},
+                }
+            )
+        elif self._want_response:
+            self._want_response = False
+            self._send({"type": "response.create"})
+        else:
+            return
+        self._requested = True
+
+    # Called by the protocol
+
+    def _opened(self, proto: OpenAIClientProtocol) -> None:
+        if proto is self._proto or self._proto is None:
+            self._proto = proto
+            proto.sendMessage(self._update, isBinary=False)
+
+    def _received(self, proto: OpenAIClientProtocol, payload: bytes, is_binary: bool) -> None:
+        if proto is not self._proto or self._state == _CLOSED:
+            return
+        event = openai_ws.decode_event(payload, is_binary)
+        if event is None:
+            self.log.warn(
+                "realtime server sent something that is not a JSON object",
+                code="realtime.bad_message",
+            )
+            return
+        try:
+            self._handle(event)
+        except Exception:
+            self._fault(f"could not handle a {event.get('type')!r} event")
+
+    def _lost(self, proto: OpenAIClientProtocol, detail: str) -> None:
+        self._socket_open = False
+        if self._state == _CLOSED:
+            gone, self._gone = self._gone, []
+            for d in gone:
+                d.callback(None)
+            return
+        self._proto = None
+        if self._state == _CONNECTING:
+            self._failed(detail)
+            return
+        self.log.warn(
+            "realtime session for call {call} lost ({host}): {detail}",
+            call=self._call,
+            host=self._host,
+            detail=detail,
+            code="realtime.lost",
+        )
+        self._end(f"realtime session lost: {detail}")
+
+    # Server events
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "response.output_audio.delta":
+            self._audio_delta(event)
+        elif kind == "session.updated":
+            if self._state == _CONNECTING:
+                self._ready()
+        elif kind == "input_audio_buffer.speech_started":
+            self._tell("speech_started")
+        elif kind == "input_audio_buffer.speech_stopped":
+            self._tell("speech_stopped")
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            self._tell_text("user_transcript", event.get("transcript"))
+        elif kind == "response.created":
+            self._responding, self._requested, self._muted = True, False, False
+            self._tell("response_started")
+        elif kind == "response.output_item.added":
+            item = event.get("item")
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                call_id, name = item.get("call_id"), item.get("name")
+                if isinstance(call_id, str) and isinstance(name, str):
+                    self._tool_names[call_id] = name
+        elif kind == "response.output_audio_transcript.done":
+            self._tell_text("assistant_transcript", event.get("transcript"))
+        elif kind == "response.function_call_arguments.done":
+            self._tool_call(event.get("call_id"), event.get("name"), event.get("arguments"))
+        elif kind == "response.done":
+            self._response_done(event)
+        elif kind == "error":
+            self._vendor_error(event)
+
+    def _audio_delta(self, event: dict[str, Any]) -> None:
+        if self._muted:
+            return
+        try:
+            raw = b64decode(event.get("delta", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            self._tell("problem", "realtime model audio was not base64; dropped")
+            return
+        item = event.get("item_id")
+        if isinstance(item, str) and item != self._audio_item:
+            self._audio_item = item
+            content = event.get("content_index")
+            self._audio_content = content if isinstance(content, int) else 0
+            self._audio_bytes = 0
+        self._audio_bytes += len(raw)
+        ulaw = self._wire.from_vendor(raw)
+        if ulaw:
+            self._tell("audio", ulaw)
+
+    def _response_done(self, event: dict[str, Any]) -> None:
+        response = event.get("response")
+        response = response if isinstance(response, dict) else {}
+        if not self._muted:
+            tail = self._wire.end_output()
+            if tail:
+                self._tell("audio", tail)
+        for item in response.get("output") or ():
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                self._tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))
+        if response.get("status") == "failed":
+            self._tell("problem", f"realtime response failed: {_status_error(response)}")
+        self._responding = self._requested = False
+        self._tell("response_done")
+        self._next_response()
+
+    def _tool_call(self, call_id: Any, name: Any, arguments: Any) -> None:
+        if not isinstance(call_id, str) or call_id in self._tools_told:
+            return
+        if not isinstance(name, str) or not name:
+            name = self._tool_names.get(call_id)
+            if name is None:
+                # The name comes with the item; response.done will carry it.
+                return
+        self._tools_told.add(call_id)
+        self._tool_names.pop(call_id, None)
+        self._tell("tool_call", call_id, name, _arguments(arguments))
+
+    def _vendor_error(self, event: dict[str, Any]) -> None:
+        code = openai_ws.error_code(event)
+        message = openai_ws.error_message(event)
+        if code == _CANCEL_NOT_ACTIVE:
+            # The server VAD had already cancelled the response we cut off.
+            self.log.debug("realtime cancel found no response", code="realtime.cancel_idle")
+            return
+        if self._requested and not self._responding:
+            # A response.create of ours was refused: let the next one go.
+            self._requested = False
+        self.log.warn(
+            "realtime server error for call {call}: {message}",
+            call=self._call,
+            message=message,
+            error_code=code,
+            code="realtime.vendor_error",
+        )
+        self._tell("problem", f"realtime error: {message}")
+
+    # Helpers
+
+    def _tell(self, method: str, *args: Any) -> None:
+        if self._state == _CLOSED:
+            return
+        try:
+            getattr(self._listener, method)(*args)
+        except Exception:
+            self.log.failure(
+                "realtime listener failed in {method}",
+                method=method,
+                code="realtime.listener_error",
+            )
+
+    def _tell_text(self, method: str, text: Any) -> None:
+        if isinstance(text, str) and text.strip():
+            self._tell(method, text.strip())
+
+    def _fault(self, what: str) -> None:
+        if not self._fault_logged:
+            self._fault_logged = True
+            self.log.failure("realtime session {what}", what=what, code="realtime.fault")
+
+    @staticmethod
+    def _cancel(call: IDelayedCall | None) -> None:
+        if call is not None and call.active():
+            call.cancel()
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """A function call's arguments as a dict: C{{}} for none, bad JSON or a non-object."""
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str) or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _status_error(response: dict[str, Any]) -> str:
+    details = response.get("status_details")
+    if isinstance(details, dict):
+        error = details.get("error")
+        if isinstance(error, dict):
+            return openai_ws.error_message({"error": error})
+    return "no reason given"
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as plain dicts and lists, for JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
