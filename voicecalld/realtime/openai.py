@@ -45,11 +45,10 @@ from voicecalld.realtime.interface import (
 )
 from voicecalld.voice import openai_ws
 from voicecalld.voice.openai_ws import OpenAIClientFactory, OpenAIClientProtocol
+from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from dialing to a configured session."""
-
-ULAW_BYTES_PER_SECOND = 8000
 
 BATCH_SECONDS = 0.1
 """Caller audio is sent once this much has gathered, or this long after the oldest unsent frame."""
@@ -402,9 +401,11 @@ class OpenAIRealtimeConversation:
     # Called by the protocol
 
     def _opened(self, proto: OpenAIClientProtocol) -> None:
-        if proto is self._proto or self._proto is None:
-            self._proto = proto
-            proto.sendMessage(self._update, isBinary=False)
+        if self._state == _CLOSED:
+            openai_ws.close_socket(proto)
+            return
+        self._proto = proto
+        proto.sendMessage(self._update, isBinary=False)
 
     def _received(self, proto: OpenAIClientProtocol, payload: bytes, is_binary: bool) -> None:
         if proto is not self._proto or self._state == _CLOSED:
