@@ -263,6 +263,8 @@ _ALWAYS_ENV = [
     (("responseBaseUrl",), ("OPENAI_BASE_URL",)),
     (("controlSocket",), ("VOICECALLD_SOCKET",)),
 ]
+# Gemini's keys, in upstream's order.
+_GOOGLE_KEYS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 _TTS_ENV = [
     (("providers", "openai", "apiKey"), ("OPENAI_API_KEY",)),
     (("providers", "openai", "baseUrl"), ("OPENAI_BASE_URL",)),
@@ -277,6 +279,10 @@ def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> di
     streaming = plugin.get("streaming")
     if isinstance(streaming, dict) and streaming.get("enabled"):
         wanted.append((("streaming", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
+    realtime = plugin.get("realtime")
+    if isinstance(realtime, dict) and realtime.get("enabled"):
+        if realtime.get("provider") in (None, "google"):
+            wanted.append((("realtime", "providers", "google", "apiKey"), _GOOGLE_KEYS))
     for keys, names in wanted:
         _fill(plugin, keys, names, environ, used, ())
     return used

@@ -34,6 +34,10 @@ from voicecalld.config.schema import (
 from voicecalld.config.secret import Secret
 
 OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
+GEMINI_LIVE_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
 
 # Premium-rate and high-cost destinations refused by default (docs/config.md
 # lists what each one is).  Operators who really call them list them in
@@ -244,6 +248,52 @@ class RealtimeFastContext:
     fallback_to_consult: bool | None = setting(Bool())
 
 
+# Gemini Live's enums, as Google spells them or in short lower case.
+_SENSITIVITY = ("low", "high")
+_ACTIVITY_HANDLING = ("START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION")
+_TURN_COVERAGE = (
+    "TURN_INCLUDES_ONLY_ACTIVITY",
+    "TURN_INCLUDES_ALL_INPUT",
+    "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO",
+)
+
+
+def _google_enum(values: tuple[str, ...], prefix: str = "") -> Enum:
+    return Enum(
+        tuple(prefix + v.upper() for v in values)
+        + tuple(v.lower().replace("_", "-") for v in values)
+    )
+
+
+@frozen
+class GoogleRealtimeSettings:
+    """C{realtime.providers.google}: Gemini Live (BidiGenerateContent)."""
+
+    api_key: Secret | None = setting(SecretStr(refs=True))
+    base_url: str = setting(Url(("ws", "wss")), GEMINI_LIVE_URL)
+    model: str = setting(Str(1), "gemini-3.1-flash-live-preview")
+    voice: str = setting(Str(1), "Kore")
+    # Upstream's examples name the voice speakerVoice; when set it wins over voice.
+    speaker_voice: str | None = setting(Str(1))
+    session_resumption: bool = setting(Bool(), True)
+    context_window_compression: bool = setting(Bool(), True)
+    silence_duration_ms: int | None = setting(Int(minimum=0))
+    start_sensitivity: str | None = setting(_google_enum(_SENSITIVITY, "START_SENSITIVITY_"))
+    end_sensitivity: str | None = setting(_google_enum(_SENSITIVITY, "END_SENSITIVITY_"))
+    temperature: float | None = setting(Number(maximum=2))
+    activity_handling: str | None = setting(_google_enum(_ACTIVITY_HANDLING))
+    turn_coverage: str | None = setting(_google_enum(_TURN_COVERAGE))
+    automatic_activity_detection_disabled: bool = setting(Bool(), False)
+
+    @property
+    def voice_name(self) -> str:
+        """The prebuilt voice to speak with."""
+        return self.speaker_voice or self.voice
+
+
+REALTIME_PROVIDER_KINDS: dict[str, Any] = {"google": Nested(GoogleRealtimeSettings)}
+
+
 @frozen
 class RealtimeSettings:
     """C{realtime}: full-duplex voice-to-voice mode (validated, not built yet)."""
@@ -253,7 +303,7 @@ class RealtimeSettings:
     stream_path: str | None = setting(Path_())
     instructions: str | None = setting(Str())
     tools: tuple[RealtimeTool, ...] = setting(ListOf(Nested(RealtimeTool)), [])
-    providers: dict[str, Any] = setting(MapOf(ProviderBlob()), {})
+    providers: dict[str, Any] = setting(MapOf(ProviderBlob(), REALTIME_PROVIDER_KINDS), {})
     tool_policy: str | None = setting(Enum(("safe-read-only", "owner", "none")))
     consult_policy: str | None = setting(Enum(("auto", "substantive", "always")))
     consult_thinking_level: str | None = setting(Str(1))
