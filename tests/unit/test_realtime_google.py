@@ -18,6 +18,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fakes.gemini_live import INPUT_MIME, PATH, FakeGeminiLive
+from tests.waiting import wait_for
 from voicecalld.config import ConfigError, parse_config
 from voicecalld.config.model import GEMINI_LIVE_URL, GoogleRealtimeSettings
 from voicecalld.config.secret import Secret
@@ -581,18 +582,89 @@ class LiveTests(TestCase):
         )
 
     @inlineCallbacks
-    def test_go_away_closes_once(self):
+    def test_go_away_without_a_handle_closes_once(self):
         session = yield self.ready()
-        self.fake.resumption("handle-1")
         self.fake.go_away("5s")
         yield self.listener.saw("closed", "the server is ending the session (goAway, 5s left)")
         yield bounded(self.fake.when(lambda: not self.fake.connected))
-        self.assertEqual(session.resumption_handle, "handle-1")
         session.feed(b"\xff" * 800)
         session.speak("too late")
         yield bounded(session.close())
         self.assertEqual([e[0] for e in self.listener.events].count("closed"), 1)
         self.assertEqual(self.listener.kinds()[-1][0], "closed")
+        self.assertEqual(self.fake.opened, 1)
+
+    @inlineCallbacks
+    def test_go_away_resumes_on_a_new_socket(self):
+        """With a resumption handle, goAway moves the session on; the listener sees no seam."""
+        session = yield self.ready()
+        self.fake.resumption("handle-1")
+        yield wait_for(lambda: session.resumption_handle == "handle-1", WAIT, "the handle")
+        self.fake.model_audio(tone(440, 0.1, 24000), text="One moment")
+        yield self.listener.saw("response_started")
+        self.fake.ack_setup = False
+        self.fake.go_away("5s")
+        yield bounded(self.fake.when(lambda: len(self.fake.setups) == 2))
+        self.assertEqual(session.state, "resuming")
+        self.assertEqual(self.fake.setups[1]["sessionResumption"], {"handle": "handle-1"})
+        self.assertEqual(
+            {k: v for k, v in self.fake.setups[1].items() if k != "sessionResumption"},
+            {k: v for k, v in self.fake.setups[0].items() if k != "sessionResumption"},
+        )
+        session.feed(b"\xff" * 1600)  # kept until the new socket is set up
+        session.speak("Still there?")
+        self.assertEqual(self.fake.audio_messages, [])
+        self.fake.setup_complete()
+        yield bounded(self.fake.when(lambda: self.fake.messages("clientContent")))
+        self.assertEqual(len(self.fake.audio_messages), 2)
+        self.fake.model_audio(tone(440, 0.1, 24000), text="Yes.")
+        self.fake.turn_complete()
+        yield self.listener.saw("assistant_transcript", "Yes.")
+        self.assertEqual(
+            self.listener.kinds(),
+            [
+                "ready",
+                "response_started",
+                ("assistant_transcript", "One moment"),
+                "response_done",
+                "response_started",
+                ("assistant_transcript", "Yes."),
+                "response_done",
+            ],
+        )
+        self.assertEqual(self.fake.opened, 2)
+        self.assertIn("realtime.resumed", self.logs.codes)
+        yield bounded(self.fake.when(lambda: self.fake.closed == 1))
+
+    @inlineCallbacks
+    def test_a_dropped_socket_resumes(self):
+        session = yield self.ready()
+        self.fake.resumption("handle-2")
+        yield wait_for(lambda: session.resumption_handle == "handle-2", WAIT, "the handle")
+        self.fake.drop()
+        yield bounded(self.fake.when(lambda: len(self.fake.setups) == 2))
+        self.assertEqual(self.fake.setups[1]["sessionResumption"], {"handle": "handle-2"})
+        self.assertEqual(self.listener.kinds(), ["ready"])
+
+    @inlineCallbacks
+    def test_a_failed_resumption_closes(self):
+        session = yield self.ready()
+        self.fake.resumption("handle-3")
+        yield wait_for(lambda: session.resumption_handle == "handle-3", WAIT, "the handle")
+        self.fake.refuse(503)
+        self.fake.drop()
+        yield self.listener.when(lambda: self.listener.kinds()[-1][0] == "closed")
+        self.assertIn("could not reconnect to 127.0.0.1", self.listener.kinds()[-1][1])
+        self.assertEqual(self.fake.refused, 1)
+
+    @inlineCallbacks
+    def test_resumption_can_be_turned_off(self):
+        yield self.ready(session_resumption=False)
+        self.assertNotIn("sessionResumption", self.fake.setups[0])
+        self.fake.resumption("handle-4")
+        self.fake.go_away()
+        yield self.listener.when(lambda: self.listener.kinds()[-1][0] == "closed")
+        self.assertEqual(self.fake.opened, 1)
 
     @inlineCallbacks
     def test_server_close_and_drop(self):

@@ -26,7 +26,11 @@ derived from what it does send:
     C{turnComplete} for words that came late.
   - the first audio or output transcription of a turn is C{response_started};
     C{turnComplete} ends it (C{assistant_transcript}, C{response_done}).
-  - C{goAway}, a closed socket, a failure: C{closed}, once.
+  - C{goAway} or a lost socket: with session resumption on and a handle
+    from the server, the session carries on over a new socket (set up with
+    that handle; audio and requests wait meanwhile, C{ready} is not said
+    again, and a response cut by the move ends for the listener).  Without a
+    handle, or when that fails, and on any other failure: C{closed}, once.
 
 C{truncate} sends nothing: see L{GeminiLiveSession.truncate}.
 """
@@ -87,8 +91,10 @@ _AUDIO_HEAD = b'{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","da
 _AUDIO_TAIL = b'"}}}'
 
 _CONNECTING = "connecting"
+_RESUMING = "resuming"
 _OPEN = "open"
 _CLOSED = "closed"
+_SETTING_UP = (_CONNECTING, _RESUMING)
 
 
 def model_path(model: str) -> str:
@@ -240,7 +246,7 @@ class PcmToPhone:
 
 @implementer(IRealtimeSession)
 class GeminiLiveSession:
-    """One call's conversation with Gemini Live over one WebSocket."""
+    """One call's conversation with Gemini Live, over one WebSocket at a time."""
 
     log = Logger()
 
@@ -251,13 +257,14 @@ class GeminiLiveSession:
         self._listener = listener
         self._clock = voice.clock
         self._call = setup.call_id
-        self._setup = json.dumps(setup_message(voice.settings, setup)).encode("utf-8")
+        self._setup = setup_message(voice.settings, setup)
         self._factory = voice.client_factory(self)
         self._host = urlsplit(voice.url).hostname or "?"
         self._state = _CONNECTING
         self._told_closed = False
         self._attempt: Deferred | None = None
         self._proto: _LiveClientProtocol | None = None
+        self._sockets: set[_LiveClientProtocol] = set()
         self._gone: list[Deferred] = []
         self._connect_timeout: IDelayedCall | None = None
         self._flush_call: IDelayedCall | None = None
@@ -281,7 +288,7 @@ class GeminiLiveSession:
 
     @property
     def state(self) -> str:
-        """C{connecting}, C{open} or C{closed}."""
+        """C{connecting}, C{open}, C{resuming} (on a new socket) or C{closed}."""
         return self._state
 
     # IRealtimeSession
@@ -362,7 +369,7 @@ class GeminiLiveSession:
     def close(self) -> Deferred:
         """Stop for good; fires once the socket is gone."""
         self._end("closed by voicecalld", level="info")
-        if self._proto is None:
+        if not self._sockets:
             return succeed(None)
         gone: Deferred = Deferred()
         self._gone.append(gone)
@@ -384,6 +391,7 @@ class GeminiLiveSession:
 
     def _connected(self, proto: _LiveClientProtocol) -> None:
         self._attempt = None
+        self._sockets.add(proto)
         if self._state == _CLOSED:
             _close_socket(proto)
             return
@@ -392,22 +400,57 @@ class GeminiLiveSession:
     def _connect_failed(self, failure: Any) -> None:
         self._attempt = None
         if self._state != _CLOSED:
-            self._end(f"could not connect to {self._host}: {failure.getErrorMessage()}")
+            self._end(f"could not {self._doing} to {self._host}: {failure.getErrorMessage()}")
 
     def _timed_out(self) -> None:
         self._connect_timeout = None
         self._end(f"no session from {self._host} within {CONNECT_TIMEOUT:g} s")
 
+    @property
+    def _doing(self) -> str:
+        return "reconnect" if self._state == _RESUMING else "connect"
+
+    def _can_resume(self) -> bool:
+        return self._voice.settings.session_resumption and self.resumption_handle is not None
+
+    def _resume(self, why: str) -> None:
+        """Carry the session on over a new socket, with the latest resumption handle."""
+        old, self._proto = self._proto, None
+        if old is not None:
+            _close_socket(old)
+        _cancel(self._flush_call)
+        self._flush_call = None
+        # What the old socket was saying is lost; the listener hears its end now.
+        self._cut_response()
+        self._discarding = False
+        self._state = _RESUMING
+        self.log.info(
+            "realtime session moving to a new socket ({why})",
+            why=why,
+            call=self._call,
+            code="realtime.resuming",
+        )
+        self._connect()
+
+    def _setup_bytes(self) -> bytes:
+        setup = self._setup
+        if self._state == _RESUMING and self.resumption_handle is not None:
+            body = dict(setup["setup"], sessionResumption={"handle": self.resumption_handle})
+            setup = {"setup": body}
+        return json.dumps(setup).encode("utf-8")
+
     def _ready(self) -> None:
         _cancel(self._connect_timeout)
         self._connect_timeout = None
+        resumed = self._state == _RESUMING
         self._state = _OPEN
         self.log.info(
-            "realtime session open ({host}, {model})",
+            "realtime session {how} ({host}, {model})",
+            how="resumed" if resumed else "open",
             host=self._host,
             model=self._voice.settings.model,
             call=self._call,
-            code="realtime.open",
+            code="realtime.resumed" if resumed else "realtime.open",
         )
         if self._dropped:
             self.log.warn(
@@ -416,7 +459,9 @@ class GeminiLiveSession:
                 call=self._call,
                 code="realtime.dropped",
             )
-        self._tell("ready")
+            self._dropped = 0
+        if not resumed:
+            self._tell("ready")
         while len(self._pending) >= BATCH_BYTES and self._state == _OPEN:
             self._flush()
         if self._pending and self._flush_call is None and self._state == _OPEN:
@@ -436,8 +481,8 @@ class GeminiLiveSession:
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
-        if self._proto is not None:
-            _close_socket(self._proto)
+        for proto in list(self._sockets):
+            _close_socket(proto)
         self._pending.clear()
         self._queued.clear()
         self._up = self._down = None
@@ -498,8 +543,8 @@ class GeminiLiveSession:
     # Called by the protocol
 
     def _opened(self, proto: _LiveClientProtocol) -> None:
-        if proto is self._proto and self._state == _CONNECTING:
-            proto.sendMessage(self._setup, isBinary=False)
+        if proto is self._proto and self._state in _SETTING_UP:
+            proto.sendMessage(self._setup_bytes(), isBinary=False)
 
     def _received(self, proto: _LiveClientProtocol, payload: bytes) -> None:
         # Google sends its JSON in binary frames as often as in text ones.
@@ -527,19 +572,25 @@ class GeminiLiveSession:
             )
 
     def _lost(self, proto: _LiveClientProtocol, detail: str) -> None:
-        if proto is not self._proto:
-            return
-        self._proto = None
-        self._end(detail)
-        gone, self._gone = self._gone, []
-        for d in gone:
-            d.callback(None)
+        self._sockets.discard(proto)
+        if proto is self._proto:
+            self._proto = None
+            if self._state == _OPEN and self._can_resume():
+                self._resume(detail)
+            elif self._state == _RESUMING:
+                self._end(f"could not reconnect to {self._host}: {detail}")
+            else:
+                self._end(detail)
+        if self._state == _CLOSED and not self._sockets:
+            gone, self._gone = self._gone, []
+            for d in gone:
+                d.callback(None)
 
     # Server messages
 
     def _handle(self, message: dict[str, Any]) -> None:
         if "setupComplete" in message:
-            if self._state == _CONNECTING:
+            if self._state in _SETTING_UP:
                 self._ready()
         content = message.get("serverContent")
         if isinstance(content, dict):
@@ -559,12 +610,15 @@ class GeminiLiveSession:
         if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
             self.resumption_handle = str(update["newHandle"])
         go_away = message.get("goAway")
-        if isinstance(go_away, dict):
+        if isinstance(go_away, dict) and self._state != _CLOSED:
             left = go_away.get("timeLeft")
-            self._end(
-                "the server is ending the session (goAway"
-                + (f", {left} left)" if isinstance(left, str) else ")")
+            why = "the server is ending the session (goAway" + (
+                f", {left} left)" if isinstance(left, str) else ")"
             )
+            if self._state == _OPEN and self._can_resume():
+                self._resume(why)
+            else:
+                self._end(why)
 
     def _content(self, content: dict[str, Any]) -> None:
         heard = _text(content.get("inputTranscription"))
