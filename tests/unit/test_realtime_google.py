@@ -245,6 +245,25 @@ class SettingsTests(TestCase):
         )
         self.assertNotIn("google", self.realtime(None, both).providers)
 
+    def test_key_from_openclaw_models_block(self):
+        """In a whole OpenClaw config, models.providers.google.apiKey comes before the env."""
+        plugin = {
+            "provider": "twilio",
+            "fromNumber": "+15550001111",
+            "inboundPolicy": "open",
+            "twilio": {"accountSid": "AC1", "authToken": "t"},
+            "realtime": {"enabled": True, "provider": "google"},
+        }
+        data = {
+            "plugins": {"entries": {"voice-call": {"config": plugin}}},
+            "models": {"providers": {"google": {"apiKey": "from-models"}}},
+        }
+        s = parse_config(data, None, {"GEMINI_API_KEY": "gem"}).settings
+        self.assertEqual(s.realtime.providers["google"].api_key.reveal(), "from-models")
+        plugin["realtime"]["providers"] = {"google": {"apiKey": "own"}}
+        s = parse_config(data, None, {}).settings
+        self.assertEqual(s.realtime.providers["google"].api_key.reveal(), "own")
+
     def test_bad_values_name_their_key(self):
         for block, words in (
             ({"startSensitivity": "medium"}, "realtime.providers.google.startSensitivity"),
@@ -644,7 +663,10 @@ class LiveTests(TestCase):
         self.fake.drop()
         yield bounded(self.fake.when(lambda: len(self.fake.setups) == 2))
         self.assertEqual(self.fake.setups[1]["sessionResumption"], {"handle": "handle-2"})
-        self.assertEqual(self.listener.kinds(), ["ready"])
+        ((problem, message),) = self.listener.kinds()[1:]
+        self.assertEqual(problem, "problem")
+        self.assertTrue(message.startswith("realtime socket lost ("), message)
+        self.assertTrue(message.endswith("); resuming the session"), message)
 
     @inlineCallbacks
     def test_a_failed_resumption_closes(self):

@@ -102,7 +102,7 @@ def model_path(model: str) -> str:
     return model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
 
 
-def _google_enum(value: str | None, prefix: str = "") -> str | None:
+def _wire_enum(value: str | None, prefix: str = "") -> str | None:
     """A config enum (Google's spelling or its short lower-case form) as Google spells it."""
     if value is None:
         return None
@@ -123,10 +123,10 @@ def setup_message(settings: GoogleRealtimeSettings, setup: RealtimeSetup) -> dic
     detection: dict[str, Any] = {}
     if settings.automatic_activity_detection_disabled:
         detection["disabled"] = True
-    start = _google_enum(settings.start_sensitivity, "START_SENSITIVITY_")
+    start = _wire_enum(settings.start_sensitivity, "START_SENSITIVITY_")
     if start is not None:
         detection["startOfSpeechSensitivity"] = start
-    end = _google_enum(settings.end_sensitivity, "END_SENSITIVITY_")
+    end = _wire_enum(settings.end_sensitivity, "END_SENSITIVITY_")
     if end is not None:
         detection["endOfSpeechSensitivity"] = end
     if settings.silence_duration_ms is not None:
@@ -135,9 +135,9 @@ def setup_message(settings: GoogleRealtimeSettings, setup: RealtimeSetup) -> dic
     if detection:
         realtime_input["automaticActivityDetection"] = detection
     if settings.activity_handling is not None:
-        realtime_input["activityHandling"] = _google_enum(settings.activity_handling)
+        realtime_input["activityHandling"] = _wire_enum(settings.activity_handling)
     if settings.turn_coverage is not None:
-        realtime_input["turnCoverage"] = _google_enum(settings.turn_coverage)
+        realtime_input["turnCoverage"] = _wire_enum(settings.turn_coverage)
     body: dict[str, Any] = {
         "model": model_path(settings.model),
         "generationConfig": generation,
@@ -576,6 +576,7 @@ class GeminiLiveSession:
         if proto is self._proto:
             self._proto = None
             if self._state == _OPEN and self._can_resume():
+                self._tell("problem", f"realtime socket lost ({detail}); resuming the session")
                 self._resume(detail)
             elif self._state == _RESUMING:
                 self._end(f"could not reconnect to {self._host}: {detail}")
@@ -643,7 +644,7 @@ class GeminiLiveSession:
 
     def _part(self, part: dict[str, Any]) -> None:
         blob = part.get("inlineData")
-        if not isinstance(blob, dict):
+        if not isinstance(blob, dict) or self._state == _CLOSED:
             return
         mime = blob.get("mimeType")
         data = blob.get("data")
