@@ -27,6 +27,8 @@ from voicecalld.realtime.google import (
     BATCH_BYTES,
     CONNECT_TIMEOUT,
     MAX_BUFFER_BYTES,
+    MAX_RESUMES,
+    RESUME_WINDOW,
     SPEAK_PROMPT,
     GeminiLiveSession,
     GeminiLiveVoice,
@@ -667,6 +669,20 @@ class LiveTests(TestCase):
         self.assertEqual(problem, "problem")
         self.assertTrue(message.startswith("realtime socket lost ("), message)
         self.assertTrue(message.endswith("); resuming the session"), message)
+
+    @inlineCallbacks
+    def test_resuming_too_often_closes(self):
+        session = yield self.ready()
+        for n in range(1, MAX_RESUMES + 1):
+            self.fake.resumption(f"h{n}")
+            yield wait_for(lambda n=n: session.resumption_handle == f"h{n}", WAIT, "the handle")
+            self.fake.go_away()
+            yield bounded(self.fake.when(lambda n=n: len(self.fake.setups) == n + 1))
+            yield wait_for(lambda: session.state == "open", WAIT, "the new socket")
+            self.clock.advance(RESUME_WINDOW / (MAX_RESUMES + 1))
+        self.fake.go_away()
+        yield self.listener.when(lambda: self.listener.kinds()[-1][0] == "closed")
+        self.assertEqual(self.fake.opened, MAX_RESUMES + 1)
 
     @inlineCallbacks
     def test_a_failed_resumption_closes(self):

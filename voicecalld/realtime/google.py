@@ -76,6 +76,10 @@ MAX_BUFFER_BYTES = 5 * PHONE_RATE
 MAX_QUEUED_MESSAGES = 32
 """Requests (speak, tool results) held before the session is ready."""
 
+MAX_RESUMES = 3
+RESUME_WINDOW = 60.0
+"""A session that needs a new socket more than 3 times within 60 s ends instead."""
+
 CONNECT_TIMEOUT = 10.0
 """Seconds from dialling to C{setupComplete}."""
 
@@ -284,6 +288,7 @@ class GeminiLiveSession:
         self._tool_names: dict[str, str] = {}
         self._unnamed_calls = 0
         self.resumption_handle: str | None = None
+        self._resumed_at: list[float] = []
         self._connect()
 
     @property
@@ -411,10 +416,15 @@ class GeminiLiveSession:
         return "reconnect" if self._state == _RESUMING else "connect"
 
     def _can_resume(self) -> bool:
-        return self._voice.settings.session_resumption and self.resumption_handle is not None
+        if not self._voice.settings.session_resumption or self.resumption_handle is None:
+            return False
+        now = self._clock.seconds()
+        self._resumed_at = [t for t in self._resumed_at if now - t < RESUME_WINDOW]
+        return len(self._resumed_at) < MAX_RESUMES
 
     def _resume(self, why: str) -> None:
         """Carry the session on over a new socket, with the latest resumption handle."""
+        self._resumed_at.append(self._clock.seconds())
         old, self._proto = self._proto, None
         if old is not None:
             _close_socket(old)
