@@ -10,9 +10,13 @@ from typing import Any
 
 import numpy as np
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -44,6 +48,7 @@ from voicecalld.realtime.interface import (
 )
 
 KEY = "AIza-test-not-a-real-key"
+GEMINI_HOST = "generativelanguage.googleapis.com"
 WAIT = 10.0
 SETUP = RealtimeSetup(
     instructions="You answer the phone for Anke.",
@@ -774,6 +779,32 @@ class LiveTests(TestCase):
         self.assertNotIn(KEY, self.logs.text())
         self.assertNotIn("?alt", self.logs.text())
         self.assertEqual(self.fake.queries, [{"alt": ["json"]}])
+
+
+class TlsTests(TestCase):
+    def test_wss_connects_with_tls(self):
+        """Google's C{wss} URL dials port 443 and opens TLS naming the host; the key is no query."""
+        from tests.unit.test_stt import FixedResolver
+
+        memory = MemoryReactorClock()
+        memory.installNameResolver(FixedResolver("192.0.2.7"))
+        voice = GeminiLiveVoice(google_settings(), memory, Clock())
+        session = voice.open_session(RecordingListener(), SETUP)
+        factory = voice.client_factory(session)
+        self.assertEqual((factory.host, factory.port, factory.isSecure), (GEMINI_HOST, 443, True))
+        self.assertEqual(factory.resource, PATH)
+        self.assertEqual(factory.headers, {"x-goog-api-key": KEY})
+        ((host, port, connecting, _, _),) = memory.tcpClients
+        self.assertEqual((host, port), ("192.0.2.7", 443))
+        transport = StringTransport()
+        protocol = connecting.buildProtocol(IPv4Address("TCP", host, port))
+        protocol.makeConnection(transport)
+        hello = transport.value()
+        self.assertEqual(hello[:1], b"\x16")  # a TLS ClientHello,
+        self.assertIn(GEMINI_HOST.encode(), hello)  # naming the server (SNI)
+        closing = session.close()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closing)
 
 
 class InterfaceTests(TestCase):
