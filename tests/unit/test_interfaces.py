@@ -129,6 +129,23 @@ def _realtime_conversation(test: TestCase) -> Any:
     return session
 
 
+def _gemini_voice(test: TestCase) -> Any:
+    from voicecalld.config.model import GoogleRealtimeSettings
+    from voicecalld.realtime.google import GeminiLiveVoice
+
+    settings = GoogleRealtimeSettings(api_key=Secret("AIza-test"), base_url="ws://127.0.0.1:9/ws")
+    return GeminiLiveVoice(settings, MemoryReactorClock())
+
+
+def _gemini_session(test: TestCase) -> Any:
+    from voicecalld.realtime.interface import RealtimeSetup
+
+    listener = SimpleNamespace(closed=lambda reason: None)
+    session = _gemini_voice(test).open_session(listener, RealtimeSetup(instructions=""))
+    test.addCleanup(session.close)
+    return session
+
+
 def _chat_responder(test: TestCase) -> Any:
     from voicecalld.voice.chat import ChatResponder
 
@@ -276,6 +293,8 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     ),
     "voicecalld.realtime.openai:OpenAIRealtimeConversation": _realtime_conversation,
     "voicecalld.realtime.openai:OpenAIRealtimeVoice": _realtime_voice,
+    "voicecalld.realtime.google:GeminiLiveSession": _gemini_session,
+    "voicecalld.realtime.google:GeminiLiveVoice": _gemini_voice,
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,

@@ -673,7 +673,7 @@ class ConfigTests(TestCase):
         self.assertEqual(s.chosen_voice, "cedar")
         self.assertEqual((s.temperature, s.reasoning_effort, s.audio_format), (0.8, "low", "pcm16"))
         both = realtime({"voice": "marin", "speakerVoice": "cedar"})
-        self.assertEqual(both.settings.realtime.providers["openai"].chosen_voice, "marin")
+        self.assertEqual(both.settings.realtime.providers["openai"].chosen_voice, "cedar")
 
     def test_unknown_keys_are_noted_not_fatal(self):
         loaded = realtime({"azureEndpoint": "https://x.openai.azure.com", "model": "m"})

@@ -145,6 +145,8 @@ def parse_config(
         plugin = legacy.migrate_plugin(plugin, prefix, notes)
         plugin_tts = plugin.pop("tts", {})
         structure(TtsSettings, plugin_tts, (*prefix, "tts"), notes)
+        if whole:
+            _apply_core_google_key(plugin, data)
         used_env = _apply_environment(plugin, environ)
         try:
             settings = structure(VoiceCallSettings, plugin, prefix, notes)
@@ -263,11 +265,39 @@ _ALWAYS_ENV = [
     (("responseBaseUrl",), ("OPENAI_BASE_URL",)),
     (("controlSocket",), ("VOICECALLD_SOCKET",)),
 ]
+# Gemini's keys, in upstream's order.
+_GOOGLE_KEYS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 _TTS_ENV = [
     (("providers", "openai", "apiKey"), ("OPENAI_API_KEY",)),
     (("providers", "openai", "baseUrl"), ("OPENAI_BASE_URL",)),
     (("providers", "elevenlabs", "apiKey"), ("ELEVENLABS_API_KEY", "XI_API_KEY")),
 ]
+
+
+def _wants_google_key(plugin: dict[str, Any]) -> bool:
+    realtime = plugin.get("realtime")
+    return (
+        isinstance(realtime, dict)
+        and bool(realtime.get("enabled"))
+        and realtime.get("provider") in (None, "google")
+    )
+
+
+def _apply_core_google_key(plugin: dict[str, Any], data: dict[str, Any]) -> None:
+    """Gemini Live's key falls back to OpenClaw's C{models.providers.google.apiKey}, as upstream."""
+    models = data.get("models")
+    providers = models.get("providers") if isinstance(models, dict) else None
+    google = providers.get("google") if isinstance(providers, dict) else None
+    key = google.get("apiKey") if isinstance(google, dict) else None
+    if key is None or not _wants_google_key(plugin):
+        return
+    node = plugin["realtime"]
+    for name in ("providers", "google"):
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            return
+        node = child
+    node.setdefault("apiKey", key)
 
 
 def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
@@ -279,6 +309,8 @@ def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> di
         wanted.append((("streaming", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
     if _realtime_uses_openai(plugin.get("realtime")):
         wanted.append((("realtime", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
+    if _wants_google_key(plugin):
+        wanted.append((("realtime", "providers", "google", "apiKey"), _GOOGLE_KEYS))
     for keys, names in wanted:
         _fill(plugin, keys, names, environ, used, ())
     return used

@@ -35,6 +35,10 @@ from voicecalld.config.secret import Secret
 
 OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
 OPENAI_S2S_URL = "wss://api.openai.com/v1/realtime"
+GEMINI_LIVE_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
 
 # Premium-rate and high-cost destinations refused by default (docs/config.md
 # lists what each one is).  Operators who really call them list them in
@@ -245,14 +249,57 @@ class RealtimeFastContext:
     fallback_to_consult: bool | None = setting(Bool())
 
 
+# Gemini Live's enums, as Google spells them or in short lower case.
+_SENSITIVITY = ("low", "high")
+_ACTIVITY_HANDLING = ("START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION")
+_TURN_COVERAGE = (
+    "TURN_INCLUDES_ONLY_ACTIVITY",
+    "TURN_INCLUDES_ALL_INPUT",
+    "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO",
+)
+
+
+def _google_enum(values: tuple[str, ...], prefix: str = "") -> Enum:
+    return Enum(
+        tuple(prefix + v.upper() for v in values)
+        + tuple(v.lower().replace("_", "-") for v in values)
+    )
+
+
+@frozen
+class GoogleRealtimeSettings:
+    """C{realtime.providers.google}: Gemini Live (BidiGenerateContent)."""
+
+    api_key: Secret | None = setting(SecretStr(refs=True))
+    base_url: str = setting(Url(("ws", "wss")), GEMINI_LIVE_URL)
+    model: str = setting(Str(1), "gemini-3.1-flash-live-preview")
+    voice: str = setting(Str(1), "Kore")
+    # Upstream's examples name the voice speakerVoice; when set it wins over voice.
+    speaker_voice: str | None = setting(Str(1))
+    session_resumption: bool = setting(Bool(), True)
+    context_window_compression: bool = setting(Bool(), True)
+    silence_duration_ms: int | None = setting(Int(minimum=0))
+    start_sensitivity: str | None = setting(_google_enum(_SENSITIVITY, "START_SENSITIVITY_"))
+    end_sensitivity: str | None = setting(_google_enum(_SENSITIVITY, "END_SENSITIVITY_"))
+    temperature: float | None = setting(Number(maximum=2))
+    activity_handling: str | None = setting(_google_enum(_ACTIVITY_HANDLING))
+    turn_coverage: str | None = setting(_google_enum(_TURN_COVERAGE))
+    automatic_activity_detection_disabled: bool = setting(Bool(), False)
+
+    @property
+    def voice_name(self) -> str:
+        """The prebuilt voice to speak with."""
+        return self.speaker_voice or self.voice
+
+
 @frozen
 class OpenAIRealtimeSettings:
     """
     C{realtime.providers.openai}: OpenAI Realtime speech-to-speech.
 
-    Upstream's examples name the voice C{speakerVoice}, its table C{voice}: both
-    are read, C{voice} winning.  Keys voicecalld does not use (Azure's, say) are
-    noted and ignored.
+    Upstream's examples name the voice C{speakerVoice}, its table C{voice}:
+    both are read, C{speakerVoice} (the current name) winning.  Keys
+    voicecalld does not use (Azure's, say) are noted and ignored.
     """
 
     api_key: Secret | None = setting(SecretStr(refs=True))
@@ -271,7 +318,13 @@ class OpenAIRealtimeSettings:
     @property
     def chosen_voice(self) -> str:
         """The voice to speak in: C{voice}, else C{speakerVoice}, else C{alloy}."""
-        return self.voice or self.speaker_voice or "alloy"
+        return self.speaker_voice or self.voice or "alloy"
+
+
+REALTIME_PROVIDER_KINDS: dict[str, Any] = {
+    "openai": Nested(OpenAIRealtimeSettings, strict=False),
+    "google": Nested(GoogleRealtimeSettings),
+}
 
 
 @frozen
@@ -283,9 +336,7 @@ class RealtimeSettings:
     stream_path: str | None = setting(Path_())
     instructions: str | None = setting(Str())
     tools: tuple[RealtimeTool, ...] = setting(ListOf(Nested(RealtimeTool)), [])
-    providers: dict[str, Any] = setting(
-        MapOf(ProviderBlob(), {"openai": Nested(OpenAIRealtimeSettings, strict=False)}), {}
-    )
+    providers: dict[str, Any] = setting(MapOf(ProviderBlob(), REALTIME_PROVIDER_KINDS), {})
     tool_policy: str | None = setting(Enum(("safe-read-only", "owner", "none")))
     consult_policy: str | None = setting(Enum(("auto", "substantive", "always")))
     consult_thinking_level: str | None = setting(Str(1))
