@@ -263,6 +263,15 @@ _ALWAYS_ENV = [
     (("responseBaseUrl",), ("OPENAI_BASE_URL",)),
     (("controlSocket",), ("VOICECALLD_SOCKET",)),
 ]
+_STT_ENV = {
+    "deepgram": [
+        (("streaming", "providers", "deepgram", "apiKey"), ("DEEPGRAM_API_KEY",)),
+        (("streaming", "providers", "deepgram", "baseUrl"), ("DEEPGRAM_BASE_URL",)),
+    ],
+    "elevenlabs": [
+        (("streaming", "providers", "elevenlabs", "apiKey"), ("ELEVENLABS_API_KEY", "XI_API_KEY")),
+    ],
+}
 _TTS_ENV = [
     (("providers", "openai", "apiKey"), ("OPENAI_API_KEY",)),
     (("providers", "openai", "baseUrl"), ("OPENAI_BASE_URL",)),
@@ -277,6 +286,7 @@ def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> di
     streaming = plugin.get("streaming")
     if isinstance(streaming, dict) and streaming.get("enabled"):
         wanted.append((("streaming", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
+        wanted += _STT_ENV.get(streaming.get("provider"), [])
     for keys, names in wanted:
         _fill(plugin, keys, names, environ, used, ())
     return used
