@@ -954,7 +954,7 @@ class MakeSttTests(TestCase):
 
     def test_other_provider(self):
         """A provider voicecalld does not have: None and one warning naming it."""
-        settings = StreamingSettings(provider="deepgram", providers={"openai": openai_settings()})
+        settings = StreamingSettings(provider="acme-stt", providers={"openai": openai_settings()})
         self.assertIsNone(make_stt(settings, MemoryReactorClock()))
         (warning,) = self.warnings()
-        self.assertIn("deepgram", warning)
+        self.assertIn("acme-stt", warning)
