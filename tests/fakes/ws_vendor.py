@@ -104,8 +104,11 @@ class FakeVendorServer:
         self._latest().dropConnection(abort=True)
 
     def close(self, code: int = 1000, reason: str | None = None) -> None:
-        """Close the latest connection with a closing handshake (as on an idle timeout)."""
-        self._latest().sendClose(code=code, reason=reason)
+        """
+        Close the latest connection with a closing handshake (as on an idle
+        timeout), with any code a vendor uses (1008 and 1011 too).
+        """
+        close_with(self._latest(), code, reason)
 
     def refuse(self, code: int = 503) -> None:
         """Answer new handshakes with HTTP C{code} until L{accept}."""
@@ -168,6 +171,11 @@ class FakeVendorServer:
             self._live.remove(proto)
             self.closed += 1
         self.changed()
+
+
+def close_with(proto: WebSocketServerProtocol, code: int, reason: str | None = None) -> None:
+    """Start a closing handshake on C{proto} with C{code}, which autobahn's public call limits."""
+    proto.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") if reason else None)
 
 
 class VendorServerProtocol(WebSocketServerProtocol):

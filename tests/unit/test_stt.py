@@ -187,9 +187,9 @@ class MemoryNet:
     transport (C{twisted.test.iosim}), and L{pump} moves the bytes.
     """
 
-    def __init__(self, test: TestCase) -> None:
+    def __init__(self, test: TestCase, fake_class: type = FakeRealtimeServer) -> None:
         self.reactor = MemoryReactorClock()
-        self.fake = FakeRealtimeServer(self.reactor)
+        self.fake = fake_class(self.reactor)
         test.successResultOf(self.fake.start())
         # Any address will do: every dial reaches the fake.
         self.url = "ws://127.0.0.1:8443/v1/realtime?intent=transcription"

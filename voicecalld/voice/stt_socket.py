@@ -207,12 +207,13 @@ class StreamingSession:
             attempt, self._attempt = self._attempt, None
             if attempt is not None:
                 attempt.cancel()
-            proto, self._proto = self._proto, None
+            proto = self._proto
             if proto is not None and proto.state == WebSocketProtocol.STATE_OPEN:
                 try:
                     self.goodbye(proto)
                 except Exception:
                     self.log.failure("speech-to-text goodbye failed", code="stt.fault")
+            self._proto = None
             for each in list(self._sockets):
                 close_socket(each)
             self._pending.clear()
