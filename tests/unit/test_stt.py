@@ -135,11 +135,11 @@ class LogCapture(Waitable):
 
     @property
     def codes(self) -> list[str]:
-        """The C{code} field of each STT session event, in order."""
+        """The C{log_code} of each STT event, in order."""
         return [
-            e["code"]
+            e["log_code"]
             for e in self.events
-            if "code" in e and e.get("log_namespace", "").startswith("voicecalld.voice.stt")
+            if "log_code" in e and e.get("log_namespace", "").startswith("voicecalld.voice.stt")
         ]
 
     def code_count(self, code: str, n: int) -> Deferred:

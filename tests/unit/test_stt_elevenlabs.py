@@ -221,8 +221,16 @@ class InMemoryTests(TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.stt = ElevenLabsRealtimeSTT(eleven_settings(), None, self.clock)
-        self.stt.connect = lambda factory: Deferred()  # type: ignore[method-assign]
-        self.session = self.stt.open_session(RecordingListener())
+        self.attempts: list[Deferred] = []
+        self.stt.connect = self._connect  # type: ignore[method-assign]
+        self.listener = RecordingListener()
+        self.session = self.stt.open_session(self.listener)
+
+    def _connect(self, factory: Any) -> Deferred:
+        self.factory = factory
+        d: Deferred = Deferred()
+        self.attempts.append(d)
+        return d
 
     def test_interfaces(self):
         """The provider and session provide their interfaces."""
@@ -261,13 +269,18 @@ class InMemoryTests(TestCase):
 
     def test_junk_is_ignored(self):
         """Binary frames, non-JSON and unknown message types change nothing."""
-        proto = stub_protocol(self.session._factory)
-        listener = self.session._listener
-        self.session._proto = proto
+        proto = stub_protocol(self.factory)
+        self.attempts[-1].callback(proto)
+        proto.onOpen()
+        proto.onMessage(json.dumps({"message_type": "session_started"}).encode(), False)
+        self.assertEqual(self.session.state, "open")
         proto.onMessage(b"\x00", True)
         proto.onMessage(b"nope", False)
         proto.onMessage(json.dumps({"message_type": "vad_score", "score": 0.2}).encode(), False)
-        self.assertEqual(listener.events, [])
+        proto.onMessage(json.dumps({"message_type": "partial_transcript"}).encode(), False)
+        proto.onMessage(json.dumps(["not", "an", "object"]).encode(), False)
+        self.assertEqual(self.listener.events, [])
+        self.assertEqual(proto.sent, [])
 
     def test_feed_never_raises(self):
         """A bad argument to feed is logged once, not raised."""

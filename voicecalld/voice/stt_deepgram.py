@@ -142,7 +142,7 @@ class DeepgramSession(StreamingSession):
             self.log.debug(
                 "Deepgram request {request_id}",
                 request_id=event.get("request_id"),
-                code="stt.metadata",
+                log_code="stt.metadata",
             )
         elif kind in ("Error", "error"):
             detail = next(

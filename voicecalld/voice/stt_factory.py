@@ -35,7 +35,7 @@ def make_stt(streaming: StreamingSettings, reactor: Any) -> ISTT | None:
             "streaming STT provider {provider!r} is not available (built in: openai, deepgram,"
             " elevenlabs), so calls will not be transcribed",
             provider=provider,
-            code="stt.unknown_provider",
+            log_code="stt.unknown_provider",
         )
         return None
     settings = streaming.providers.get(name)
@@ -47,7 +47,7 @@ def make_stt(streaming: StreamingSettings, reactor: Any) -> ISTT | None:
             "streaming STT needs {what} key ({where}); calls will not be transcribed",
             what=_NAMES[name],
             where=_KEYS[name],
-            code="stt.no_key",
+            log_code="stt.no_key",
         )
         return None
     if name == "deepgram":

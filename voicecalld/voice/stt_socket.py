@@ -197,7 +197,7 @@ class StreamingSession:
         except Exception:
             if not self._fault_logged:
                 self._fault_logged = True
-                self.log.failure("speech-to-text could not take audio", code="stt.fault")
+                self.log.failure("speech-to-text could not take audio", log_code="stt.fault")
 
     def close(self) -> Deferred:
         """Stop for good; fires once every socket of this session is gone."""
@@ -212,14 +212,14 @@ class StreamingSession:
                 try:
                     self.goodbye(proto)
                 except Exception:
-                    self.log.failure("speech-to-text goodbye failed", code="stt.fault")
+                    self.log.failure("speech-to-text goodbye failed", log_code="stt.fault")
             self._proto = None
             for each in list(self._sockets):
                 close_socket(each)
             self._pending.clear()
             self.socket_gone()
             self.log.info(
-                "speech-to-text session closed ({host})", host=self._host, code="stt.closed"
+                "speech-to-text session closed ({host})", host=self._host, log_code="stt.closed"
             )
         if not self._sockets:
             return succeed(None)
@@ -238,7 +238,9 @@ class StreamingSession:
         self._state = OPEN
         self._failures = 0
         if self._outage_since is None:
-            self.log.info("speech-to-text session open ({host})", host=self._host, code="stt.open")
+            self.log.info(
+                "speech-to-text session open ({host})", host=self._host, log_code="stt.open"
+            )
         else:
             self.log.info(
                 "speech-to-text reconnected to {host} after {seconds:.1f} s"
@@ -246,7 +248,7 @@ class StreamingSession:
                 host=self._host,
                 seconds=self._clock.seconds() - self._outage_since,
                 dropped_ms=self._dropped * 1000 // ULAW_BYTES_PER_SECOND,
-                code="stt.recovered",
+                log_code="stt.recovered",
             )
             self._outage_since = None
             self._dropped = 0
@@ -270,7 +272,11 @@ class StreamingSession:
         try:
             getattr(self._listener, method)(*args)
         except Exception:
-            self.log.failure("transcript listener failed in {method}", method=method)
+            self.log.failure(
+                "transcript listener failed in {method}",
+                method=method,
+                log_code="stt.listener_fault",
+            )
 
     @property
     def clock(self) -> IReactorTime:
@@ -297,7 +303,9 @@ class StreamingSession:
     def _connect(self) -> None:
         self._state = CONNECTING
         self._connect_timeout = self._clock.callLater(CONNECT_TIMEOUT, self._timed_out)
-        self.log.debug("speech-to-text connecting to {host}", host=self._host, code="stt.connect")
+        self.log.debug(
+            "speech-to-text connecting to {host}", host=self._host, log_code="stt.connect"
+        )
         attempt = maybeDeferred(self._stt.connect, self._factory)
         self._attempt = attempt
         attempt.addCallbacks(
@@ -344,7 +352,7 @@ class StreamingSession:
             host=self._host,
             detail=detail,
             delay=delay,
-            code="stt.retry",
+            log_code="stt.retry",
         )
         if self._outage_since is None:
             self._outage_since = self._clock.seconds()
@@ -367,7 +375,7 @@ class StreamingSession:
             "speech-to-text socket to {host} closed ({why}); reopening when audio arrives",
             host=self._host,
             why=why,
-            code="stt.idle",
+            log_code="stt.idle",
         )
 
     # Sending
@@ -400,7 +408,7 @@ class StreamingSession:
             event = json.loads(payload)
         except ValueError:
             self.log.warn(
-                "speech-to-text server sent something that is not JSON", code="stt.bad_message"
+                "speech-to-text server sent something that is not JSON", log_code="stt.bad_message"
             )
             return
         if isinstance(event, dict):
