@@ -387,6 +387,16 @@ class ConfigTests(TestCase):
             self.assertIn(key, str(raised.exception))
             self.assertIn("/etc/openclaw.json", str(raised.exception))
 
+    def test_a_bad_provider_is_an_error_not_a_crash(self):
+        """A non-string streaming.provider is named as such, environment or not."""
+        with self.assertRaises(ConfigError) as raised:
+            parse_config(
+                {"streaming": {"enabled": True, "provider": ["deepgram"]}},
+                None,
+                {"DEEPGRAM_API_KEY": "dg-env"},
+            )
+        self.assertIn("streaming.provider", str(raised.exception))
+
     def test_env_base_url_is_blamed_on_its_variable(self):
         """A bad DEEPGRAM_BASE_URL is named in the error."""
         with self.assertRaises(ConfigError) as raised:

@@ -286,7 +286,9 @@ def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> di
     streaming = plugin.get("streaming")
     if isinstance(streaming, dict) and streaming.get("enabled"):
         wanted.append((("streaming", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
-        wanted += _STT_ENV.get(streaming.get("provider"), [])
+        stt = streaming.get("provider")
+        if isinstance(stt, str):
+            wanted += _STT_ENV.get(stt, [])
     for keys, names in wanted:
         _fill(plugin, keys, names, environ, used, ())
     return used
