@@ -387,6 +387,22 @@ class ConfigTests(TestCase):
             self.assertIn(key, str(raised.exception))
             self.assertIn("/etc/openclaw.json", str(raised.exception))
 
+    def test_key_from_a_secret_ref(self):
+        """The key may be a SecretRef, resolved like every other secret."""
+        config = {
+            "provider": "twilio",
+            "fromNumber": "+15550001111",
+            "twilio": {"accountSid": "AC1", "authToken": "t"},
+            "streaming": {
+                "enabled": True,
+                "provider": "deepgram",
+                "providers": {"deepgram": {"apiKey": "${DG_KEY}"}},
+            },
+        }
+        whole = {"plugins": {"entries": {"voice-call": {"config": config}}}}
+        dg = parse_config(whole, None, {"DG_KEY": "dg-ref"}).settings.streaming.providers
+        self.assertEqual(dg["deepgram"].api_key.reveal(), "dg-ref")
+
     def test_a_bad_provider_is_an_error_not_a_crash(self):
         """A non-string streaming.provider is named as such, environment or not."""
         with self.assertRaises(ConfigError) as raised:
