@@ -61,10 +61,8 @@ CLOSED = "closed"
 class StreamingSTT:
     """
     A vendor's provider: dials C{url} with C{headers()} for each session.
-    Subclasses set L{session_class} and L{headers}.
+    Subclasses give L{headers} and C{open_session} (which builds their session).
     """
-
-    session_class: ClassVar[type[StreamingSession]]
 
     def __init__(self, url: str, reactor: Any, clock: IReactorTime | None = None) -> None:
         self.url = url
@@ -74,10 +72,6 @@ class StreamingSTT:
     def headers(self) -> dict[str, str]:
         """The handshake's extra headers (the vendor's key)."""
         return {}
-
-    def open_session(self, listener: ITranscriptListener) -> Any:
-        """Start a session for one call; it connects at once."""
-        return self.session_class(self, listener)
 
     def client_factory(self, session: StreamingSession) -> VendorClientFactory:
         """The autobahn client factory for C{session}'s sockets."""
