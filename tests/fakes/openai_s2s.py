@@ -15,13 +15,14 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from tests.fakes.openai_realtime import FakeRealtimeServer, _error, _FakeRealtimeProtocol
+from tests.fakes.openai_realtime import FakeRealtimeServer, _error
+from tests.fakes.ws_vendor import VendorServerProtocol
 
 
 class FakeS2SServer(FakeRealtimeServer):
     """The vendor's side of an OpenAI Realtime conversation, for tests."""
 
-    PATH = "/v1/realtime"
+    url_path = "/v1/realtime"
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -157,22 +158,22 @@ class FakeS2SServer(FakeRealtimeServer):
 
     # Client events the conversation takes
 
-    def _other(self, proto: _FakeRealtimeProtocol, event: dict[str, Any]) -> None:
+    def _other(self, proto: VendorServerProtocol, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "conversation.item.create":
             item = event.get("item")
             if not isinstance(item, dict):
-                self._reply(proto, _error("missing_required_parameter", "Missing 'item'."))
+                self.reply(proto, _error("missing_required_parameter", "Missing 'item'."))
                 return
             item = {"id": self._id("item"), **item}
             self.items.append(item)
-            self._reply(proto, {"type": "conversation.item.added", "item": item})
+            self.reply(proto, {"type": "conversation.item.added", "item": item})
         elif kind == "response.create":
             self.response_requests.append(event.get("response") or {})
         elif kind == "response.cancel":
             self.cancels += 1
             if self.active_response is None:
-                self._reply(
+                self.reply(
                     proto,
                     {
                         "type": "error",
@@ -187,7 +188,7 @@ class FakeS2SServer(FakeRealtimeServer):
                 self.finish_response("cancelled")
         elif kind == "conversation.item.truncate":
             self.truncations.append(event)
-            self._reply(
+            self.reply(
                 proto,
                 {
                     "type": "conversation.item.truncated",

@@ -146,6 +146,31 @@ def _gemini_session(test: TestCase) -> Any:
     return session
 
 
+def _deepgram_stt(test: TestCase) -> Any:
+    from voicecalld.config.model import DeepgramStreamingSettings
+    from voicecalld.voice.stt_deepgram import DeepgramSTT
+
+    settings = DeepgramStreamingSettings(api_key=Secret("dg-test"), base_url="ws://127.0.0.1:9")
+    return DeepgramSTT(settings, MemoryReactorClock())
+
+
+def _elevenlabs_stt(test: TestCase) -> Any:
+    from voicecalld.config.model import ElevenLabsStreamingSettings
+    from voicecalld.voice.stt_elevenlabs import ElevenLabsRealtimeSTT
+
+    settings = ElevenLabsStreamingSettings(api_key=Secret("xi-test"), base_url="ws://127.0.0.1:9")
+    return ElevenLabsRealtimeSTT(settings, MemoryReactorClock())
+
+
+def _session_of(make: Callable[[TestCase], Any]) -> Callable[[TestCase], Any]:
+    def build(test: TestCase) -> Any:
+        session = make(test).open_session(SimpleNamespace())
+        test.addCleanup(session.close)
+        return session
+
+    return build
+
+
 def _chat_responder(test: TestCase) -> Any:
     from voicecalld.voice.chat import ChatResponder
 
@@ -299,6 +324,10 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSession": _realtime_session,
+    "voicecalld.voice.stt_deepgram:DeepgramSTT": _deepgram_stt,
+    "voicecalld.voice.stt_deepgram:DeepgramSession": _session_of(_deepgram_stt),
+    "voicecalld.voice.stt_elevenlabs:ElevenLabsRealtimeSTT": _elevenlabs_stt,
+    "voicecalld.voice.stt_elevenlabs:ElevenLabsRealtimeSession": _session_of(_elevenlabs_stt),
     "voicecalld.voice.tts_factory:FallbackTTS": _fallback_tts,
     "voicecalld.voice.tts_elevenlabs:ElevenLabsTTS": _elevenlabs_tts,
     "voicecalld.voice.tts_openai:OpenAITTS": _openai_tts,

@@ -194,7 +194,7 @@ class LiveTests(TestCase):
         session = yield self.ready(reasoning_effort="low")
         self.assertEqual(self.fake.authorization, f"Bearer {KEY}")
         self.assertEqual(self.fake.paths, ["/v1/realtime"])
-        self.assertEqual(self.fake.queries, [{"model": ["gpt-realtime-2.1"]}])
+        self.assertEqual(self.fake.queries, [{"model": "gpt-realtime-2.1"}])
         (update,) = self.fake.session_updates
         self.assertEqual(
             update["session"],

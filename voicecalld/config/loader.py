@@ -267,6 +267,15 @@ _ALWAYS_ENV = [
 ]
 # Gemini's keys, in upstream's order.
 _GOOGLE_KEYS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+_STT_ENV = {
+    "deepgram": [
+        (("streaming", "providers", "deepgram", "apiKey"), ("DEEPGRAM_API_KEY",)),
+        (("streaming", "providers", "deepgram", "baseUrl"), ("DEEPGRAM_BASE_URL",)),
+    ],
+    "elevenlabs": [
+        (("streaming", "providers", "elevenlabs", "apiKey"), ("ELEVENLABS_API_KEY", "XI_API_KEY")),
+    ],
+}
 _TTS_ENV = [
     (("providers", "openai", "apiKey"), ("OPENAI_API_KEY",)),
     (("providers", "openai", "baseUrl"), ("OPENAI_BASE_URL",)),
@@ -307,6 +316,9 @@ def _apply_environment(plugin: dict[str, Any], environ: Mapping[str, str]) -> di
     streaming = plugin.get("streaming")
     if isinstance(streaming, dict) and streaming.get("enabled"):
         wanted.append((("streaming", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
+        stt = streaming.get("provider")
+        if isinstance(stt, str):
+            wanted += _STT_ENV.get(stt, [])
     if _realtime_uses_openai(plugin.get("realtime")):
         wanted.append((("realtime", "providers", "openai", "apiKey"), ("OPENAI_API_KEY",)))
     if _wants_google_key(plugin):

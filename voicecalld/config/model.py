@@ -39,6 +39,8 @@ GEMINI_LIVE_URL = (
     "wss://generativelanguage.googleapis.com/ws/"
     "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 )
+DEEPGRAM_LISTEN_URL = "wss://api.deepgram.com/v1/listen"
+ELEVENLABS_STT_BASE_URL = "wss://api.elevenlabs.io"
 
 # Premium-rate and high-cost destinations refused by default (docs/config.md
 # lists what each one is).  Operators who really call them list them in
@@ -185,8 +187,49 @@ class OpenAIStreamingSettings:
     prompt: str | None = setting(Str())
 
 
+@frozen
+class DeepgramStreamingSettings:
+    """C{streaming.providers.deepgram}: Deepgram live transcription (listen v1)."""
+
+    api_key: Secret | None = setting(SecretStr(refs=True))
+    model: str = setting(Str(1), "nova-3")
+    # The phone's audio goes through untouched, so only its own format is accepted.
+    encoding: str = setting(Enum(("mulaw",)), "mulaw")
+    sample_rate: int = setting(Int(minimum=8000, maximum=8000), 8000)
+    endpointing_ms: int = _positive(800)
+    interim_results: bool = setting(Bool(), True)
+    utterance_end_ms: int = setting(Int(minimum=1000), 1000)
+    vad_events: bool = setting(Bool(), True)
+    smart_format: bool = setting(Bool(), True)
+    language: str | None = setting(Str(1))
+    base_url: str = setting(Url(("ws", "wss")), DEEPGRAM_LISTEN_URL)
+
+
+@frozen
+class ElevenLabsStreamingSettings:
+    """C{streaming.providers.elevenlabs}: ElevenLabs Scribe realtime transcription."""
+
+    api_key: Secret | None = setting(SecretStr(refs=True))
+    model_id: str = setting(Str(1), "scribe_v2_realtime")
+    audio_format: str = setting(Enum(("ulaw_8000",)), "ulaw_8000")
+    sample_rate: int = setting(Int(minimum=8000, maximum=8000), 8000)
+    commit_strategy: str = setting(Enum(("vad",)), "vad")
+    language_code: str | None = setting(Str(1))
+    vad_silence_threshold_secs: float | None = setting(Number(0.3, 3))
+    vad_threshold: float | None = setting(Number(0, 1))
+    base_url: str = setting(Url(("ws", "wss", "http", "https")), ELEVENLABS_STT_BASE_URL)
+
+
+STT_PROVIDER_KINDS = {
+    "openai": Nested(OpenAIStreamingSettings),
+    "deepgram": Nested(DeepgramStreamingSettings),
+    "elevenlabs": Nested(ElevenLabsStreamingSettings),
+}
+
+
 def _not_built_stt(name: str) -> str:
-    return f"streaming STT provider {name!r} is not built in voicecalld; only 'openai' is used"
+    built = ", ".join(repr(n) for n in STT_PROVIDER_KINDS)
+    return f"streaming STT provider {name!r} is not built in voicecalld (built in: {built})"
 
 
 @frozen
@@ -201,7 +244,7 @@ class StreamingSettings:
     max_pending_connections_per_ip: int = _positive(4)
     max_connections: int = _positive(128)
     providers: dict[str, Any] = setting(
-        MapOf(ProviderBlob(), {"openai": Nested(OpenAIStreamingSettings)}, None, _not_built_stt),
+        MapOf(ProviderBlob(), STT_PROVIDER_KINDS, None, _not_built_stt),
         {},
     )
     stt_url: str = setting(Url(("ws", "wss")), OPENAI_REALTIME_URL)
