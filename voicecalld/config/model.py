@@ -35,6 +35,11 @@ from voicecalld.config.secret import Secret
 
 OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
 
+# outbound.voicemailAction: what a conversation call does when a machine answers.
+LEAVE_MESSAGE = "leave-message"
+HANG_UP = "hangup"
+VOICEMAIL_ACTIONS = (LEAVE_MESSAGE, HANG_UP)
+
 # Premium-rate and high-cost destinations refused by default (docs/config.md
 # lists what each one is).  Operators who really call them list them in
 # outbound.allowedPrefixes, which wins over this list.
@@ -129,6 +134,11 @@ class OutboundSettings:
     allowed_prefixes: tuple[str, ...] = setting(ListOf(DialPrefix()), [])
     denied_prefixes: tuple[str, ...] = setting(ListOf(DialPrefix()), list(DEFAULT_DENIED_PREFIXES))
     max_calls_per_hour: int | None = setting(Int(minimum=1))
+    # Answering-machine detection on outbound calls (ours; upstream has none).
+    machine_detection: bool = setting(Bool(), False)
+    # What a conversation call does when a machine answers; a notify call
+    # always leaves its message after the beep.
+    voicemail_action: str = setting(Enum(VOICEMAIL_ACTIONS), LEAVE_MESSAGE)
 
 
 @frozen
