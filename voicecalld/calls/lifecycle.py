@@ -65,7 +65,6 @@ DETECTION_WAIT = 60.0
 BEEP_WAIT = 20.0
 
 # The call record's metadata keys for answering-machine detection.
-MACHINE_DETECTION = "machineDetection"  # set when the call was dialled with detection
 ANSWERED_BY = "answeredBy"  # human, machine, fax or unknown
 ANSWERED_BY_RAW = "answeredByRaw"  # the carrier's own value
 VOICEMAIL = "voicemail"  # at a machine: awaiting-beep, leaving, hangup
@@ -149,7 +148,7 @@ def phase(record: CallRecord) -> Phase:
 
 def screened(record: CallRecord) -> bool:
     """Whether the call was dialled with answering-machine detection."""
-    return record.metadata.get(MACHINE_DETECTION) is True
+    return record.machine_detection
 
 
 @attrs.frozen

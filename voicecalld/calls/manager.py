@@ -26,7 +26,7 @@ from voicecalld.calls import admission
 from voicecalld.calls.admission import Admission
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.journal import Change, Journal
-from voicecalld.calls.lifecycle import MACHINE_DETECTION, Lifecycle, LifeInput, Why
+from voicecalld.calls.lifecycle import Lifecycle, LifeInput, Why
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.registry import LiveRegistry
 from voicecalld.calls.restore import Restorer
@@ -52,6 +52,7 @@ from voicecalld.values.record import (
     BOT,
     CONVERSATION,
     INBOUND,
+    MACHINE_DETECTION,
     OUTBOUND,
     USER,
     CallRecord,

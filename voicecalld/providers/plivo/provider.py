@@ -150,6 +150,9 @@ class PlivoProvider(DocumentProvider):
             # A backstop if voicecalld is gone when the call should end.
             time_limit=self.settings.max_duration_seconds + 60,
             send_digits=record.metadata.get("dtmfSequence"),
+            detection_url=(
+                self.url(callId=record.call_id, type="amd") if record.machine_detection else None
+            ),
         )
         answer = await self.rest.create_call(body)
         request_uuid = answer.get("request_uuid")

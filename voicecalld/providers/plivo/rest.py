@@ -52,8 +52,12 @@ def create_body(
     ring_seconds: int,
     time_limit: int,
     send_digits: str | None = None,
+    detection_url: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON that makes an outbound call."""
+    """
+    The JSON that makes an outbound call; with C{detection_url}, one dialled
+    with answering-machine detection whose result Plivo posts there.
+    """
     body: dict[str, Any] = {
         "from": plivo_number(from_),
         "to": plivo_number(to),
@@ -69,6 +73,10 @@ def create_body(
     }
     if send_digits:
         body["send_digits"] = send_digits
+    if detection_url:
+        body["machine_detection"] = "true"
+        body["machine_detection_url"] = detection_url
+        body["machine_detection_method"] = "POST"
     return body
 
 
