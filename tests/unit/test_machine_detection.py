@@ -1,0 +1,210 @@
+"""
+Answering-machine detection in the call core, on the recording provider and
+an injected clock: who answered decides what is said and how the call ends,
+the result is stored before anything acts on it, and a message is left once.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from tests.unit.harness import Harness
+from voicecalld.calls import lifecycle
+from voicecalld.values.events import Answered, MachineDetected, MediaConnected
+from voicecalld.values.states import CallState
+
+AMD = {"outbound": {"machineDetection": True, "notifyHangupDelaySec": 2}}
+MESSAGE = "Your parcel has arrived."
+
+
+def said(h: Harness) -> list[str]:
+    return [r[2] for r in h.provider.requests if r[0] == "speak"]
+
+
+def hangups(h: Harness) -> list[CallState]:
+    return [r[2] for r in h.provider.requests if r[0] == "hangup"]
+
+
+class Detection(TestCase):
+    """What the call does with who answered."""
+
+    def place(self, config=AMD, mode="notify", message: str | None = MESSAGE):
+        h = Harness(self, config)
+        h.provider.instant_speech = True
+        record = h.ok(h.manager.initiate("+15551234567", message, mode))
+        h.ok(h.provider.emit(Answered(call_id=record.call_id, dedupe_key="answered")))
+        return h, record.call_id
+
+    def detected(self, h, call_id, answered_by, message_end=False, key="amd-1", raw=""):
+        event = MachineDetected(
+            call_id=call_id,
+            answered_by=answered_by,
+            message_end=message_end,
+            raw=raw or answered_by,
+            dedupe_key=key,
+        )
+        return h.ok(h.provider.emit(event))
+
+    def test_off_by_default_and_the_message_is_said_at_once(self):
+        h, call_id = self.place({})
+        self.assertEqual(said(h), [MESSAGE])
+        self.assertNotIn("machineDetection", h.stored(call_id).metadata)
+
+    def test_a_screened_call_says_nothing_until_a_person_is_known(self):
+        h, call_id = self.place()
+        self.assertEqual(h.stored(call_id).metadata["machineDetection"], True)
+        self.assertEqual(said(h), [])
+        self.detected(h, call_id, "human")
+        self.assertEqual(said(h), [MESSAGE])
+        record = h.stored(call_id)
+        self.assertEqual(record.metadata["answeredBy"], "human")
+        h.clock.advance(2)
+        self.assertEqual(hangups(h), [CallState.HANGUP_BOT])
+
+    def test_notify_at_a_machine_waits_for_the_beep_and_ends_as_voicemail(self):
+        h, call_id = self.place()
+        self.detected(h, call_id, "machine", raw="machine")
+        self.assertEqual(said(h), [])
+        h.clock.advance(lifecycle.BEEP_WAIT - 1)
+        self.assertEqual(said(h), [], "the greeting is still playing")
+        self.detected(h, call_id, "machine", message_end=True, key="amd-2", raw="beep_detected")
+        self.assertEqual(said(h), [MESSAGE])
+        record = h.stored(call_id)
+        self.assertEqual(record.metadata["answeredBy"], "machine")
+        self.assertEqual(record.metadata["answeredByRaw"], "beep_detected")
+        h.clock.advance(2)
+        self.assertEqual(hangups(h), [CallState.VOICEMAIL])
+        h.clock.advance(lifecycle.BEEP_WAIT)
+        self.assertEqual(said(h), [MESSAGE], "the beep wait was cancelled")
+
+    def test_without_a_beep_the_message_is_left_after_the_beep_wait(self):
+        h, call_id = self.place()
+        self.detected(h, call_id, "machine")
+        h.clock.advance(lifecycle.BEEP_WAIT)
+        self.assertEqual(said(h), [MESSAGE])
+
+    def test_a_repeated_result_leaves_no_second_message(self):
+        h, call_id = self.place()
+        self.detected(h, call_id, "machine", message_end=True)
+        self.detected(h, call_id, "machine", message_end=True, key="amd-1")  # a replay
+        self.detected(h, call_id, "machine", message_end=True, key="amd-2")  # a new one
+        self.detected(h, call_id, "human", key="amd-3")  # a late one
+        self.assertEqual(said(h), [MESSAGE])
+
+    def test_a_restart_before_the_beep_leaves_the_message_once_after_it(self):
+        h, call_id = self.place()
+        self.detected(h, call_id, "machine")
+        h = h.restart()
+        h.provider.instant_speech = True
+        self.assertEqual(said(h), [], "restored at the machine: still waiting")
+        self.detected(h, call_id, "machine", message_end=True, key="amd-2")
+        self.assertEqual(said(h), [MESSAGE])
+        h = h.restart()
+        h.provider.instant_speech = True
+        self.detected(h, call_id, "machine", message_end=True, key="amd-3")
+        self.assertEqual(said(h), [], "left before the restart: not again")
+        h.clock.advance(2)
+        self.assertEqual(hangups(h), [CallState.VOICEMAIL])
+
+    def test_a_conversation_at_a_machine_leaves_its_message_and_ends_as_voicemail(self):
+        h, call_id = self.place(mode="conversation", message="Hi, it is the clinic.")
+        self.detected(h, call_id, "machine", message_end=True)
+        self.assertEqual(said(h), ["Hi, it is the clinic."])
+        h.clock.advance(2)
+        self.assertEqual(hangups(h), [CallState.VOICEMAIL])
+
+    def test_a_conversation_at_a_machine_hangs_up_at_once_with_voicemail_action_hangup(self):
+        config = {"outbound": {"machineDetection": True, "voicemailAction": "hangup"}}
+        h, call_id = self.place(config, mode="conversation")
+        self.detected(h, call_id, "machine")
+        self.assertEqual(said(h), [])
+        self.assertEqual(hangups(h), [CallState.VOICEMAIL])
+        h.clock.advance(lifecycle.BEEP_WAIT)
+        self.assertEqual(said(h), [])
+        self.assertEqual(h.stored(call_id).state, CallState.VOICEMAIL)
+        self.assertEqual(h.stored(call_id).metadata["answeredBy"], "machine")
+
+    def test_a_notify_call_leaves_its_message_whatever_the_voicemail_action(self):
+        config = {"outbound": {"machineDetection": True, "voicemailAction": "hangup"}}
+        h, call_id = self.place(config)
+        self.detected(h, call_id, "machine", message_end=True)
+        self.assertEqual(said(h), [MESSAGE])
+
+    def test_a_fax_is_hung_up_as_voicemail(self):
+        h, call_id = self.place()
+        self.detected(h, call_id, "fax")
+        self.assertEqual(said(h), [])
+        self.assertEqual(hangups(h), [CallState.VOICEMAIL])
+        self.assertEqual(h.stored(call_id).end_detail, "a fax machine answered")
+
+    def test_an_unknown_result_goes_on_as_a_person(self):
+        h, call_id = self.place()
+        self.detected(h, call_id, "unknown")
+        self.assertEqual(said(h), [MESSAGE])
+        self.assertEqual(h.stored(call_id).metadata["answeredBy"], "unknown")
+
+    def test_no_result_at_all_goes_on_as_unknown_after_the_detection_wait(self):
+        h, call_id = self.place()
+        h.clock.advance(lifecycle.DETECTION_WAIT - 1)
+        self.assertEqual(said(h), [])
+        h.clock.advance(1)
+        self.assertEqual(said(h), [MESSAGE])
+        self.assertEqual(h.stored(call_id).metadata["answeredBy"], "unknown")
+
+    def test_a_streamed_call_greets_once_both_media_and_the_result_are_in(self):
+        h = Harness(self, AMD)
+        h.provider.instant_speech = True
+        h.provider.media = True
+        call_id = h.ok(h.manager.initiate("+15551234567", MESSAGE, "notify")).call_id
+        h.ok(h.provider.emit(Answered(call_id=call_id)))
+        h.ok(h.provider.emit(MediaConnected(call_id=call_id, stream_id="s1")))
+        self.assertEqual(said(h), [])
+        self.detected(h, call_id, "human")
+        self.assertEqual(said(h), [MESSAGE])
+
+    def test_a_call_with_digits_to_send_is_dialled_without_detection(self):
+        h = Harness(self, AMD)
+        record = h.ok(h.manager.initiate("+15551234567", None, "conversation", None, "123"))
+        self.assertNotIn("machineDetection", record.metadata)
+
+
+class Durability(TestCase):
+    """The result is written before anything acts on it."""
+
+    def test_nothing_is_said_before_the_result_is_stored(self):
+        h = Harness(self, AMD)
+        h.provider.instant_speech = True
+        call_id = h.ok(h.manager.initiate("+15551234567", MESSAGE, "notify")).call_id
+        h.ok(h.provider.emit(Answered(call_id=call_id)))
+        h.store.holding = True
+        event = MachineDetected(
+            call_id=call_id, answered_by="machine", message_end=True, raw="machine_end_beep"
+        )
+        applied = h.provider.emit(event)
+        self.assertNoResult(applied)
+        self.assertEqual(said(h), [], "not before the write")
+        self.assertNotIn("answeredBy", h.stored(call_id).metadata)
+        (live,) = h.manager.live_calls()
+        self.assertNotIn("answeredBy", live.metadata, "not applied before the write")
+        h.store.release(1)
+        self.assertEqual(h.stored(call_id).metadata["answeredBy"], "machine")
+        self.assertEqual(said(h), [MESSAGE])
+        h.store.holding = False
+        h.store.release()
+        h.ok(applied)
+
+    def test_a_lost_write_leaves_the_call_screened_after_a_restart(self):
+        h = Harness(self, AMD)
+        h.provider.instant_speech = True
+        call_id = h.ok(h.manager.initiate("+15551234567", MESSAGE, "notify")).call_id
+        h.ok(h.provider.emit(Answered(call_id=call_id)))
+        h.store.holding = True
+        h.provider.emit(MachineDetected(call_id=call_id, answered_by="human", raw="human"))
+        self.assertEqual(said(h), [])
+        h.store.held.clear()  # kill -9 before the write reached the file
+        h.store.holding = False
+        h = h.restart()
+        h.provider.instant_speech = True
+        self.assertEqual(said(h), [])
+        h.ok(h.provider.emit(MachineDetected(call_id=call_id, answered_by="human", raw="human")))
+        self.assertEqual(said(h), [MESSAGE])
