@@ -396,12 +396,15 @@ class FakeTwilio:
         self._add_call(call)
         return call._act(call._inbound_flow()).addCallback(lambda _: call)
 
-    def resend_last_callback(self, call: FakeCall | None = None) -> Deferred:
-        """Send the last webhook (of C{call}, or of any call) again, byte for byte."""
+    def resend_last_callback(self, call: FakeCall | None = None, hook: Any = None) -> Deferred:
+        """
+        Send the last webhook (of C{call}, or of any call), or C{hook}, again,
+        byte for byte.
+        """
         hooks = call.webhooks if call is not None else self.webhooks
         if not hooks:
             raise FakeTwilioError("no webhook has been sent yet")
-        last = hooks[-1]
+        last = hook if hook is not None else hooks[-1]
         owner = self.call(last.call_sid)
         replay = attrs.evolve(
             last, duplicate=True, code=None, response=b"", content_type="", error=None
