@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.unit.harness import Harness
 from voicecalld.calls import lifecycle
+from voicecalld.cli import render
 from voicecalld.values.events import Answered, MachineDetected, MediaConnected
 from voicecalld.values.states import CallState
 
@@ -208,3 +209,23 @@ class Durability(TestCase):
         self.assertEqual(said(h), [])
         h.ok(h.provider.emit(MachineDetected(call_id=call_id, answered_by="human", raw="human")))
         self.assertEqual(said(h), [MESSAGE])
+
+
+class Reported(TestCase):
+    """The CLI's status shows who answered."""
+
+    def test_the_status_line_says_who_answered(self):
+        h = Harness(self, AMD)
+        h.provider.instant_speech = True
+        call_id = h.ok(h.manager.initiate("+15551234567", MESSAGE, "notify")).call_id
+        h.ok(h.provider.emit(Answered(call_id=call_id)))
+        self.assertIn("(detecting who answered)", render.call(h.stored(call_id).to_json()))
+        event = MachineDetected(
+            call_id=call_id, answered_by="machine", message_end=True, raw="machine_end_beep"
+        )
+        h.ok(h.provider.emit(event))
+        (line,) = [
+            x for x in render.call(h.stored(call_id).to_json()).splitlines() if "answered:" in x
+        ]
+        self.assertTrue(line.endswith(" by machine (machine_end_beep)"), line)
+        self.assertEqual(h.stored(call_id).to_json()["metadata"]["answeredBy"], "machine")
