@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import attrs
-
 from treq.testing import StubTreq
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
