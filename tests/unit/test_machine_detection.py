@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from tests.unit.harness import Harness
+from tests.unit.rigs import MemoryRig
 from voicecalld.calls import lifecycle
 from voicecalld.cli import render
 from voicecalld.values.events import Answered, MachineDetected, MediaConnected
@@ -229,3 +230,45 @@ class Reported(TestCase):
         ]
         self.assertTrue(line.endswith(" by machine (machine_end_beep)"), line)
         self.assertEqual(h.stored(call_id).to_json()["metadata"]["answeredBy"], "machine")
+
+
+class OnTheWire(TestCase):
+    """Twilio in memory, on one clock: the message waits for the machine's beep."""
+
+    def test_the_message_follows_the_beep_on_the_clock(self):
+        rig = MemoryRig(self, AMD, streaming=False, pause_scale=1.0)
+        record = rig.initiate(MESSAGE)
+        create = rig.fake.requests[0]
+        self.assertEqual(create.get("MachineDetection"), "DetectMessageEnd")
+        self.assertEqual(create.get("AsyncAmd"), "true")
+        self.assertIn(f"callId={record.call_id}", create.get("AsyncAmdStatusCallback"))
+        call = rig.run(rig.fake.when_call(0))
+        rig.run(call.answer())
+        answered = rig.reactor.seconds()
+        call.detect("machine", greeting=8.0)
+        said = rig.run(call.when_verb("Say"))
+        said_at = rig.reactor.seconds()
+        self.assertEqual(said.text, MESSAGE)
+        (amd,) = [h for h in call.webhooks if h.kind == "amd"]
+        self.assertEqual(amd.param("AnsweredBy"), "machine_end_beep")
+        self.assertGreaterEqual(amd.sent_at - answered, 8.0)
+        self.assertGreaterEqual(said_at, amd.sent_at)
+        rig.run(call.when_ended())
+        final = rig.record(record.call_id)
+        self.assertEqual(final.state, CallState.VOICEMAIL)
+        self.assertEqual(final.metadata["answeredByRaw"], "machine_end_beep")
+        self.assertEqual([v.text for v in call.verbs_named("Say")], [MESSAGE])
+
+    def test_a_fax_is_hung_up_unspoken(self):
+        rig = MemoryRig(self, AMD, streaming=False, pause_scale=1.0)
+        record = rig.initiate(MESSAGE)
+        call = rig.run(rig.fake.when_call(0))
+        rig.run(call.answer())
+        rig.run(call.detect("fax"))
+        rig.run(call.when_ended())
+        self.assertEqual(call.verbs_named("Say"), [])
+        final = rig.record(record.call_id)
+        self.assertEqual(
+            (final.state, final.end_detail), (CallState.VOICEMAIL, "a fax machine answered")
+        )
+        self.assertEqual(final.metadata["answeredBy"], "fax")
