@@ -78,6 +78,22 @@ class Contract:
         self.assertEqual(a.fake.errors, [])
 
     @inlineCallbacks
+    def test_a_streamed_call_at_a_machine_speaks_after_the_beep(self):
+        a = yield self.rig(AMD, streaming=True)
+        record = yield a.place("Your parcel has arrived.")
+        call = yield a.fake.when_call(0)
+        yield a.answer_as(call, "machine")
+        yield call.when_stream()
+        if a.reports_beep:
+            self.assertEqual(a.rig.tts.texts, [], "nothing before the beep")
+            yield a.beep(call)
+        yield wait_for(lambda: not a.manager.live_calls(), what="the call to end")
+        self.assertEqual(a.rig.tts.texts, ["Your parcel has arrived."])
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.VOICEMAIL)
+        self.assertEqual([e.text for e in final.transcript], ["Your parcel has arrived."])
+
+    @inlineCallbacks
     def test_a_repeated_detection_callback_leaves_no_second_message(self):
         a = yield self.rig({"outbound": {"machineDetection": True, "notifyHangupDelaySec": 600}})
         record = yield a.place("Your parcel has arrived.")

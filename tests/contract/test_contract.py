@@ -56,6 +56,7 @@ class MockContract(Contract, TestCase):
     test_notify_at_a_machine_leaves_the_message_after_the_beep = _not_for_the_mock(_NO_AMD)
     test_a_repeated_detection_callback_leaves_no_second_message = _not_for_the_mock(_NO_AMD)
     test_a_person_gets_the_message_as_without_detection = _not_for_the_mock(_NO_AMD)
+    test_a_streamed_call_at_a_machine_speaks_after_the_beep = _not_for_the_mock(_NO_AMD)
     test_a_conversation_at_a_machine_ends_as_voicemail = _not_for_the_mock(_NO_AMD)
     test_a_conversation_at_a_machine_can_leave_its_message = _not_for_the_mock(_NO_AMD)
     test_ring_timeout = _not_for_the_mock("the mock leaves only numbers ending 0001 unanswered")
