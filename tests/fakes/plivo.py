@@ -1297,11 +1297,11 @@ class FakeCall:
     def detect(self, callee: str, after: float = 0.0) -> Deferred:
         """
         Who answered, as Plivo's machine detection reports it to
-        C{machine_detection_url}: C{Machine=true} for a C{machine}, C{false}
-        for a C{human}; Plivo reports no beep.  With C{machine_detection=hangup}
-        a machine is hung up instead (cause C{machine_detected}
-        [UNCONFIRMED]).  With C{after}, the callback goes that many seconds
-        later on the fake's clock.
+        C{machine_detection_url}: C{Machine=true} for a C{machine}; for a
+        C{human} nothing (Plivo reports machines only); Plivo reports no
+        beep.  With C{machine_detection=hangup} a machine is hung up instead
+        (cause C{machine_detected} [UNCONFIRMED]).  With C{after}, the
+        callback goes that many seconds later on the fake's clock.
         """
         if self.status != "in-progress":
             raise FakePlivoError(f"detect() on a {self.status} call {self.call_uuid}")
@@ -1318,13 +1318,15 @@ class FakeCall:
         if not self.is_live:
             return
         machine = callee == "machine"
-        if machine and self.machine_detection == "hangup":
+        if not machine:
+            return
+        if self.machine_detection == "hangup":
             await self._end(_ending("machine-detected", "Plivo"))
             return
         if not self.machine_detection_url:
             return
         params = self._params("MachineDetection")
-        params.append(("Machine", "true" if machine else "false"))
+        params.append(("Machine", "true"))
         await self.fake._send_callback(
             self, "machine", self.machine_detection_url, self.machine_detection_method, params
         )

@@ -79,6 +79,8 @@ class PlivoDialect:
         if kind is None:
             return self._application(call, hook)
         if kind == "amd":
+            if call is not None:
+                call.machine_reported()
             return Reading.of(EMPTY, self._detected(params, ids))
         if call is None:
             return Reading.of(document(plivoxml.hangup()))
@@ -111,9 +113,10 @@ class PlivoDialect:
 
     def _detected(self, params: Params, ids: dict[str, Any]) -> ev.MachineDetected:
         """
-        The machine-detection callback: C{Machine=true} or C{false}.  Plivo
-        reports no end of a machine's greeting, so the message waits out the
-        call core's beep wait.
+        The machine-detection callback: C{Machine=true} (C{false} read as a
+        person, though Plivo reports machines only; the provider reports a
+        person when none came).  Plivo reports no end of a machine's greeting,
+        so the message waits out the call core's beep wait.
         """
         raw = plivo_status(params.get("Machine"))
         answered_by = {"true": ev.MACHINE, "false": ev.HUMAN}.get(raw, ev.UNKNOWN)
