@@ -6,13 +6,19 @@ the result is stored before anything acts on it, and a message is left once.
 
 from __future__ import annotations
 
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from tests.fakes.provider import CallBook
 from tests.unit.harness import Harness
 from tests.unit.rigs import MemoryRig
 from voicecalld.calls import lifecycle
 from voicecalld.cli import render
+from voicecalld.config import parse_config
+from voicecalld.providers.plivo.provider import NO_MACHINE_AFTER, PlivoProvider
 from voicecalld.values.events import Answered, MachineDetected, MediaConnected
+from voicecalld.values.record import CallRecord
 from voicecalld.values.states import CallState
 
 AMD = {"outbound": {"machineDetection": True, "notifyHangupDelaySec": 2}}
@@ -272,3 +278,50 @@ class OnTheWire(TestCase):
             (final.state, final.end_detail), (CallState.VOICEMAIL, "a fax machine answered")
         )
         self.assertEqual(final.metadata["answeredBy"], "fax")
+
+
+class PlivoPerson(TestCase):
+    """Plivo reports machines only: its provider reports the person itself, in time."""
+
+    def provider(self):
+        config = {
+            "provider": "plivo",
+            "fromNumber": "+15550001111",
+            "plivo": {"authId": "MAXXXXXXXXXXXXXXXXXX", "authToken": "token"},
+        }
+        clock = Clock()
+        provider = PlivoProvider(
+            parse_config(config, None, {}).settings, clock, public_url="https://x.test/hook"
+        )
+        events = []
+        provider.start(lambda e: succeed(events.append(e)), CallBook())
+        record = CallRecord(
+            call_id="c1",
+            provider="plivo",
+            direction="outbound",
+            mode="notify",
+            from_number="+15550001111",
+            to_number="+15551234567",
+            state=CallState.INITIATED,
+            started_at=0.0,
+            metadata={"machineDetection": True},
+        )
+        call = provider._track(record)
+        return provider, clock, call, events
+
+    def test_no_machine_reported_in_time_is_a_person(self):
+        provider, clock, call, events = self.provider()
+        document = provider.answer_document(call, "uuid-1")
+        self.assertNotIn("<Speak", document, "a screened call holds silent")
+        clock.advance(NO_MACHINE_AFTER - 0.1)
+        self.assertEqual(events, [])
+        clock.advance(0.1)
+        (person,) = events
+        self.assertEqual((person.answered_by, person.provider_call_id), ("human", "uuid-1"))
+
+    def test_a_machine_reported_cancels_the_person(self):
+        provider, clock, call, events = self.provider()
+        provider.answer_document(call, "uuid-1")
+        call.machine_reported()
+        clock.advance(NO_MACHINE_AFTER * 2)
+        self.assertEqual(events, [])
