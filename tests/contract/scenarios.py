@@ -20,6 +20,7 @@ from voicecalld.values.states import CallState
 CALLER = "+15557654321"
 STRANGER = "+15550000999"
 GREETING = "Hi there, this is the assistant calling."
+AMD = {"outbound": {"machineDetection": True, "notifyHangupDelaySec": 0}}
 
 
 def keys(a: Adapter) -> list[tuple[str, str]]:
@@ -47,6 +48,109 @@ class Contract:
         yield call.answer()
         stream = (yield call.when_stream()) if streaming else None
         return a, record, call, stream
+
+    # Answering-machine detection.
+
+    @inlineCallbacks
+    def test_detection_off_asks_the_carrier_for_none(self):
+        a = yield self.rig()
+        yield a.place("Hello")
+        call = yield a.fake.when_call(0)
+        self.assertEqual(a.detection_asked(call), {})
+
+    @inlineCallbacks
+    def test_notify_at_a_machine_leaves_the_message_after_the_beep(self):
+        a = yield self.rig(AMD)
+        record = yield a.place("Your parcel has arrived.")
+        call = yield a.fake.when_call(0)
+        self.assertNotEqual(a.detection_asked(call), {})
+        yield a.answer_as(call, "machine")
+        if a.reports_beep:
+            self.assertEqual(a.heard(call), [], "nothing before the beep")
+            yield a.beep(call)
+        yield call.when_ended()
+        self.assertEqual(a.heard(call), ["Your parcel has arrived."])
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.VOICEMAIL)
+        self.assertEqual(final.metadata["answeredBy"], "machine")
+        self.assertTrue(final.metadata["answeredByRaw"])
+        self.assertEqual(a.fake.errors, [])
+
+    @inlineCallbacks
+    def test_a_streamed_call_at_a_machine_speaks_after_the_beep(self):
+        a = yield self.rig(AMD, streaming=True)
+        record = yield a.place("Your parcel has arrived.")
+        call = yield a.fake.when_call(0)
+        yield a.answer_as(call, "machine")
+        yield call.when_stream()
+        if a.reports_beep:
+            self.assertEqual(a.rig.tts.texts, [], "nothing before the beep")
+            yield a.beep(call)
+        yield wait_for(lambda: not a.manager.live_calls(), what="the call to end")
+        self.assertEqual(a.rig.tts.texts, ["Your parcel has arrived."])
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.VOICEMAIL)
+        self.assertEqual([e.text for e in final.transcript], ["Your parcel has arrived."])
+
+    @inlineCallbacks
+    def test_a_repeated_detection_callback_leaves_no_second_message(self):
+        a = yield self.rig({"outbound": {"machineDetection": True, "notifyHangupDelaySec": 600}})
+        record = yield a.place("Your parcel has arrived.")
+        call = yield a.fake.when_call(0)
+        yield a.answer_as(call, "machine")
+        yield a.beep(call)
+        yield wait_for(lambda: len(a.heard(call)) == 1, what="the message")
+        replay = yield a.resend_detection(call)
+        self.assertEqual(replay.code // 100, 2)
+        if a.reports_beep:
+            yield a.beep(call)  # a fresh report of the same beep
+        yield Deferred.fromCoroutine(a.manager.end(record.call_id))
+        yield call.when_ended()
+        self.assertEqual(a.heard(call), ["Your parcel has arrived."])
+        self.assertEqual(a.fake.errors, [])
+
+    @inlineCallbacks
+    def test_a_person_gets_the_message_as_without_detection(self):
+        a = yield self.rig(AMD)
+        record = yield a.place("Your parcel has arrived.")
+        call = yield a.fake.when_call(0)
+        yield a.answer_as(call, "human")
+        yield call.when_ended()
+        self.assertEqual(a.heard(call), ["Your parcel has arrived."])
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.HANGUP_BOT)
+        self.assertEqual(final.metadata["answeredBy"], "human")
+
+    @inlineCallbacks
+    def test_a_conversation_at_a_machine_ends_as_voicemail(self):
+        config = {"outbound": {"machineDetection": True, "voicemailAction": "hangup"}}
+        a = yield self.rig(config)
+        record = yield a.place(GREETING, "conversation")
+        call = yield a.fake.when_call(0)
+        yield a.answer_as(call, "machine")
+        yield a.machine_reported(call)
+        yield call.when_ended()
+        self.assertEqual(a.heard(call), [])
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.VOICEMAIL)
+        self.assertEqual(final.metadata["answeredBy"], "machine")
+
+    @inlineCallbacks
+    def test_a_conversation_at_a_machine_can_leave_its_message(self):
+        config = {"outbound": {"machineDetection": True, "notifyHangupDelaySec": 0}}
+        a = yield self.rig(config)
+        record = yield a.place(GREETING, "conversation")
+        call = yield a.fake.when_call(0)
+        yield a.answer_as(call, "machine")
+        yield a.beep(call)
+        yield call.when_ended()
+        self.assertEqual(a.heard(call), [GREETING])
+        yield wait_for(lambda: not a.manager.live_calls())
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.VOICEMAIL)
 
     # Outbound.
 

@@ -51,6 +51,14 @@ class MockContract(Contract, TestCase):
     test_barge_in = _not_for_the_mock(_NO_CARRIER)
     test_dtmf_in_streamed = _not_for_the_mock(_NO_CARRIER)
     test_dtmf_out_streamed = _not_for_the_mock(_NO_CARRIER)
+    _NO_AMD = "the mock answers as a person; detection is the carriers' (and the core tests')"
+    test_detection_off_asks_the_carrier_for_none = _not_for_the_mock(_NO_AMD)
+    test_notify_at_a_machine_leaves_the_message_after_the_beep = _not_for_the_mock(_NO_AMD)
+    test_a_repeated_detection_callback_leaves_no_second_message = _not_for_the_mock(_NO_AMD)
+    test_a_person_gets_the_message_as_without_detection = _not_for_the_mock(_NO_AMD)
+    test_a_streamed_call_at_a_machine_speaks_after_the_beep = _not_for_the_mock(_NO_AMD)
+    test_a_conversation_at_a_machine_ends_as_voicemail = _not_for_the_mock(_NO_AMD)
+    test_a_conversation_at_a_machine_can_leave_its_message = _not_for_the_mock(_NO_AMD)
     test_ring_timeout = _not_for_the_mock("the mock leaves only numbers ending 0001 unanswered")
     test_restart_reconciles_with_the_carrier = _not_for_the_mock(
         "the mock keeps no call list: a call is over only if its id says so"

@@ -15,7 +15,11 @@ What it does, as Plivo does it (see C{providers.md} section 3):
   - audio streams (C{<Stream>} or the Stream API): the shared media-stream
     client with L{PlivoDialect} (C{start}, C{media}, C{dtmf}, C{playedStream},
     C{clearedAudio}; C{playAudio}, C{checkpoint}, C{clearAudio} from the app);
-  - inbound calls (L{FakePlivo.inbound_call}).
+  - inbound calls (L{FakePlivo.inbound_call});
+  - answering-machine detection (C{machine_detection} with
+    C{machine_detection_url}): the test says who picked up
+    (L{FakeCall.detect}); the signed callback carries C{Machine=true} or
+    C{false} and C{Event=MachineDetection}.
 
 Every action a test takes returns a Deferred that fires once the fake has
 nothing left in flight for that call (callbacks answered, XML run up to an
@@ -230,6 +234,7 @@ _ENDINGS = {
     "time-limit": ("completed", "ALLOTTED_TIMEOUT", 4000, "Normal Hangup"),
     "answer-url-failed": ("completed", "NORMAL_CLEARING", 7011, "Answer URL Request Failed"),
     "invalid-xml": ("completed", "NORMAL_CLEARING", 8011, "Invalid Answer XML"),
+    "machine-detected": ("completed", "NORMAL_CLEARING", 4000, "Machine Detected"),
 }
 
 
@@ -558,12 +563,15 @@ class FakePlivo:
         self._add_call(call)
         return call._act(call._inbound_flow()).addCallback(lambda _: call)
 
-    def resend_last_callback(self, call: FakeCall | None = None) -> Deferred:
-        """Send the last callback (of C{call}, or of any call) again, byte for byte."""
+    def resend_last_callback(self, call: FakeCall | None = None, hook: Any = None) -> Deferred:
+        """
+        Send the last callback (of C{call}, or of any call), or C{hook}, again,
+        byte for byte.
+        """
         hooks = call.callbacks if call is not None else self.callbacks
         if not hooks:
             raise FakePlivoError("no callback has been sent yet")
-        last = hooks[-1]
+        last = hook if hook is not None else hooks[-1]
         owner = self.call(last.call_uuid)
         replay = attrs.evolve(
             last, duplicate=True, code=None, response=b"", content_type="", error=None
@@ -1094,6 +1102,13 @@ class FakeCall:
         self.hangup_on_ring = hangup_on_ring
         self.time_limit = time_limit
         self.create_request = create_request
+        rest = create_request
+        #: C{machine_detection} as dialled ("true", "hangup" or None) and where its result goes.
+        self.machine_detection = str(rest.get("machine_detection") or "") or None if rest else None
+        self.machine_detection_url = rest.get("machine_detection_url") if rest else None
+        self.machine_detection_method = (
+            rest.get("machine_detection_method") if rest else None
+        ) or "POST"
         self.status = "queued"
         self.status_history: list[str] = ["queued"]
         self.created_at = fake.clock.seconds()
@@ -1278,6 +1293,43 @@ class FakeCall:
         """The callee is busy: the call ends C{busy}."""
         self._expect({"queued", "ringing"}, "busy")
         return self._act(self._progress_flow(self._unanswered_flow, "busy"))
+
+    def detect(self, callee: str, after: float = 0.0) -> Deferred:
+        """
+        Who answered, as Plivo's machine detection reports it to
+        C{machine_detection_url}: C{Machine=true} for a C{machine}; for a
+        C{human} nothing (Plivo reports machines only); Plivo reports no
+        beep.  With C{machine_detection=hangup} a machine is hung up instead
+        (cause C{machine_detected} [UNCONFIRMED]).  With C{after}, the
+        callback goes that many seconds later on the fake's clock.
+        """
+        if self.status != "in-progress":
+            raise FakePlivoError(f"detect() on a {self.status} call {self.call_uuid}")
+        if self.machine_detection is None:
+            raise FakePlivoError(f"call {self.call_uuid} was not made with machine_detection")
+        if callee not in ("human", "machine"):
+            raise FakePlivoError(f"Plivo tells only a human from a machine, not {callee!r}")
+        if after > 0:
+            self.fake._call_later(after, lambda: self._spawn(self._detected(callee)))
+            return self.when_settled()
+        return self._act(self._detected(callee))
+
+    async def _detected(self, callee: str) -> None:
+        if not self.is_live:
+            return
+        machine = callee == "machine"
+        if not machine:
+            return
+        if self.machine_detection == "hangup":
+            await self._end(_ending("machine-detected", "Plivo"))
+            return
+        if not self.machine_detection_url:
+            return
+        params = self._params("MachineDetection")
+        params.append(("Machine", "true"))
+        await self.fake._send_callback(
+            self, "machine", self.machine_detection_url, self.machine_detection_method, params
+        )
 
     def no_answer(self) -> Deferred:
         """The callee rejects the call or it is not picked up: it ends C{no-answer}."""

@@ -1221,14 +1221,22 @@ class FakeCall:
         self._expect({"queued"}, "ring")
         return self._act(self._progress_flow(self._ring_flow))
 
-    def answer(self, *, machine: str | None = None) -> Deferred:
+    def answer(self, *, machine: str | None = None, greeting: float | None = None) -> Deferred:
         """
         The callee picks up: C{call.answered}, the media stream opens if one
         was asked for, and with answering-machine detection on, the detection
         result (C{machine}: "human" by default; for premium, "human_residence").
+        With C{greeting}, a machine's greeting ends that many seconds later on
+        the fake's clock (L{machine_greeting_ended} with C{beep_detected}).
         """
         self._expect({"queued", "ringing"}, "answer")
+        if greeting is not None:
+            self.fake._call_later(greeting, self._beep)
         return self._act(self._progress_flow(self._answer_flow, machine))
+
+    def _beep(self) -> None:
+        if self.is_alive and self.amd != "disabled":
+            self.machine_greeting_ended("beep_detected")
 
     def busy(self) -> Deferred:
         """The callee is busy: C{call.hangup} with C{user_busy}."""

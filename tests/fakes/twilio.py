@@ -13,7 +13,11 @@ What it does, as Twilio does it (see C{providers.md} section 1):
   - Media Streams: the shared WebSocket client (L{tests.fakes.media_stream})
     speaking Twilio's dialect: C{connected}, C{start}, C{media}, C{dtmf},
     C{stop}, and C{mark}s echoed at playback pace;
-  - inbound calls (L{FakeTwilio.inbound_call}).
+  - inbound calls (L{FakeTwilio.inbound_call});
+  - answering-machine detection (C{MachineDetection} with C{AsyncAmd}): the
+    test says who picked up (L{FakeCall.detect}) and, for a machine, after
+    how long on the clock its greeting ends; the signed
+    C{AsyncAmdStatusCallback} carries C{AnsweredBy} as Twilio's would.
 
 Every action a test takes returns a Deferred that fires once the fake has
 nothing left in flight for that call (webhooks answered, TwiML run up to a
@@ -40,7 +44,7 @@ from xml.etree import ElementTree
 import attrs
 from twilio.request_validator import RequestValidator
 from twisted.internet import task
-from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -392,12 +396,15 @@ class FakeTwilio:
         self._add_call(call)
         return call._act(call._inbound_flow()).addCallback(lambda _: call)
 
-    def resend_last_callback(self, call: FakeCall | None = None) -> Deferred:
-        """Send the last webhook (of C{call}, or of any call) again, byte for byte."""
+    def resend_last_callback(self, call: FakeCall | None = None, hook: Any = None) -> Deferred:
+        """
+        Send the last webhook (of C{call}, or of any call), or C{hook}, again,
+        byte for byte.
+        """
         hooks = call.webhooks if call is not None else self.webhooks
         if not hooks:
             raise FakeTwilioError("no webhook has been sent yet")
-        last = hooks[-1]
+        last = hook if hook is not None else hooks[-1]
         owner = self.call(last.call_sid)
         replay = attrs.evolve(
             last, duplicate=True, code=None, response=b"", content_type="", error=None
@@ -776,6 +783,14 @@ class FakeCall:
         self._ring_timer: Any = None
         self._progress = DeferredLock()
         self._waiters = Waiters()
+        rest = create_request
+        #: The call's answering-machine detection: None, Enable or DetectMessageEnd.
+        self.machine_detection = rest.get("MachineDetection") if rest else None
+        self.async_amd = bool(rest and (rest.get("AsyncAmd") or "").lower() == "true")
+        self.amd_callback = rest.get("AsyncAmdStatusCallback") if rest else None
+        self.amd_callback_method = (
+            rest.get("AsyncAmdStatusCallbackMethod") if rest else None
+        ) or "POST"
 
     def __repr__(self) -> str:
         return f"<FakeCall {self.sid} {self.direction} {self.to} {self.status}>"
@@ -939,6 +954,48 @@ class FakeCall:
             raise FakeTwilioError(f"caller_hangup on a {self.status} call {self.sid}")
         self._finish("completed" if self.status == "in-progress" else "canceled")
         return self._act(self._status_event("completed"))
+
+    # -- answering-machine detection -----------------------------------------
+
+    def detect(self, callee: str, greeting: float = 0.0) -> Deferred:
+        """
+        Who answered, as Twilio's async AMD reports it: C{human}, C{machine},
+        C{fax} or C{unknown}.  A machine's result comes C{greeting} seconds
+        later on the fake's clock (the end of its greeting, the beep) under
+        C{DetectMessageEnd}, at once as C{machine_start} under C{Enable}.
+        Fires once the callback is answered (for a delayed one, advance the
+        clock, then wait on L{when_webhook}C{("amd")}).
+        """
+        if self.status != "in-progress":
+            raise FakeTwilioError(f"detect() on a {self.status} call {self.sid}")
+        if not self.machine_detection or not self.async_amd or not self.amd_callback:
+            raise FakeTwilioError(f"call {self.sid} was not created with async AMD")
+        end = self.machine_detection == "DetectMessageEnd"
+        answered_by = {
+            "human": "human",
+            "machine": "machine_end_beep" if end else "machine_start",
+            "fax": "fax",
+            "unknown": "unknown",
+        }[callee]
+        if callee == "machine" and end and greeting > 0:
+            self.fake._call_later(
+                greeting, lambda: self._spawn(self._amd_callback(answered_by, greeting))
+            )
+            return succeed(self)
+        return self._act(self._amd_callback(answered_by, greeting))
+
+    async def _amd_callback(self, answered_by: str, took: float) -> None:
+        if not self.is_live:
+            return
+        params = [
+            *self._params(),
+            ("AnsweredBy", answered_by),
+            ("MachineDetectionDuration", str(round(took * 1000))),
+        ]
+        assert self.amd_callback is not None
+        await self.fake._send_webhook(
+            self, "amd", self.amd_callback, self.amd_callback_method, params
+        )
 
     # -- caller input ---------------------------------------------------------
 

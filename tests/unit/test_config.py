@@ -49,6 +49,23 @@ class DefaultsTests(TestCase):
         self.assertEqual(s.inbound_policy, "disabled")
         self.assertEqual(s.response_timeout_ms, 30000)
         self.assertIn("+1900", s.outbound.denied_prefixes)
+        self.assertFalse(s.outbound.machine_detection)
+        self.assertEqual(s.outbound.voicemail_action, "leave-message")
+
+    def test_machine_detection(self):
+        config = {"outbound": {"machineDetection": True, "voicemailAction": "hangup"}}
+        s = parse_config(config, None, {}).settings
+        self.assertEqual(
+            (s.outbound.machine_detection, s.outbound.voicemail_action), (True, "hangup")
+        )
+        self.assertIn(
+            "outbound.machineDetection: expected true or false",
+            error({"outbound": {"machineDetection": "on"}}),
+        )
+        self.assertIn(
+            "outbound.voicemailAction: must be one of 'leave-message', 'hangup'",
+            error({"outbound": {"voicemailAction": "voicemail"}}),
+        )
 
     def test_no_file_found_means_defaults(self):
         home = self.mktemp()

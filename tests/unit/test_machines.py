@@ -108,6 +108,13 @@ class Lifecycle(TestCase):
                 (P.DIALLING, L.NOTIFY_DONE),
                 (P.RINGING, L.NOTIFY_DONE),
                 (P.CONNECTED, L.STALE),
+                # answering-machine detection: answered calls only
+                (P.SCREENING, L.PLACED),
+                (P.AT_MACHINE, L.PLACED),
+                (P.SCREENING, L.STALE),
+                (P.AT_MACHINE, L.STALE),
+                (P.DIALLING, L.DETECTION_TIMEOUT),
+                (P.RINGING, L.DETECTION_TIMEOUT),
             },
         )
 

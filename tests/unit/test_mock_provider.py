@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 
+import attrs
 from treq.testing import StubTreq
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from tests.fakes.provider import CallBook
-from voicecalld.providers.mock import ANSWER_DELAY, CHARS_PER_SECOND, RING_DELAY, MockProvider
+from voicecalld.providers.mock import (
+    ANSWER_DELAY,
+    CHARS_PER_SECOND,
+    DETECTION_DELAY,
+    MACHINE_GREETING,
+    RING_DELAY,
+    MockProvider,
+)
 from voicecalld.values import events as ev
 from voicecalld.values.playback import Liveness
 from voicecalld.values.record import CallRecord
@@ -74,6 +82,27 @@ class MockTests(TestCase):
         playback = self.successResultOf(d)
         self.assertFalse(playback.complete)
         self.assertEqual(playback.played, "one two")
+
+    def test_with_detection_a_person_or_a_machine_that_beeps_answers(self):
+        def screened(to, call_id):
+            return attrs.evolve(record(to, call_id), metadata={"machineDetection": True})
+
+        self.mock.place_call(screened("+15551234567", "c1"))
+        self.clock.advance(ANSWER_DELAY + DETECTION_DELAY)
+        self.assertEqual(self.events[-1].answered_by, "human")
+        self.events.clear()
+        self.mock.place_call(screened("+15550000003", "c2"))
+        self.clock.advance(ANSWER_DELAY + DETECTION_DELAY)
+        self.assertEqual(
+            (self.events[-1].answered_by, self.events[-1].message_end), ("machine", False)
+        )
+        self.clock.advance(MACHINE_GREETING)
+        self.assertEqual(
+            (self.events[-1].answered_by, self.events[-1].message_end), ("machine", True)
+        )
+        self.mock.place_call(record("+15550000003", "c3"))
+        self.clock.advance(600)
+        self.assertNotIsInstance(self.events[-1], ev.MachineDetected)  # without detection
 
     def test_forget_cancels_pending_events(self):
         self.mock.place_call(record())

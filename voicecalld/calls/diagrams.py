@@ -23,7 +23,9 @@ DIAGRAMS = {
         "per move, labelled inputs / outputs (late inputs that change nothing are\n"
         "in the table but not drawn).  The phase comes from the\n"
         "stored state: dialling = initiated, ringing, connected = answered, active,\n"
-        "speaking or listening (the turn decides which), ended = any end reason.",
+        "speaking or listening (the turn decides which), ended = any end reason;\n"
+        "with answering-machine detection an answered call is screening until the\n"
+        "record says who answered, and at_machine while a machine's beep is awaited.",
     ),
     "turn.dot": (
         "turn",

@@ -33,6 +33,7 @@ class LiveCall:
         self.lifecycle_warned: set = set()
         self.hanging_up: Any = None  # the lifecycle's reason, while a hang-up is under way
         self.end_pending: tuple | None = None  # an end that is still to be stored
+        self.media_up = False  # the carrier's media stream is connected
 
     @property
     def call_id(self) -> str:

@@ -52,6 +52,7 @@ from voicecalld.values.record import (
     BOT,
     CONVERSATION,
     INBOUND,
+    MACHINE_DETECTION,
     OUTBOUND,
     USER,
     CallRecord,
@@ -228,7 +229,7 @@ class CallManager:
             started_at=self._clock.seconds(),
             initial_message=request.message,
             session_key=request.session_key,
-            metadata={"dtmfSequence": request.dtmf_sequence} if request.dtmf_sequence else {},
+            metadata=self._dial_metadata(request.dtmf_sequence),
         )
         live = LiveCall(record, self._clock)
         await self._journal.create(live)
@@ -389,6 +390,8 @@ class CallManager:
             await self._journal.change(live, lambda r: Change(r.with_entry(entry), (entry,)), keys)
         elif isinstance(event, ev.Failed):
             await self._failed(live, event, keys)
+        elif isinstance(event, ev.MachineDetected):
+            await self._lifecycle.detected(live, event, keys)
         else:
             await self._journal.change(live, lambda r: None, keys)
             return Outcome.IGNORED
@@ -489,6 +492,18 @@ class CallManager:
                         Deferred.fromCoroutine(self._lifecycle.feed(live, LifeInput.STALE, why))
                     )
         return DeferredList(work, consumeErrors=True)
+
+    def _dial_metadata(self, dtmf_sequence: str | None) -> dict[str, Any]:
+        """
+        What an outbound call's record starts with: its digits, and whether it
+        is dialled with answering-machine detection (Twilio ignores detection
+        on a call that sends digits, so such a call is dialled without it).
+        """
+        if dtmf_sequence:
+            return {"dtmfSequence": dtmf_sequence}
+        if self.settings.outbound.machine_detection:
+            return {MACHINE_DETECTION: True}
+        return {}
 
     def _reply_timeout(self, record: CallRecord) -> float | None:
         """An inbound call's C{numbers.<dialled>.responseTimeoutMs}, if set, else the default."""

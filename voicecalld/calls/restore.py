@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from voicecalld.calls.journal import Journal
-from voicecalld.calls.lifecycle import Lifecycle, Why
+from voicecalld.calls.lifecycle import Lifecycle, Phase, Why, phase
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.registry import LiveRegistry
 from voicecalld.calls.turns import TurnEngine
@@ -89,7 +89,7 @@ class Restorer:
         if record.state in (CallState.SPEAKING, CallState.LISTENING):
             await self._journal.change(live, lambda r: attrs.evolve(r, state=CallState.ACTIVE))
         self._lifecycle.arm_timers(live)
-        if live.record.state in CONNECTED:
+        if live.record.state in CONNECTED and phase(live.record) is Phase.CONNECTED:
             self._turns.attach(live)
             if not self._provider.waits_for_media(live.record):
                 self._turns.greet(live)

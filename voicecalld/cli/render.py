@@ -19,6 +19,22 @@ def _date(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
+def _answered_by(record: dict[str, Any]) -> str:
+    """Who answered, when answering-machine detection said so: C{" by machine (raw)"}."""
+    metadata = record.get("metadata") or {}
+    answered_by = metadata.get("answeredBy")
+    if not answered_by:
+        return (
+            " (detecting who answered)"
+            if metadata.get("machineDetection")
+            and record.get("answeredAt")
+            and not record.get("endedAt")
+            else ""
+        )
+    raw = metadata.get("answeredByRaw")
+    return f" by {answered_by}" + (f" ({raw})" if raw and raw != answered_by else "")
+
+
 def call(record: dict[str, Any]) -> str:
     """A readable summary of one call record."""
     state = record["state"]
@@ -31,7 +47,7 @@ def call(record: dict[str, Any]) -> str:
         f"  from/to:   {record['from']} -> {record['to']}",
         f"  provider:  {record['provider']} {record.get('providerCallId') or '-'}",
         f"  started:   {_date(record.get('startedAt'))}",
-        f"  answered:  {_date(record.get('answeredAt'))}",
+        f"  answered:  {_date(record.get('answeredAt'))}{_answered_by(record)}",
     ]
     if record.get("endedAt") is not None:
         lines.append(f"  ended:     {_date(record['endedAt'])}")

@@ -42,6 +42,11 @@ GEMINI_LIVE_URL = (
 DEEPGRAM_LISTEN_URL = "wss://api.deepgram.com/v1/listen"
 ELEVENLABS_STT_BASE_URL = "wss://api.elevenlabs.io"
 
+# outbound.voicemailAction: what a conversation call does when a machine answers.
+LEAVE_MESSAGE = "leave-message"
+HANG_UP = "hangup"
+VOICEMAIL_ACTIONS = (LEAVE_MESSAGE, HANG_UP)
+
 # Premium-rate and high-cost destinations refused by default (docs/config.md
 # lists what each one is).  Operators who really call them list them in
 # outbound.allowedPrefixes, which wins over this list.
@@ -136,6 +141,11 @@ class OutboundSettings:
     allowed_prefixes: tuple[str, ...] = setting(ListOf(DialPrefix()), [])
     denied_prefixes: tuple[str, ...] = setting(ListOf(DialPrefix()), list(DEFAULT_DENIED_PREFIXES))
     max_calls_per_hour: int | None = setting(Int(minimum=1))
+    # Answering-machine detection on outbound calls (ours; upstream has none).
+    machine_detection: bool = setting(Bool(), False)
+    # What a conversation call does when a machine answers; a notify call
+    # always leaves its message after the beep.
+    voicemail_action: str = setting(Enum(VOICEMAIL_ACTIONS), LEAVE_MESSAGE)
 
 
 @frozen

@@ -3,7 +3,9 @@ The mock provider: calls with no network, for trying voicecalld out and for test
 
 Outbound calls ring after L{RING_DELAY} and answer after L{ANSWER_DELAY}
 seconds, except to numbers ending in C{0001} (never answered: the ring
-timeout ends them) and C{0002} (busy).  Speech "plays" for a time that grows
+timeout ends them), C{0002} (busy) and, with answering-machine detection,
+C{0003} (an answering machine that beeps after L{MACHINE_GREETING} seconds;
+every other callee is reported human).  Speech "plays" for a time that grows
 with its length (L{CHARS_PER_SECOND}) and may be interrupted by the caller.
 The caller's side is driven with C{voicecall simulate ...} (L{ISimulator}).
 Its webhook accepts upstream's mock JSON events (C{{"event": {...}}}).
@@ -37,6 +39,9 @@ CHARS_PER_SECOND = 15.0
 MIN_PLAYBACK = 0.3
 NO_ANSWER_SUFFIX = "0001"
 BUSY_SUFFIX = "0002"
+MACHINE_SUFFIX = "0003"
+DETECTION_DELAY = 1.0
+MACHINE_GREETING = 3.0
 
 Sink = Callable[[ev.CallEvent], Deferred]
 
@@ -105,7 +110,19 @@ class MockProvider:
             self._later(record, ANSWER_DELAY, ev.Ended(reason=CallState.BUSY, **ids))
         elif not record.to_number.endswith(NO_ANSWER_SUFFIX):
             self._later(record, ANSWER_DELAY, ev.Answered(**ids))
+            if record.machine_detection:
+                self._detect(record, ids)
         return succeed(provider_call_id)
+
+    def _detect(self, record: CallRecord, ids: dict[str, Any]) -> None:
+        """Who answered, a moment after the answer: a machine beeps a little later."""
+        at = ANSWER_DELAY + DETECTION_DELAY
+        if not record.to_number.endswith(MACHINE_SUFFIX):
+            self._later(record, at, ev.MachineDetected(answered_by=ev.HUMAN, raw="human", **ids))
+            return
+        self._later(record, at, ev.MachineDetected(answered_by=ev.MACHINE, raw="machine", **ids))
+        beep = ev.MachineDetected(answered_by=ev.MACHINE, message_end=True, raw="beep", **ids)
+        self._later(record, at + MACHINE_GREETING, beep)
 
     def answer(self, record: CallRecord) -> Deferred:
         self._later(

@@ -84,6 +84,28 @@ class Dtmf(CallEvent):
     digits: str
 
 
+# Who answered an outbound call, as answering-machine detection tells it.
+HUMAN = "human"
+MACHINE = "machine"
+FAX = "fax"
+UNKNOWN = "unknown"
+ANSWERED_BY = (HUMAN, MACHINE, FAX, UNKNOWN)
+
+
+@frozen(kw_only=True)
+class MachineDetected(CallEvent):
+    """
+    Answering-machine detection has a result: C{answered_by} is one of
+    L{ANSWERED_BY}; C{message_end} says a machine's greeting is over (the
+    beep), so a message left now is recorded whole; C{raw} is the carrier's
+    own value.
+    """
+
+    answered_by: str
+    message_end: bool = False
+    raw: str = ""
+
+
 @frozen(kw_only=True)
 class Ended(CallEvent):
     """The call is over at the provider, for C{reason}."""

@@ -24,6 +24,8 @@ INBOUND = "inbound"
 NOTIFY = "notify"
 CONVERSATION = "conversation"
 MODES = (NOTIFY, CONVERSATION)
+# The metadata key set on an outbound call dialled with answering-machine detection.
+MACHINE_DETECTION = "machineDetection"
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -99,6 +101,16 @@ class CallRecord:
     def ended(self) -> bool:
         """Whether the call is over."""
         return self.state.terminal
+
+    @property
+    def machine_detection(self) -> bool:
+        """Whether the call was dialled with answering-machine detection."""
+        return self.metadata.get(MACHINE_DETECTION) is True
+
+    @property
+    def screening(self) -> bool:
+        """Dialled with answering-machine detection, and who answered is not known yet."""
+        return self.machine_detection and "answeredBy" not in self.metadata
 
     def with_entry(self, entry: TranscriptEntry) -> CallRecord:
         """

@@ -49,6 +49,9 @@ class DocumentCall(CarrierCall):
         self.says = 0
         self.listening = False
         self.turn: str | None = None
+        # Dialled with answering-machine detection and no result yet: the
+        # call holds, saying nothing, until the call core speaks or listens.
+        self.screening = record.screening
 
     def release(self) -> None:
         for say in [*self.playing, *self.waiting]:
@@ -83,6 +86,7 @@ class DocumentProvider(CarrierProvider):
 
     def speak(self, record: CallRecord, text: str) -> Deferred:
         call = self._call(record)
+        call.screening = False
         if self.streaming:
             return self.media.say(call.call_id, text)
         if call.initial is not None and not call.initial.claimed and text == call.initial.text:
@@ -99,6 +103,7 @@ class DocumentProvider(CarrierProvider):
 
     def start_listening(self, record: CallRecord, turn_token: str) -> Deferred:
         call = self._call(record)
+        call.screening = False
         call.listening = True
         call.turn = turn_token
         if not self.streaming and call.document == "hold":
@@ -124,7 +129,7 @@ class DocumentProvider(CarrierProvider):
         if self.streaming:
             call.document = "stream"
             return self.stream_document(call, carrier_id)
-        if call.initial_text is not None and call.initial is None:
+        if call.initial_text is not None and call.initial is None and not call.screening:
             call.says += 1
             call.initial = Utterance(call.says, call.initial_text)
             call.waiting.insert(0, call.initial)
@@ -143,7 +148,9 @@ class DocumentProvider(CarrierProvider):
             return self.markup.say(
                 texts, self.voice, self.url(callId=call.call_id, type="played", utt=str(last))
             )
-        if call.mode == CONVERSATION or call.listening or call.direction == INBOUND:
+        if not call.screening and (
+            call.mode == CONVERSATION or call.listening or call.direction == INBOUND
+        ):
             call.document = "listen"
             query = {"callId": call.call_id, "type": self.input_type}
             if call.turn:

@@ -78,6 +78,10 @@ class PlivoDialect:
             return Reading.of(EMPTY, ev.Ringing(dedupe_key=f"plivo:ring:{uuid}", **ids))
         if kind is None:
             return self._application(call, hook)
+        if kind == "amd":
+            if call is not None:
+                call.machine_reported()
+            return Reading.of(EMPTY, self._detected(params, ids))
         if call is None:
             return Reading.of(document(plivoxml.hangup()))
         if kind == "answer":
@@ -106,6 +110,22 @@ class PlivoDialect:
                 **ids,
             )
         ]
+
+    def _detected(self, params: Params, ids: dict[str, Any]) -> ev.MachineDetected:
+        """
+        The machine-detection callback: C{Machine=true} (C{false} read as a
+        person, though Plivo reports machines only; the provider reports a
+        person when none came).  Plivo reports no end of a machine's greeting,
+        so the message waits out the call core's beep wait.
+        """
+        raw = plivo_status(params.get("Machine"))
+        answered_by = {"true": ev.MACHINE, "false": ev.HUMAN}.get(raw, ev.UNKNOWN)
+        return ev.MachineDetected(
+            answered_by=answered_by,
+            raw=f"Machine={raw}",
+            dedupe_key=f"plivo:amd:{ids['provider_call_id']}:{raw}",
+            **ids,
+        )
 
     def _application(self, call: Any, hook: Hook) -> Reading:
         """The answer URL of a Plivo application: a new inbound call (or one of ours again)."""

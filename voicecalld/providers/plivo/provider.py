@@ -36,7 +36,13 @@ from voicecalld.providers.common.rest import RestError
 from voicecalld.providers.interface import IProvider
 from voicecalld.providers.plivo import plivoxml
 from voicecalld.providers.plivo.codec import PlivoCodec
-from voicecalld.providers.plivo.rest import MAX_RING, MIN_RING, PlivoRest, create_body
+from voicecalld.providers.plivo.rest import (
+    DETECTION_MS,
+    MAX_RING,
+    MIN_RING,
+    PlivoRest,
+    create_body,
+)
 from voicecalld.values import events as ev
 from voicecalld.values.playback import CallStatus, Liveness
 from voicecalld.values.record import CallRecord
@@ -52,6 +58,9 @@ END_REASONS = {
     "cancel": CallState.NO_ANSWER,
 }
 LIVE_STATUSES = ("queued", "ringing", "in-progress")
+# Plivo posts to machine_detection_url only when it finds a machine: a
+# screened call with no report this long after its answer has a person on it.
+NO_MACHINE_AFTER = DETECTION_MS / 1000.0 + 1.0
 
 
 def plivo_status(value: Any) -> str:
@@ -76,6 +85,17 @@ class _Call(DocumentCall):
         super().__init__(record)
         self.request_uuid: str | None = None
         self.moving = False
+        self.no_machine: Any = None  # the timer that reports a person
+
+    def release(self) -> None:
+        super().release()
+        self.machine_reported()
+
+    def machine_reported(self) -> None:
+        """Plivo reported a machine (or the call is over): no person to report."""
+        if self.no_machine is not None and self.no_machine.active():
+            self.no_machine.cancel()
+        self.no_machine = None
 
 
 @implementer(IProvider)
@@ -150,6 +170,9 @@ class PlivoProvider(DocumentProvider):
             # A backstop if voicecalld is gone when the call should end.
             time_limit=self.settings.max_duration_seconds + 60,
             send_digits=record.metadata.get("dtmfSequence"),
+            detection_url=(
+                self.url(callId=record.call_id, type="amd") if record.machine_detection else None
+            ),
         )
         answer = await self.rest.create_call(body)
         request_uuid = answer.get("request_uuid")
@@ -212,6 +235,18 @@ class PlivoProvider(DocumentProvider):
         return CallStatus(Liveness.ENDED, reason, detail=f"Plivo: {cause}")
 
     # -- callbacks (called by the dialect) ----------------------------------------
+
+    def answer_document(self, call: _Call, carrier_id: str | None) -> str:
+        if call.screening and call.no_machine is None and carrier_id:
+            person = ev.MachineDetected(
+                call_id=call.call_id,
+                provider_call_id=carrier_id,
+                answered_by=ev.HUMAN,
+                raw=f"no machine reported in {DETECTION_MS} ms",
+                dedupe_key=f"plivo:amd:{carrier_id}:none",
+            )
+            call.no_machine = self.clock.callLater(NO_MACHINE_AFTER, self.emit_later, person)
+        return super().answer_document(call, carrier_id)
 
     def stream_document(self, call: _Call, uuid: str | None) -> str:
         """C{<Stream>}: the call's audio stream, and our URL for when it ends."""

@@ -37,6 +37,11 @@ def plivo_error(status: int, body: bytes) -> tuple[int | str | None, str | None]
     return None, (str(error) if error else None)
 
 
+# How long Plivo listens for a machine (its documented default, sent explicitly):
+# it reports machines only, so none reported in this time means a person.
+DETECTION_MS = 5000
+
+
 def plivo_number(number: str) -> str:
     """A number as Plivo takes it: digits with the country code, no C{+}; SIP URIs as they are."""
     return number if number.startswith("sip:") else number.lstrip("+")
@@ -52,8 +57,12 @@ def create_body(
     ring_seconds: int,
     time_limit: int,
     send_digits: str | None = None,
+    detection_url: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON that makes an outbound call."""
+    """
+    The JSON that makes an outbound call; with C{detection_url}, one dialled
+    with answering-machine detection whose result Plivo posts there.
+    """
     body: dict[str, Any] = {
         "from": plivo_number(from_),
         "to": plivo_number(to),
@@ -69,6 +78,11 @@ def create_body(
     }
     if send_digits:
         body["send_digits"] = send_digits
+    if detection_url:
+        body["machine_detection"] = "true"
+        body["machine_detection_time"] = DETECTION_MS
+        body["machine_detection_url"] = detection_url
+        body["machine_detection_method"] = "POST"
     return body
 
 

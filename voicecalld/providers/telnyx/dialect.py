@@ -51,6 +51,18 @@ HANGUP_CAUSES = {
     "not_found": CallState.FAILED,
 }
 MACHINE_RESULTS = frozenset({"machine", "fax_detected"})
+# Telnyx's detection results (standard and premium AMD): who answered.
+ANSWERED_BY = {
+    "human": ev.HUMAN,
+    "human_residence": ev.HUMAN,
+    "human_business": ev.HUMAN,
+    "machine": ev.MACHINE,
+    "fax_detected": ev.FAX,
+    "not_sure": ev.UNKNOWN,
+    "silence": ev.UNKNOWN,
+}
+DETECTION_ENDED = ("call.machine.detection.ended", "call.machine.premium.detection.ended")
+GREETING_ENDED = ("call.machine.greeting.ended", "call.machine.premium.greeting.ended")
 
 
 def end_reason(cause: Any) -> CallState:
@@ -149,12 +161,23 @@ class TelnyxDialect:
                     log_code="telnyx.stream_failed",
                 )
             return Reading(answer=lambda: (provider.stream_stopped(call, ccid, stream_id), OK)[1])
-        if kind in (
-            "call.machine.detection.ended",
-            "call.machine.premium.detection.ended",
-        ):
-            call.machine = str(payload.get("result") or "") in MACHINE_RESULTS
+        if kind in DETECTION_ENDED or kind in GREETING_ENDED:
+            return Reading.of(OK, self._detected(call, kind, payload, dedupe, ids))
         return Reading.of(OK)
+
+    def _detected(
+        self, call: Any, kind: str, payload: dict[str, Any], dedupe: str, ids: dict[str, Any]
+    ) -> ev.MachineDetected:
+        """Who answered (C{detection.ended}), or a machine's greeting ended (C{greeting.ended})."""
+        raw = str(payload.get("result") or "").strip().lower()
+        if kind in GREETING_ENDED:
+            call.machine = True
+            return ev.MachineDetected(
+                answered_by=ev.MACHINE, message_end=True, raw=raw, dedupe_key=dedupe, **ids
+            )
+        call.machine = raw in MACHINE_RESULTS
+        answered_by = ANSWERED_BY.get(raw, ev.UNKNOWN)
+        return ev.MachineDetected(answered_by=answered_by, raw=raw, dedupe_key=dedupe, **ids)
 
     def _inbound(self, payload: dict[str, Any], ccid: str | None, dedupe: str) -> Reading:
         return Reading(

@@ -167,6 +167,7 @@ class TelnyxProvider(CarrierProvider):
             ring_seconds=math.ceil(self.settings.ring_timeout_ms / 1000),
             # A backstop if voicecalld is gone when the call should end.
             time_limit=self.settings.max_duration_seconds + 60,
+            machine_detection=record.machine_detection,
         )
         data = await self.rest.dial(params)
         ccid = data.get("call_control_id")

@@ -72,9 +72,16 @@ def dial_params(
     call_id: str,
     ring_seconds: int,
     time_limit: int,
+    machine_detection: bool = False,
 ) -> dict[str, Any]:
-    """The body of C{POST /calls} for an outbound call."""
+    """
+    The body of C{POST /calls} for an outbound call; with
+    C{machine_detection}, answering-machine detection that also reports the
+    end of a machine's greeting (its beep).
+    """
+    detection = {"answering_machine_detection": "detect_beep"} if machine_detection else {}
     return {
+        **detection,
         "connection_id": connection_id,
         "to": to,
         "from": from_,

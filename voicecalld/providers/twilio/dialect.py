@@ -25,7 +25,12 @@ from voicecalld.providers.common.webhook import (
     form_params,
 )
 from voicecalld.providers.twilio import twiml
-from voicecalld.providers.twilio.provider import END_REASONS, TwilioProvider, twilio_status
+from voicecalld.providers.twilio.provider import (
+    ANSWERED_BY,
+    END_REASONS,
+    TwilioProvider,
+    twilio_status,
+)
 from voicecalld.values import events as ev
 from voicecalld.values.states import CallState
 
@@ -64,6 +69,8 @@ class TwilioDialect:
             return Reading.of(NO_CONTENT, *self._status(status, params, ids))
         if kind is None:
             return self._voice_url(call, hook)
+        if kind == "amd":
+            return Reading.of(NO_CONTENT, *self._detected(params, ids))
         if call is None:
             return Reading.of(document(twiml.hangup()))
         if kind == "answer":
@@ -97,6 +104,20 @@ class TwilioDialect:
                 reason = CallState.VOICEMAIL
             return [ev.Ended(reason=reason, detail=f"Twilio: {status}", dedupe_key=dedupe, **ids)]
         return []
+
+    def _detected(self, params: Params, ids: dict[str, Any]) -> list[ev.CallEvent]:
+        """The asynchronous AMD callback: C{AnsweredBy}, unknown values as C{unknown}."""
+        raw = twilio_status(params.get("AnsweredBy"))
+        answered_by, message_end = ANSWERED_BY.get(raw, (ev.UNKNOWN, False))
+        return [
+            ev.MachineDetected(
+                answered_by=answered_by,
+                message_end=message_end,
+                raw=raw,
+                dedupe_key=f"twilio:amd:{ids['provider_call_id']}:{raw}",
+                **ids,
+            )
+        ]
 
     def _voice_url(self, call: Any, hook: Hook) -> Reading:
         provider, params = self.provider, hook.params

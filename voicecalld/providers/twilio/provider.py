@@ -50,6 +50,18 @@ END_REASONS = {
 }
 
 
+# Twilio's AnsweredBy values: who answered, and whether a machine's greeting is over.
+ANSWERED_BY = {
+    "human": (ev.HUMAN, False),
+    "machine_start": (ev.MACHINE, False),
+    "machine_end_beep": (ev.MACHINE, True),
+    "machine_end_silence": (ev.MACHINE, True),
+    "machine_end_other": (ev.MACHINE, True),
+    "fax": (ev.FAX, False),
+    "unknown": (ev.UNKNOWN, False),
+}
+
+
 def twilio_status(value: Any) -> str:
     """One of Twilio's enumerated values, as we compare it: trimmed, lower-case."""
     return value.strip().lower() if isinstance(value, str) else ""
@@ -140,6 +152,9 @@ class TwilioProvider(DocumentProvider):
             # A backstop if voicecalld is gone when the call should end.
             time_limit=self.settings.max_duration_seconds + 60,
             send_digits=record.metadata.get("dtmfSequence"),
+            detection_url=(
+                self.url(callId=record.call_id, type="amd") if record.machine_detection else None
+            ),
         )
         resource = await self.rest.create_call(params)
         sid = resource.get("sid")

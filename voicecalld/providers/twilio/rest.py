@@ -39,8 +39,13 @@ def create_params(
     ring_seconds: int,
     time_limit: int,
     send_digits: str | None = None,
+    detection_url: str | None = None,
 ) -> list[tuple[str, str]]:
-    """The form that creates an outbound call."""
+    """
+    The form that creates an outbound call; with C{detection_url}, one
+    dialled with asynchronous answering-machine detection that waits for the
+    end of a machine's greeting and posts C{AnsweredBy} there.
+    """
     return [
         ("To", to),
         ("From", from_),
@@ -52,6 +57,17 @@ def create_params(
         *([("SendDigits", send_digits)] if send_digits else []),
         ("Timeout", str(ring_seconds)),
         ("TimeLimit", str(time_limit)),
+        *(detection_params(detection_url) if detection_url else []),
+    ]
+
+
+def detection_params(url: str) -> list[tuple[str, str]]:
+    """Asynchronous AMD, to the end of a machine's greeting, its result posted to C{url}."""
+    return [
+        ("MachineDetection", "DetectMessageEnd"),
+        ("AsyncAmd", "true"),
+        ("AsyncAmdStatusCallback", url),
+        ("AsyncAmdStatusCallbackMethod", "POST"),
     ]
 
 
