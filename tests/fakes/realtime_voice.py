@@ -53,7 +53,7 @@ class ScriptedSession:
     # -- the model, as the test plays it -----------------------------------------
 
     def answer(self, text: str, seconds: float, *, done: bool = True) -> None:
-        """A whole response: its start, C{seconds} of audio, its transcript and (C{done}) its end."""
+        """A whole response: start, C{seconds} of audio, transcript and (C{done}) its end."""
         self.listener.response_started()
         self.listener.audio(b"\x10" * int(8000 * seconds))
         if done:

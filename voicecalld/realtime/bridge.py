@@ -125,7 +125,8 @@ class RealtimeBridge:
         self._count = 0
         self._last_media = clock.seconds()
         self._caller_stopped_at: float | None = None
-        self._closed_by_vendor = ""
+        # Why the session ended, when that hangs the call up.
+        self._end_reason = ""
         # A response cut off whose vendor end has not come: its late audio is dropped.
         self._cut_pending = False
         self._check: IDelayedCall | None = clock.callLater(NO_MEDIA_CHECK_EVERY, self._watch)
@@ -258,7 +259,8 @@ class RealtimeBridge:
         )
 
     def closed(self, reason: str) -> None:
-        self._closed_by_vendor = reason or "closed"
+        if self._machine.state is not SessionState.CLOSED:
+            self._end_reason = reason or "closed by the vendor"
         self._feed(SessionInput.VENDOR_CLOSED)
 
     # -- the machine ----------------------------------------------------------------
@@ -378,9 +380,7 @@ class RealtimeBridge:
 
     def _hang_up(self) -> None:
         self._stop_watching()
-        reason = self._closed_by_vendor or (
-            f"no audio from the carrier for {NO_MEDIA_TIMEOUT:.0f} s"
-        )
+        reason = self._end_reason
         self.log.warn(
             "realtime session of {call_id} is over ({reason}); hanging up",
             call_id=self._media.call_id,
@@ -477,6 +477,7 @@ class RealtimeBridge:
             return
         quiet = self._clock.seconds() - self._last_media
         if quiet >= NO_MEDIA_TIMEOUT + NO_MEDIA_GRACE:
+            self._end_reason = f"no audio from the carrier for {NO_MEDIA_TIMEOUT:.0f} s"
             self._feed(SessionInput.NO_MEDIA)
             return
         wait = NO_MEDIA_CHECK_EVERY
