@@ -46,7 +46,7 @@ class RealtimeOnTwilio(TestCase):
         return live
 
     def test_the_greeting_is_the_models_opening_turn(self):
-        rig, record, call, stream, session = self.answered()
+        rig, _record, call, stream, session = self.answered()
         self.assertEqual(session.spoken, [GREETING])
         self.assertEqual(call.verbs_named("Say"), [], "no TwiML <Say>: the stream stays")
         self.assertIn("openclaw_end_call", [t.name for t in session.setup.tools])
@@ -110,7 +110,7 @@ class RealtimeOnTwilio(TestCase):
         self.assertGreater(len(entry.text), 0)
 
     def test_speak_goes_through_the_model(self):
-        rig, record, _call, stream, session = self.greeted()
+        rig, record, _call, _stream, session = self.greeted()
         said = Deferred.fromCoroutine(rig.manager.speak(record.call_id, "Your table is booked."))
         rig.until(lambda: session.spoken[-1:] == ["Your table is booked."])
         session.answer("Your table is booked.", 0.6)
@@ -154,7 +154,7 @@ class RealtimeOnTwilio(TestCase):
         self.assertGreater(played_at - asked_at, 0.95)
 
     def test_a_failed_hang_up_is_reported_to_the_model(self):
-        rig, record, _call, _stream, session = self.greeted()
+        rig, _record, _call, _stream, session = self.greeted()
         rig.fake.fail_next("update", 500, 20500, "Internal error")
         session.listener.tool_call("fc-2", END_CALL_TOOL, {})
         rig.until(lambda: session.results)
@@ -199,7 +199,7 @@ class RealtimeOnTwilio(TestCase):
         self.assertTrue(session.closed)
 
     def test_tool_policy_none_offers_no_consult(self):
-        rig, _record, _call, _stream, session = self.answered({"realtime": {"toolPolicy": "none"}})
+        *_, session = self.answered({"realtime": {"toolPolicy": "none"}})
         self.assertEqual([t.name for t in session.setup.tools], [END_CALL_TOOL])
 
     def test_custom_tools_are_offered_and_answered_by_the_responder(self):
@@ -229,7 +229,7 @@ class RealtimeOnTwilio(TestCase):
         self.assertFalse(call.is_live)
 
     def test_no_caller_audio_for_thirty_seconds_hangs_up(self):
-        rig, record, call, stream, _session = self.greeted()
+        rig, record, _call, stream, _session = self.greeted()
         stopped = stream.frames[-1][0] if stream.frames else rig.reactor.seconds()
         rig.until(lambda: not rig.manager.live_calls(), limit=60)
         final = rig.record(record.call_id)
