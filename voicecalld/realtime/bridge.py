@@ -206,12 +206,14 @@ class RealtimeBridge:
         if response.first_audio_at is None:
             response.first_audio_at = self._clock.seconds()
             self._pacer.notify(lambda now: self._first_frame(response, now))
-        before = response.queued
-        response.queued += len(ulaw)
-        self._pacer.audio(ulaw)
-        if response.queued // MARK_EVERY_BYTES > before // MARK_EVERY_BYTES:
-            whole = response.queued - response.queued % FRAME_BYTES
-            self._pacer.mark(f"{response.name}:{whole}")
+        # A mark every MARK_EVERY_BYTES, however the vendor chunks its audio.
+        while ulaw:
+            room = MARK_EVERY_BYTES - response.queued % MARK_EVERY_BYTES
+            piece, ulaw = ulaw[:room], ulaw[room:]
+            response.queued += len(piece)
+            self._pacer.audio(piece)
+            if response.queued % MARK_EVERY_BYTES == 0:
+                self._pacer.mark(f"{response.name}:{response.queued}")
 
     def speech_started(self) -> None:
         self._media.emit(ev.SpeechStarted(**self._media.ids()))
@@ -335,7 +337,7 @@ class RealtimeBridge:
                 response.timer.cancel()
             response.timer = None
         first = cut[0]
-        heard_ms = first.heard_bytes // BYTES_PER_MS if first.heard_bytes else 0
+        heard_ms = round((first.heard_bytes or 0) / BYTES_PER_MS)
         self.log.info(
             "barge-in on {call_id}: the caller heard {ms} ms of {name}",
             call_id=self._media.call_id,
@@ -410,7 +412,7 @@ class RealtimeBridge:
             estimate = response.mark_bytes + (now - response.mark_at) * 8000
         else:
             estimate = (now - response.first_frame_at - self._pacer.lead) * 8000
-        return int(max(response.mark_bytes, min(sent, estimate)))
+        return round(max(response.mark_bytes, min(sent, estimate)))
 
     def _played(self, response: _Response) -> None:
         if response.played or response.heard_bytes is not None:
