@@ -39,9 +39,10 @@ class Adapter:
         self.test = test
         self.rig: Any = None
 
-    def start(self, config: dict[str, Any], streaming: bool) -> Deferred:
-        """Build and start the carrier's rig; fires with this adapter."""
-        d = self.rig_class(self.test, config, streaming).start()
+    def start(self, config: dict[str, Any], streaming: bool, realtime: Any = None) -> Deferred:
+        """Build and start the carrier's rig (with a realtime voice, if given); fires with this."""
+        options = {"realtime": realtime} if realtime is not None else {}
+        d = self.rig_class(self.test, config, streaming, **options).start()
         return d.addCallback(self._started)
 
     def _started(self, rig: Any) -> Adapter:

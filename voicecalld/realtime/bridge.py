@@ -441,6 +441,9 @@ class RealtimeBridge:
         if not cut and not response.played:
             return
         response.reported = True
+        if response.timer is not None and response.timer.active():
+            response.timer.cancel()
+        response.timer = None
         if response in self._playing:
             self._playing.remove(response)
         request = response.request
