@@ -117,6 +117,21 @@ class BridgeAlone(TestCase):
         self.bridge.feed(b"\xff" * 160)
         self.assertEqual(self.session.audio, b"")
 
+    def test_a_session_that_cannot_be_opened_hangs_up(self):
+        class Broken:
+            name = "broken"
+
+            def open_session(self, listener, setup):
+                raise OSError("no route to the vendor")
+
+        line = Line(self.clock)
+        broken = RealtimeBridge(line, Broken(), RealtimeSetup("x"), self.clock)
+        self.assertEqual(broken.state, SessionState.CLOSED)
+        (failed,) = line.of(ev.Failed)
+        self.assertIn("no route to the vendor", failed.message)
+        self.failureResultOf(broken.say("Hi"), ProviderError)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_our_close_does_not_hang_up(self):
         self.bridge.close()
         self.assertTrue(self.session.closed)

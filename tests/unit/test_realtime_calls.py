@@ -239,3 +239,17 @@ class RealtimeOnTwilio(TestCase):
         limit = bridge.NO_MEDIA_TIMEOUT + bridge.NO_MEDIA_GRACE
         self.assertGreaterEqual(waited, limit - 1.5)
         self.assertLess(waited, limit + bridge.NO_MEDIA_CHECK_EVERY + 1)
+
+    def test_an_inbound_call_is_greeted_by_the_model(self):
+        voice = ScriptedVoice()
+        rig = MemoryRig(self, {"inboundGreeting": "Acme, how can I help?"}, realtime=voice)
+        call = rig.run(rig.fake.inbound_call("+15557654321", "+15550001111", rig.url))
+        stream = rig.run(call.when_stream())
+        rig.until(lambda: voice.sessions and voice.sessions[0].spoken)
+        (session,) = voice.sessions
+        self.assertEqual(session.spoken, ["Acme, how can I help?"])
+        session.answer("Acme, how can I help?", 0.5)
+        rig.run(stream.when_mark_echoed("r1:end"))
+        rig.until(lambda: self.live(rig).transcript)
+        self.assertEqual(self.live(rig).transcript[0].text, "Acme, how can I help?")
+        self.assertEqual(call.verbs_named("Say"), [])

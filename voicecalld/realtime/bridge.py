@@ -131,7 +131,17 @@ class RealtimeBridge:
         self._cut_pending = False
         self._check: IDelayedCall | None = clock.callLater(NO_MEDIA_CHECK_EVERY, self._watch)
         self.session: Any = None
-        self.session = voice.open_session(self, setup)
+        try:
+            self.session = voice.open_session(self, setup)
+        except Exception as e:
+            self.log.failure(
+                "opening the realtime session of {call_id} failed",
+                call_id=media.call_id,
+                log_code="realtime.open_failed",
+            )
+            self.session = _NoSession()
+            self.closed(f"the realtime session could not be opened: {e}")
+            return
         self._send_speech()  # in case the vendor was ready at once
 
     @property
@@ -494,6 +504,25 @@ class RealtimeBridge:
         if self._check is not None and self._check.active():
             self._check.cancel()
         self._check = None
+
+
+class _NoSession:
+    """Stands for a session that could not be opened: takes everything, does nothing."""
+
+    def feed(self, ulaw: bytes) -> None:
+        pass
+
+    def speak(self, text: str) -> None:
+        pass
+
+    def truncate(self, heard_ms: int) -> None:
+        pass
+
+    def tool_result(self, call_id: str, output: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _heard_words(response: _Response, said: str) -> str:
