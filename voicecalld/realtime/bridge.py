@@ -421,7 +421,7 @@ class RealtimeBridge:
         if response.mark_at is not None:
             estimate = response.mark_bytes + (now - response.mark_at) * 8000
         else:
-            estimate = (now - response.first_frame_at - self._pacer.lead) * 8000
+            estimate = (now - response.first_frame_at) * 8000
         return round(max(response.mark_bytes, min(sent, estimate)))
 
     def _played(self, response: _Response) -> None:
