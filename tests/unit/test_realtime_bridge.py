@@ -100,6 +100,23 @@ class BridgeAlone(TestCase):
         playback = self.successResultOf(said)
         self.assertEqual((playback.played, playback.complete), ("Here you go.", True))
 
+    def test_a_transcript_after_the_responses_end_is_still_the_line(self):
+        self.session.answer("", 0.2)
+        self.play(0.4)
+        self.bridge.mark_echoed("r1:end")
+        self.assertEqual(self.line.of(ev.ModelSpeech), [])
+        self.session.listener.assistant_transcript("Late words.")
+        (line,) = self.line.of(ev.ModelSpeech)
+        self.assertEqual(line.text, "Late words.")
+
+    def test_a_response_without_any_transcript_is_given_up_on(self):
+        self.session.answer("", 0.2)
+        self.play(0.4)
+        self.bridge.mark_echoed("r1:end")
+        self.clock.advance(bridge.TRANSCRIPT_WAIT)
+        self.assertEqual(self.line.of(ev.ModelSpeech), [])
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.active()][1:], [])
+
     def test_a_speech_the_model_never_begins_fails(self):
         said = self.bridge.say("Hello?")
         self.clock.advance(bridge.SPEAK_TIMEOUT)

@@ -102,6 +102,9 @@ class _Response:
         self.reported = False
         self.caller_stopped_at: float | None = None
         self.timer: IDelayedCall | None = None
+        # Waiting for a transcript that trails the response's end (and whether it did).
+        self.late: IDelayedCall | None = None
+        self.waited = False
         self.waiters: list[Deferred] = []
 
 
@@ -241,9 +244,18 @@ class RealtimeBridge:
         self._feed(SessionInput.RESPONSE_STARTED)
 
     def assistant_transcript(self, text: str) -> None:
-        response = self._current or (self._playing[-1] if self._playing else None)
-        if response is not None and not response.done:
-            response.transcript = f"{response.transcript} {text}".strip()
+        response = self._current or next(
+            (r for r in reversed(self._playing) if not r.reported), None
+        )
+        if response is None:
+            return
+        response.transcript = f"{response.transcript} {text}".strip()
+        if response.late is not None:
+            # The transcript came after the response's end: report it now.
+            if response.late.active():
+                response.late.cancel()
+            response.late = None
+            self._settle(response)
 
     def response_done(self) -> None:
         self._feed(SessionInput.RESPONSE_DONE)
@@ -369,6 +381,11 @@ class RealtimeBridge:
             self._current = None
             self._cut_pending = True
 
+    def _late_lost(self, response: _Response) -> None:
+        response.late = None
+        response.waited = True
+        self._settle(response)
+
     def _transcript_lost(self, response: _Response) -> None:
         response.timer = None
         response.done = True
@@ -450,6 +467,14 @@ class RealtimeBridge:
         cut = response.heard_bytes is not None
         if not cut and not response.played:
             return
+        if not cut and not response.transcript and response.request is None and response.queued:
+            if response.late is None and not response.waited:
+                response.late = self._clock.callLater(TRANSCRIPT_WAIT, self._late_lost, response)
+            if not response.waited:
+                return
+        if response.late is not None and response.late.active():
+            response.late.cancel()
+        response.late = None
         response.reported = True
         if response.timer is not None and response.timer.active():
             response.timer.cancel()
