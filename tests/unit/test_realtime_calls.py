@@ -189,12 +189,13 @@ class RealtimeOnTwilio(TestCase):
 
     def test_a_consult_after_the_call_ended_is_dropped(self):
         rig, record, _call, _stream, session = self.greeted()
-        pending: Deferred = Deferred()
+        cancelled = []
+        pending: Deferred = Deferred(canceller=cancelled.append)
         rig.manager.replies.consult = lambda record, question: pending
         session.listener.tool_call("fc-5", CONSULT_TOOL, {"question": "Anything?"})
         rig.run(Deferred.fromCoroutine(rig.manager.end(record.call_id)))
-        pending.callback("too late")
         rig.pump()
+        self.assertEqual(cancelled, [pending], "the consult is freed at once")
         self.assertEqual(session.results, [])
         self.assertTrue(session.closed)
 

@@ -10,7 +10,9 @@ C{{"answer": text}}; a cancelled consult gives C{{"status": "cancelled"}} and
 the call stays up; with C{realtime.toolPolicy: none} it is refused.  A custom
 C{realtime.tools} function is put to the responder the same way, as a
 consult naming the function and its arguments, and its answer comes back as
-C{{"result": text}}.  Whatever arrives after the call ended is dropped.
+C{{"result": text}}.  When the call ends, its consults still running are
+cancelled (their resources freed at once) and whatever arrives after the
+end is dropped.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ class RealtimeTools:
         self._hub = hub
         self._clock = clock
         self._custom = {tool.name for tool in settings.tools}
+        self._running: dict[str, set[Deferred]] = {}
+        hub.listen(self._notice)
+
+    def _notice(self, notice: notices.Notice) -> None:
+        if isinstance(notice, notices.CallEnded):
+            for running in list(self._running.pop(notice.call_id, ())):
+                running.cancel()
 
     def handle(self, live: LiveCall, call: ev.ToolCall) -> Deferred:
         """Answer C{call} in the background; fires when it has been answered (or dropped)."""
@@ -119,14 +128,21 @@ class RealtimeTools:
         consult = getattr(self._replies, "consult", None)
         if consult is None or not question:
             return {"error": "no agent can be consulted" if consult is None else "no question"}
+        asking = maybeDeferred(consult, live.record, question)
+        running = self._running.setdefault(live.call_id, set())
+        running.add(asking)
         try:
-            answer = await maybeDeferred(consult, live.record, question)
+            answer = await asking
         except CancelledError:
             return {"status": "cancelled"}
         except Exception as e:
             if type(e).__name__.lower().startswith("cancel"):
                 return {"status": "cancelled"}
             return {"error": str(e) or type(e).__name__}
+        finally:
+            running.discard(asking)
+            if not running and self._running.get(live.call_id) is running:
+                del self._running[live.call_id]
         if not answer:
             return {"error": "the agent had no answer"}
         return {key: answer}
