@@ -149,6 +149,32 @@ class BridgeAlone(TestCase):
         self.failureResultOf(broken.say("Hi"), ProviderError)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
+    def test_a_vendor_that_never_gets_ready_hangs_up(self):
+        line = Line(self.clock)
+        slow = ScriptedVoice(auto_ready=False)
+        late = RealtimeBridge(line, slow, RealtimeSetup("x"), self.clock)
+        said = late.say("Hello")
+        self.clock.advance(bridge.READY_TIMEOUT)
+        self.failureResultOf(said, ProviderError)
+        (failed,) = line.of(ev.Failed)
+        self.assertIn("not ready", failed.message)
+        self.assertTrue(slow.sessions[0].closed)
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.active()][1:], [])
+
+    def test_greeting_waits_for_ready(self):
+        line = Line(self.clock)
+        slow = ScriptedVoice(auto_ready=False)
+        late = RealtimeBridge(line, slow, RealtimeSetup("x"), self.clock)
+        said = late.say("Hello")
+        (session,) = slow.sessions
+        self.assertEqual(session.spoken, [])
+        session.listener.ready()
+        self.assertEqual(session.spoken, ["Hello"])
+        self.clock.advance(bridge.READY_TIMEOUT)
+        self.assertEqual(line.of(ev.Failed), [])
+        late.close()
+        self.failureResultOf(said, ProviderError)  # the stream went before the model spoke
+
     def test_our_close_does_not_hang_up(self):
         self.bridge.close()
         self.assertTrue(self.session.closed)

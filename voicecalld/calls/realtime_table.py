@@ -37,6 +37,7 @@ class SessionInput(enum.Enum):
     SPEAK = enum.auto()
     # our side
     NO_MEDIA = enum.auto()  # no caller audio for the backstop's time, and its grace
+    NOT_READY = enum.auto()  # the vendor did not get ready in time
     CLOSE = enum.auto()  # the stream or the call is over
 
 
@@ -79,6 +80,8 @@ SESSION_TABLE = table(
         # the end: the vendor's close hangs the call up; ours does not
         (OPEN, I.VENDOR_CLOSED, T(S.CLOSED, (O.DROP_SPEECH, O.HANG_UP))),
         (OPEN, I.NO_MEDIA, T(S.CLOSED, (O.DROP_SPEECH, O.CLOSE_SESSION, O.HANG_UP))),
+        ((S.CONNECTING,), I.NOT_READY, T(S.CLOSED, (O.DROP_SPEECH, O.CLOSE_SESSION, O.HANG_UP))),
+        ((S.LISTENING, S.RESPONDING), I.NOT_READY, None),
         (OPEN, I.CLOSE, T(S.CLOSED, (O.DROP_SPEECH, O.CLOSE_SESSION))),
         # a closed session never moves again
         *(((S.CLOSED,), symbol, None) for symbol in SessionInput),

@@ -69,6 +69,8 @@ NO_MEDIA_CHECK_EVERY = 5.0
 END_CALL_WAIT = 15.0
 # How long a client's words wait for the model to begin saying them.
 SPEAK_TIMEOUT = 20.0
+# How long the vendor may take to get ready before the call is given up.
+READY_TIMEOUT = 15.0
 
 
 class _Request:
@@ -133,6 +135,7 @@ class RealtimeBridge:
         # A response cut off whose vendor end has not come: its late audio is dropped.
         self._cut_pending = False
         self._check: IDelayedCall | None = clock.callLater(NO_MEDIA_CHECK_EVERY, self._watch)
+        self._ready_timer: IDelayedCall | None = clock.callLater(READY_TIMEOUT, self._not_ready)
         self.session: Any = None
         try:
             self.session = voice.open_session(self, setup)
@@ -200,6 +203,7 @@ class RealtimeBridge:
     # -- IRealtimeListener ------------------------------------------------------------
 
     def ready(self) -> None:
+        self._cancel_ready_timer()
         self._feed(SessionInput.READY)
 
     def audio(self, ulaw: bytes) -> None:
@@ -525,7 +529,19 @@ class RealtimeBridge:
             wait = NO_MEDIA_TIMEOUT + NO_MEDIA_GRACE - quiet
         self._check = self._clock.callLater(wait, self._watch)
 
+    def _not_ready(self) -> None:
+        self._ready_timer = None
+        if self._machine.state is SessionState.CONNECTING:
+            self._end_reason = f"the realtime model was not ready within {READY_TIMEOUT:.0f} s"
+        self._feed(SessionInput.NOT_READY)
+
+    def _cancel_ready_timer(self) -> None:
+        if self._ready_timer is not None and self._ready_timer.active():
+            self._ready_timer.cancel()
+        self._ready_timer = None
+
     def _stop_watching(self) -> None:
+        self._cancel_ready_timer()
         if self._check is not None and self._check.active():
             self._check.cancel()
         self._check = None
