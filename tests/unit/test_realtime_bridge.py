@@ -316,6 +316,37 @@ class Building(TestCase):
         unknown = _realtime({"enabled": True, "provider": "acme"}).realtime
         self.assertIsNone(make_realtime(unknown, clock))
 
+    def test_the_vendor_class_is_built_with_its_block_and_the_reactor(self):
+        import sys
+        import types
+
+        built = []
+        module = types.ModuleType("voicecalld.realtime.openai")
+
+        class OpenAIRealtimeVoice:
+            name = "openai"
+
+            def __init__(self, block, reactor):
+                built.append((block, reactor))
+
+        module.OpenAIRealtimeVoice = OpenAIRealtimeVoice
+        real = sys.modules.get("voicecalld.realtime.openai")
+        sys.modules["voicecalld.realtime.openai"] = module
+        self.addCleanup(
+            lambda: (
+                sys.modules.pop("voicecalld.realtime.openai")
+                if real is None
+                else sys.modules.__setitem__("voicecalld.realtime.openai", real)
+            )
+        )
+        clock = Clock()
+        s = _realtime({"enabled": True, "providers": {"openai": {"model": "m"}}}).realtime
+        voice = make_realtime(s, clock)
+        self.assertIsInstance(voice, OpenAIRealtimeVoice)
+        ((block, reactor),) = built
+        self.assertIs(reactor, clock)
+        self.assertIsNotNone(block)
+
     def test_the_stream_path_defaults_beside_the_webhook(self):
         self.assertEqual(realtime_stream_path(_realtime({})), "/voice/stream/realtime")
         s = parse_config({"serve": {"path": "/hooks/call"}}, None, {}).settings

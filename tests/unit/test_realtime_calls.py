@@ -26,6 +26,7 @@ class RealtimeOnTwilio(TestCase):
     def answered(self, config=None):
         voice = ScriptedVoice()
         rig = MemoryRig(self, config or {}, realtime=voice)
+        rig.realtime = voice
         record = rig.initiate(GREETING, "conversation")
         call = rig.run(rig.fake.when_call(0))
         rig.run(call.answer())
@@ -254,3 +255,18 @@ class RealtimeOnTwilio(TestCase):
         rig.until(lambda: self.live(rig).transcript)
         self.assertEqual(self.live(rig).transcript[0].text, "Acme, how can I help?")
         self.assertEqual(call.verbs_named("Say"), [])
+
+    def test_a_replaced_stream_gets_a_new_session_and_the_call_goes_on(self):
+        rig, record, call, stream, session = self.greeted()
+        stream.drop()
+        rig.until(lambda: len(call.streams) == 2)
+        second = call.streams[1]
+        rig.until(lambda: len(rig.realtime.sessions) == 2)
+        self.assertTrue(session.closed)
+        self.assertEqual(len(rig.manager.live_calls()), 1)
+        said = Deferred.fromCoroutine(rig.manager.speak(record.call_id, "Still here."))
+        new = rig.realtime.sessions[1]
+        rig.until(lambda: new.spoken == ["Still here."])
+        new.answer("Still here.", 0.3)
+        self.assertTrue(rig.run(said).complete)
+        rig.run(second.when_mark_echoed("r1:end"))
