@@ -250,6 +250,13 @@ class StrictnessTests(TestCase):
         (none,) = unbuilt_notes(parse_config(carrier, None, {}))
         self.assertIn("no realtime provider is configured", none)
 
+    def test_realtime_parts_not_built_are_named(self):
+        loaded = parse_config(
+            {"realtime": {"agentContext": {"enabled": True}, "consultFastMode": True}}, None, {}
+        )
+        notes = [n.split(":")[0] for n in unbuilt_notes(loaded)]
+        self.assertEqual(notes, ["realtime.agentContext", "realtime.consultThinkingLevel"])
+
     def test_disabled_configs_skip_provider_checks(self):
         s = parse_config({"enabled": False, "provider": "twilio"}, None, {}).settings
         self.assertFalse(s.enabled)

@@ -27,6 +27,24 @@ class Unbuilt:
 
 UNBUILT = (
     Unbuilt(
+        "realtime.agentContext",
+        "the agent identity and workspace files in the realtime model's instructions",
+        lambda s: s.realtime.agent_context.enabled,
+    ),
+    Unbuilt(
+        "realtime.fastContext",
+        "the memory search before a realtime consult (consults go to the agent directly)",
+        lambda s: s.realtime.fast_context.enabled,
+    ),
+    Unbuilt(
+        "realtime.consultThinkingLevel",
+        "per-consult thinking and fast-mode overrides (consults use the agent's own)",
+        lambda s: (
+            s.realtime.consult_thinking_level is not None
+            or s.realtime.consult_fast_mode is not None
+        ),
+    ),
+    Unbuilt(
         "silenceTimeoutMs",
         "a separate end-of-speech timer (speech end is detected by the"
         " STT's voice activity detection)",
