@@ -347,6 +347,51 @@ class Building(TestCase):
         self.assertIs(reactor, clock)
         self.assertIsNotNone(block)
 
+    def test_the_daemon_wires_the_voice_into_the_carrier(self):
+        import sys
+        import types
+
+        from voicecalld.providers.registry import make_provider
+
+        module = types.ModuleType("voicecalld.realtime.google")
+
+        class GeminiLiveVoice:
+            name = "google"
+
+            def __init__(self, block, reactor):
+                self.block = block
+
+        module.GeminiLiveVoice = GeminiLiveVoice
+        real = sys.modules.get("voicecalld.realtime.google")
+        sys.modules["voicecalld.realtime.google"] = module
+        self.addCleanup(
+            lambda: (
+                sys.modules.pop("voicecalld.realtime.google")
+                if real is None
+                else sys.modules.__setitem__("voicecalld.realtime.google", real)
+            )
+        )
+        loaded = parse_config(
+            {
+                "provider": "telnyx",
+                "fromNumber": "+15550001111",
+                "publicUrl": "https://voice.example.com/voice/webhook",
+                "skipSignatureVerification": True,
+                "inboundPolicy": "open",
+                "telnyx": {"apiKey": "k", "connectionId": "c"},
+                "realtime": {"enabled": True, "providers": {"google": {}, "openai": {}}},
+            },
+            None,
+            {},
+        )
+        provider = make_provider(loaded, Clock())
+        self.assertIsInstance(provider.realtime_voice, GeminiLiveVoice)
+        self.assertIsNone(provider.tts)
+        self.assertIsNone(provider.stt)
+        self.assertTrue(provider.streaming)
+        self.assertIn("/voice/stream/realtime", provider.web_resources())
+        self.assertEqual(provider.stream_url(), "wss://voice.example.com/voice/stream/realtime")
+
     def test_the_stream_path_defaults_beside_the_webhook(self):
         self.assertEqual(realtime_stream_path(_realtime({})), "/voice/stream/realtime")
         s = parse_config({"serve": {"path": "/hooks/call"}}, None, {}).settings
