@@ -71,4 +71,13 @@ def make_realtime(settings: RealtimeSettings, reactor: IReactorTime) -> Any:
             log_code="realtime.not_built",
         )
         return None
-    return cls(provider_block(settings, name), reactor)
+    block = provider_block(settings, name)
+    if block is None:
+        log.warn(
+            "realtime.provider is {name!r} but realtime.providers.{name} is not configured;"
+            " realtime is skipped",
+            name=name,
+            log_code="realtime.no_provider_block",
+        )
+        return None
+    return cls(block, reactor)
