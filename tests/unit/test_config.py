@@ -249,6 +249,9 @@ class StrictnessTests(TestCase):
         self.assertIn("realtime is skipped", note)
         (none,) = unbuilt_notes(parse_config(carrier, None, {}))
         self.assertIn("no realtime provider is configured", none)
+        named = {**carrier, "realtime": {"enabled": True, "provider": "openai"}}
+        (missing,) = unbuilt_notes(parse_config(named, None, {}))
+        self.assertIn("realtime.providers.openai: realtime.provider is 'openai'", missing)
 
     def test_realtime_parts_not_built_are_named(self):
         loaded = parse_config(

@@ -99,4 +99,9 @@ def realtime_notes(loaded: LoadedConfig) -> list[str]:
             f"{loaded.path('realtime.providers')}: realtime.enabled is set but no realtime"
             " provider is configured (google or openai); realtime is skipped"
         ]
+    if realtime.provider is not None and named.get(realtime.provider) is None:
+        return [
+            f"{loaded.path('realtime.providers', realtime.provider)}: realtime.provider is"
+            f" {realtime.provider!r} but this block is missing; realtime is skipped"
+        ]
     return []
