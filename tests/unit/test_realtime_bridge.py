@@ -143,6 +143,8 @@ class BridgeAlone(TestCase):
 
         line = Line(self.clock)
         broken = RealtimeBridge(line, Broken(), RealtimeSetup("x"), self.clock)
+        self.assertFalse(broken.opened)
+        self.clock.advance(0)
         self.assertEqual(broken.state, SessionState.CLOSED)
         (failed,) = line.of(ev.Failed)
         self.assertIn("no route to the vendor", failed.message)
@@ -202,6 +204,49 @@ class BridgeAlone(TestCase):
         (failed,) = self.line.of(ev.Failed)
         self.assertIn("no audio", failed.message)
         self.assertTrue(self.session.closed)
+
+
+class Streams(TestCase):
+    """The media layer's side: a second stream whose session cannot open."""
+
+    def socket(self, sid: str) -> Any:
+        return SimpleNamespace(
+            stream_id=sid,
+            call_ref="CA1",
+            send_frame=lambda frame: None,
+            send_mark=lambda name: None,
+            send_clear=lambda: None,
+            close=lambda code, reason: None,
+        )
+
+    def test_a_failing_second_bridge_leaves_the_active_stream_be(self):
+        from voicecalld.media.session import MediaSessions
+        from voicecalld.media.stream import StreamLimits, StreamStart
+        from voicecalld.realtime.bridge import bridge_opener
+
+        clock = Clock()
+        events: list[Any] = []
+        voice = ScriptedVoice()
+        opener = bridge_opener(voice, lambda call_id: RealtimeSetup("x", (), call_id), clock)
+        sessions = MediaSessions(clock, StreamLimits(), None, events.append, realtime=opener)
+        sessions.track("call-1")
+        start = StreamStart("MZ1", "CA1", {"token": sessions.issue("call-1", "CA1")})
+        first = sessions._started(self.socket("MZ1"), start)
+        self.assertIs(sessions.session("call-1"), first)
+
+        def broken(listener: Any, setup: Any) -> Any:
+            raise OSError("vendor down")
+
+        voice.open_session = broken
+        again = StreamStart("MZ2", "CA1", {"token": sessions.issue("call-1", "CA1")})
+        refused = sessions._started(self.socket("MZ2"), again)
+        self.assertIsInstance(refused, str)
+        clock.advance(1)
+        self.assertIs(sessions.session("call-1"), first)
+        self.assertFalse(voice.sessions[0].closed)
+        self.assertEqual([e for e in events if isinstance(e, ev.Failed)], [])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        sessions.stop("done")
 
 
 class CoreDurableFirst(TestCase):

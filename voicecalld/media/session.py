@@ -217,9 +217,15 @@ class MediaSessions:
         line = self._lines.get(grant.call_id) if grant is not None else None
         if line is None:
             return "Unknown call"
-        if line.session is not None:
-            line.session.close("replaced by a new stream")
+        old = line.session
         session = MediaSession(self, line.call_id, socket)
+        if old is not None and session.voice is not None and not session.voice.opened:
+            # As upstream: a new realtime bridge that fails leaves the active one be.
+            session.voice.discard()
+            session._teardown()
+            return "the realtime session could not be opened; the call keeps its stream"
+        if old is not None:
+            old.close("replaced by a new stream")
         line.session = session
         waiters, line.waiters = line.waiters, []
         for waiting in waiters:

@@ -137,6 +137,10 @@ class RealtimeBridge:
         self._check: IDelayedCall | None = clock.callLater(NO_MEDIA_CHECK_EVERY, self._watch)
         self._ready_timer: IDelayedCall | None = clock.callLater(READY_TIMEOUT, self._not_ready)
         self.session: Any = None
+        # Whether the vendor session opened; one that did not ends the call just
+        # after (unless the media layer keeps an older stream and L{discard}s this).
+        self.opened = True
+        self._failing: IDelayedCall | None = None
         try:
             self.session = voice.open_session(self, setup)
         except Exception as e:
@@ -146,7 +150,9 @@ class RealtimeBridge:
                 log_code="realtime.open_failed",
             )
             self.session = _NoSession()
-            self.closed(f"the realtime session could not be opened: {e}")
+            self.opened = False
+            reason = f"the realtime session could not be opened: {e}"
+            self._failing = clock.callLater(0, self.closed, reason)
             return
         self._send_speech()  # in case the vendor was ready at once
 
@@ -199,6 +205,13 @@ class RealtimeBridge:
     def close(self) -> None:
         """The stream is over: close the session (the call is not hung up for it)."""
         self._feed(SessionInput.CLOSE)
+
+    def discard(self) -> None:
+        """Drop a bridge whose session did not open, quietly (another stream goes on)."""
+        if self._failing is not None and self._failing.active():
+            self._failing.cancel()
+        self._failing = None
+        self.close()
 
     # -- IRealtimeListener ------------------------------------------------------------
 
