@@ -418,3 +418,31 @@ class Contract:
         self.assertTrue(any(e.interrupted for e in final.transcript), final.transcript)
         self.assertFalse(a.carrier_live(call))
         self.assertEqual(a.fake.errors, [])
+
+    @inlineCallbacks
+    def test_realtime_inbound_and_the_vendor_ending_the_session(self):
+        voice = ScriptedVoice()
+        config = {
+            "inboundPolicy": "allowlist",
+            "allowFrom": [CALLER],
+            "inboundGreeting": "Welcome to Acme.",
+        }
+        a = yield self.adapter(self).start(config, False, realtime=voice)
+        call = yield a.inbound(CALLER)
+        stream = yield call.when_stream()
+        yield wait_for(lambda: voice.sessions and voice.sessions[0].spoken, what="greeting asked")
+        (session,) = voice.sessions
+        self.assertEqual(session.spoken, ["Welcome to Acme."])
+        session.answer("Welcome to Acme.", 0.2)
+        yield stream.when_mark_echoed("r1:end")
+        self.assertEqual(a.heard(call), [])
+        (live,) = a.manager.live_calls()
+        yield wait_for(lambda: a.manager.live_calls()[0].transcript, what="the greeting stored")
+        self.assertEqual(a.manager.live_calls()[0].transcript[0].text, "Welcome to Acme.")
+        session.vendor_close("the model's session expired")
+        yield call.when_ended()
+        yield wait_for(lambda: not a.manager.live_calls(), what="the call's end")
+        final = yield a.record(live.call_id)
+        self.assertEqual(final.state, CallState.ERROR)
+        self.assertIn("the model's session expired", final.end_detail)
+        self.assertFalse(a.carrier_live(call))

@@ -52,6 +52,7 @@ class MockContract(Contract, TestCase):
     test_dtmf_in_streamed = _not_for_the_mock(_NO_CARRIER)
     test_dtmf_out_streamed = _not_for_the_mock(_NO_CARRIER)
     test_realtime_call = _not_for_the_mock(_NO_CARRIER)
+    test_realtime_inbound_and_the_vendor_ending_the_session = _not_for_the_mock(_NO_CARRIER)
     test_ring_timeout = _not_for_the_mock("the mock leaves only numbers ending 0001 unanswered")
     test_restart_reconciles_with_the_carrier = _not_for_the_mock(
         "the mock keeps no call list: a call is over only if its id says so"

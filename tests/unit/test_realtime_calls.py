@@ -270,3 +270,21 @@ class RealtimeOnTwilio(TestCase):
         new.answer("Still here.", 0.3)
         self.assertTrue(rig.run(said).complete)
         rig.run(second.when_mark_echoed("r1:end"))
+
+    def test_a_notify_call_says_its_message_through_the_model_then_hangs_up(self):
+        voice = ScriptedVoice()
+        rig = MemoryRig(self, {"outbound": {"notifyHangupDelaySec": 1}}, realtime=voice)
+        record = rig.initiate("Your parcel has arrived.", "notify")
+        call = rig.run(rig.fake.when_call(0))
+        rig.run(call.answer())
+        stream = rig.run(call.when_stream())
+        rig.until(lambda: voice.sessions and voice.sessions[0].spoken)
+        (session,) = voice.sessions
+        self.assertEqual(session.spoken, ["Your parcel has arrived."])
+        session.answer("Your parcel has arrived.", 0.8)
+        rig.run(stream.when_mark_echoed("r1:end"))
+        rig.until(lambda: not rig.manager.live_calls())
+        final = rig.record(record.call_id)
+        self.assertEqual(final.state, CallState.HANGUP_BOT)
+        self.assertEqual([e.text for e in final.transcript], ["Your parcel has arrived."])
+        self.assertTrue(session.closed)
