@@ -73,7 +73,9 @@ class RealtimeOnTwilio(TestCase):
         rig.until(lambda: self.live(rig).transcript[-1].speaker == USER)
         rig.reactor.advance(0.3)
         session.answer("It is noon.", 0.5)
+        rig.until(lambda: self.live(rig).state == CallState.SPEAKING)
         rig.run(stream.when_mark_echoed("r2:end"))
+        rig.until(lambda: self.live(rig).state == CallState.LISTENING)
         rig.until(lambda: self.live(rig).transcript[-1].text == "It is noon.")
         self.assertEqual(asked, [])
         stages = self.live(rig).metadata["lastTurnLatency"]

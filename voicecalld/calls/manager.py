@@ -30,7 +30,7 @@ from voicecalld.calls.lifecycle import Lifecycle, LifeInput, Why
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.registry import LiveRegistry
 from voicecalld.calls.restore import Restorer
-from voicecalld.calls.speaking import Mouth
+from voicecalld.calls.speaking import Mouth, idle_state, moved
 from voicecalld.calls.tools import RealtimeTools
 from voicecalld.calls.turns import BargeIn, TurnEngine
 from voicecalld.config.model import VoiceCallSettings
@@ -404,6 +404,8 @@ class CallManager:
             await self._journal.change(live, lambda r: Change(r.with_entry(entry), (entry,)), keys)
         elif isinstance(event, ev.Failed):
             await self._failed(live, event, keys)
+        elif isinstance(event, ev.ModelSpeaking):
+            await self._journal.change(live, lambda r: moved(r, CallState.SPEAKING), keys)
         elif isinstance(event, ev.ModelSpeech):
             await self._model_speech(live, event, keys)
         elif isinstance(event, ev.ToolCall):
@@ -446,12 +448,13 @@ class CallManager:
         stages = event.stages
 
         def said(record: CallRecord) -> Change | None:
+            record = moved(record, idle_state(live))
             if stages:
                 record = record.with_metadata(
                     lastTurnLatency=stages, turnCount=int(record.metadata.get("turnCount", 0)) + 1
                 )
             if not text:
-                return Change(record, ()) if stages else None
+                return Change(record, ())
             return Change(record.with_entry(entry), (entry,))
 
         await self._journal.change(live, said, keys)

@@ -102,6 +102,7 @@ class _Response:
         self.played = False  # its end mark came back (or was given up on)
         self.done = False  # the vendor's response is over (transcript known)
         self.reported = False
+        self.announced = False  # a ModelSpeaking event went out for it
         self.caller_stopped_at: float | None = None
         self.timer: IDelayedCall | None = None
         # Waiting for a transcript that trails the response's end (and whether it did).
@@ -446,6 +447,9 @@ class RealtimeBridge:
     def _first_frame(self, response: _Response, now: float) -> None:
         response.first_frame_at = now
         response.base_frames = self._pacer.frames_sent
+        if response.request is None and not response.reported:
+            response.announced = True
+            self._media.emit(ev.ModelSpeaking(**self._media.ids()))
 
     def _heard_bytes(self, response: _Response, now: float) -> int:
         """What the caller heard of C{response} by C{now}, capped at what was sent."""
@@ -512,7 +516,7 @@ class RealtimeBridge:
                     first_frame_at=response.first_frame_at,
                 )
             )
-        elif said:
+        elif said or response.announced:
             self._media.emit(
                 ev.ModelSpeech(
                     text=heard,

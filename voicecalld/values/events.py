@@ -103,6 +103,11 @@ class Failed(CallEvent):
 
 
 @frozen(kw_only=True)
+class ModelSpeaking(CallEvent):
+    """A realtime model's own response began playing to the caller (a L{ModelSpeech} follows)."""
+
+
+@frozen(kw_only=True)
 class ModelSpeech(CallEvent):
     """
     A realtime model said something of its own accord (not asked by a
