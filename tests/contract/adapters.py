@@ -41,9 +41,10 @@ class Adapter:
         self.test = test
         self.rig: Any = None
 
-    def start(self, config: dict[str, Any], streaming: bool) -> Deferred:
-        """Build and start the carrier's rig; fires with this adapter."""
-        d = self.rig_class(self.test, config, streaming).start()
+    def start(self, config: dict[str, Any], streaming: bool, realtime: Any = None) -> Deferred:
+        """Build and start the carrier's rig (with a realtime voice, if given); fires with this."""
+        options = {"realtime": realtime} if realtime is not None else {}
+        d = self.rig_class(self.test, config, streaming, **options).start()
         return d.addCallback(self._started)
 
     def _started(self, rig: Any) -> Adapter:
@@ -184,12 +185,14 @@ class TwilioAdapter(Adapter):
     name = "twilio"
     rig_class = rigs.Rig
 
-    def start(self, config: dict[str, Any], streaming: bool) -> Deferred:
+    def start(self, config: dict[str, Any], streaming: bool, realtime: Any = None) -> Deferred:
         # A call screened by answering-machine detection holds on <Pause>
         # until the result: those pauses run in real time (the result's REST
         # update cuts them short), where elsewhere they are instant.
         screened = bool(config.get("outbound", {}).get("machineDetection"))
-        rig = self.rig_class(self.test, config, streaming, 1.0 if screened else 0.0)
+        rig = self.rig_class(
+            self.test, config, streaming, 1.0 if screened else 0.0, realtime=realtime
+        )
         return rig.start().addCallback(self._started)
 
     def heard(self, call: Any) -> list[str]:

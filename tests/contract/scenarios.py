@@ -11,9 +11,11 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from tests.contract.adapters import Adapter
+from tests.fakes.realtime_voice import ScriptedVoice
 from tests.waiting import wait_for
 from voicecalld.calls.policy import digits
 from voicecalld.errors import ProviderError
+from voicecalld.realtime.interface import END_CALL_TOOL
 from voicecalld.values.record import BOT, USER
 from voicecalld.values.states import CallState
 
@@ -464,3 +466,87 @@ class Contract:
         yield wait_for(lambda: not a.manager.live_calls())
         self.assertEqual((yield a.record(alive.call_id)).state, a.caller_hangup_state)
         self.flushLoggedErrors()
+
+    # Realtime: the call is one speech-to-speech session on the carrier's stream.
+
+    @inlineCallbacks
+    def test_realtime_call(self):
+        voice = ScriptedVoice()
+        a = yield self.adapter(self).start({}, False, realtime=voice)
+        record = yield a.place(GREETING, "conversation")
+        call = yield a.fake.when_call(0)
+        yield call.answer()
+        stream = yield call.when_stream()
+        yield wait_for(lambda: voice.sessions and voice.sessions[0].spoken, what="greeting asked")
+        (session,) = voice.sessions
+        self.assertEqual(session.spoken, [GREETING])
+        session.answer(GREETING, 0.3)
+        yield stream.when_mark_echoed("r1:end")
+        self.assertEqual(
+            a.heard(call), [], "the greeting went over the stream, in the model's voice"
+        )
+        self.assertEqual(stream.outbound_audio.count(b"\x10"), 2400)
+        # The caller speaks; the model hears and answers.
+        stream.send_audio(b"\x55" * 800)
+        yield wait_for(lambda: len(session.audio) >= 800, what="caller audio at the model")
+        session.listener.speech_started()
+        session.listener.speech_stopped()
+        session.listener.user_transcript("Book a table for two.")
+        session.answer("Booked for two.", 0.2)
+        yield stream.when_mark_echoed("r2:end")
+        yield wait_for(
+            lambda: a.manager.live_calls()[0].transcript[-1].text == "Booked for two.",
+            what="the model's line in the transcript",
+        )
+        said = [(e.speaker, e.text) for e in a.manager.live_calls()[0].transcript]
+        self.assertEqual(said[-2:], [(USER, "Book a table for two."), (BOT, "Booked for two.")])
+        # The caller cuts the model off.
+        before = len(stream.outbound_audio)
+        session.answer("one two three four five six seven eight", 2.0, done=False)
+        yield stream.when_audio(before + 8000)
+        session.listener.speech_started()
+        yield stream.when_clear()
+        (heard_ms,) = session.truncated
+        self.assertGreater(heard_ms, 100)
+        self.assertLess(heard_ms, 2000)
+        session.finish("one two three four five six seven eight")
+        # The model says goodbye and hangs up.
+        session.answer("Goodbye.", 0.3, done=False)
+        session.listener.tool_call("fc-1", END_CALL_TOOL, {})
+        session.finish("Goodbye.")
+        yield call.when_ended()
+        yield wait_for(lambda: not a.manager.live_calls(), what="the call's end")
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.HANGUP_BOT)
+        self.assertEqual(final.transcript[-1].text, "Goodbye.")
+        self.assertTrue(any(e.interrupted for e in final.transcript), final.transcript)
+        self.assertFalse(a.carrier_live(call))
+        self.assertEqual(a.fake.errors, [])
+
+    @inlineCallbacks
+    def test_realtime_inbound_and_the_vendor_ending_the_session(self):
+        voice = ScriptedVoice()
+        config = {
+            "inboundPolicy": "allowlist",
+            "allowFrom": [CALLER],
+            "inboundGreeting": "Welcome to Acme.",
+        }
+        a = yield self.adapter(self).start(config, False, realtime=voice)
+        call = yield a.inbound(CALLER)
+        stream = yield call.when_stream()
+        yield wait_for(lambda: voice.sessions and voice.sessions[0].spoken, what="greeting asked")
+        (session,) = voice.sessions
+        self.assertEqual(session.spoken, ["Welcome to Acme."])
+        session.answer("Welcome to Acme.", 0.2)
+        yield stream.when_mark_echoed("r1:end")
+        self.assertEqual(a.heard(call), [])
+        (live,) = a.manager.live_calls()
+        yield wait_for(lambda: a.manager.live_calls()[0].transcript, what="the greeting stored")
+        self.assertEqual(a.manager.live_calls()[0].transcript[0].text, "Welcome to Acme.")
+        session.vendor_close("the model's session expired")
+        yield call.when_ended()
+        yield wait_for(lambda: not a.manager.live_calls(), what="the call's end")
+        final = yield a.record(live.call_id)
+        self.assertEqual(final.state, CallState.ERROR)
+        self.assertIn("the model's session expired", final.end_detail)
+        self.assertFalse(a.carrier_live(call))

@@ -59,6 +59,8 @@ class MockContract(Contract, TestCase):
     test_a_streamed_call_at_a_machine_speaks_after_the_beep = _not_for_the_mock(_NO_AMD)
     test_a_conversation_at_a_machine_ends_as_voicemail = _not_for_the_mock(_NO_AMD)
     test_a_conversation_at_a_machine_can_leave_its_message = _not_for_the_mock(_NO_AMD)
+    test_realtime_call = _not_for_the_mock(_NO_CARRIER)
+    test_realtime_inbound_and_the_vendor_ending_the_session = _not_for_the_mock(_NO_CARRIER)
     test_ring_timeout = _not_for_the_mock("the mock leaves only numbers ending 0001 unanswered")
     test_restart_reconciles_with_the_carrier = _not_for_the_mock(
         "the mock keeps no call list: a call is over only if its id says so"

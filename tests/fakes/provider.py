@@ -38,6 +38,7 @@ class RecordingProvider:
         self.dial_result: Deferred[str] | None = None
         self.store_seen_at_dial: list[Any] = []
         self.on_dial = None
+        self.realtime_calls = False
 
     def start(self, sink: Any, directory: ICallDirectory) -> None:
         self.sink = sink
@@ -125,6 +126,12 @@ class RecordingProvider:
 
     def forget(self, record: CallRecord) -> None:
         self.requests.append(("forget", record.call_id))
+
+    def realtime(self, record: CallRecord) -> bool:
+        return self.realtime_calls
+
+    def tool_result(self, record: CallRecord, tool_call_id: str, output: dict) -> None:
+        self.requests.append(("tool_result", record.call_id, tool_call_id, output))
 
     def kinds(self) -> list[str]:
         """The names of the requests made so far, in order."""

@@ -205,9 +205,17 @@ class MemoryRig:
         config: dict[str, Any],
         streaming: bool = True,
         pause_scale: float = 0.0,
+        realtime: Any = None,
     ) -> None:
         self.test = test
         self.url = self.URL
+        if realtime is not None:
+            streaming = False
+            config = {
+                "inboundPolicy": "open",
+                **config,
+                "realtime": {"enabled": True, **config.get("realtime", {})},
+            }
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_800_000_000)
         self.notices: list[Any] = []
@@ -248,6 +256,7 @@ class MemoryRig:
             http=self.api,
             tts=self.tts if streaming else None,
             stt=self.stt if streaming else None,
+            realtime=realtime,
         )
         self.store = SQLiteCallStore(test.mktemp(), SynchronousRunner())
         test.successResultOf(self.store.open())
@@ -389,9 +398,22 @@ class Rig:
     """
 
     def __init__(
-        self, test: TestCase, config: dict[str, Any], streaming: bool, pause_scale: float = 0.0
+        self,
+        test: TestCase,
+        config: dict[str, Any],
+        streaming: bool,
+        pause_scale: float = 0.0,
+        realtime: Any = None,
     ) -> None:
         self.test = test
+        self.realtime = realtime
+        if realtime is not None:
+            streaming = False
+            config = {
+                "inboundPolicy": "open",
+                **config,
+                "realtime": {"enabled": True, **config.get("realtime", {})},
+            }
         self.config = config
         self.streaming = streaming
         self.pause_scale = pause_scale
@@ -426,6 +448,7 @@ class Rig:
             http=self.http,
             tts=self.tts if self.streaming else None,
             stt=self.stt if self.streaming else None,
+            realtime=self.realtime,
         )
         self.store = SQLiteCallStore(self.test.mktemp(), SynchronousRunner())
         yield self.store.open()

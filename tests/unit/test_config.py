@@ -122,7 +122,7 @@ class ErasTests(TestCase):
         self.assertEqual(s.realtime.tool_policy, "safe-read-only")
         self.assertEqual(s.webhook_security.trusted_proxy_ips, ("10.0.0.2",))
         self.assertEqual(loaded.notes, ())
-        self.assertEqual([n.split(":")[0] for n in unbuilt_notes(loaded)], [f"{PLUGIN}.realtime.*"])
+        self.assertEqual(unbuilt_notes(loaded), [])
 
     def test_bare_plugin_config(self):
         loaded = load_config(str(FIXTURES / "bare-plugin.json5"), {})
@@ -224,10 +224,58 @@ class StrictnessTests(TestCase):
                 }
             ),
         )
-        self.assertIn(
-            "cannot both be true",
-            error({"realtime": {"enabled": True}, "streaming": {"enabled": True}}),
+        both = error(
+            {"inboundPolicy": "open", "realtime": {"enabled": True}, "streaming": {"enabled": True}}
         )
+        self.assertIn("realtime.enabled: realtime.enabled and streaming.enabled cannot both", both)
+        self.assertIn("/etc/openclaw.json", both)
+
+    def test_realtime_runs_on_every_carrier(self):
+        for provider, block in (
+            ("twilio", {"twilio": {"accountSid": "a", "authToken": "b"}}),
+            ("telnyx", {"telnyx": {"apiKey": "k", "connectionId": "c"}}),
+            ("plivo", {"plivo": {"authId": "MA1", "authToken": "t"}}),
+        ):
+            loaded = parse_config(
+                {
+                    "provider": provider,
+                    "fromNumber": "+15550001234",
+                    "skipSignatureVerification": True,
+                    "inboundPolicy": "open",
+                    "realtime": {"enabled": True, "providers": {"openai": {}}},
+                    **block,
+                },
+                None,
+                {},
+            )
+            self.assertEqual(unbuilt_notes(loaded), [], provider)
+
+    def test_realtime_that_will_be_skipped_is_a_warning(self):
+        on = {"inboundPolicy": "open", "realtime": {"enabled": True}}
+        (mock,) = unbuilt_notes(parse_config(on, None, {}))
+        self.assertIn("realtime.enabled: realtime voice needs a carrier's media stream", mock)
+        carrier = {
+            **on,
+            "provider": "twilio",
+            "fromNumber": "+15550001234",
+            "twilio": {"accountSid": "a", "authToken": "b"},
+        }
+        unknown = {**carrier, "realtime": {"enabled": True, "provider": "acme"}}
+        (note,) = unbuilt_notes(parse_config(unknown, None, {}))
+        self.assertIn("realtime.provider: unknown realtime provider 'acme'", note)
+        self.assertIn("realtime is skipped", note)
+        (none,) = unbuilt_notes(parse_config(carrier, None, {}))
+        self.assertIn("no realtime provider is configured", none)
+        named = {**carrier, "realtime": {"enabled": True, "provider": "openai"}}
+        (missing,) = unbuilt_notes(parse_config(named, None, {}))
+        self.assertIn("realtime.providers.openai: realtime.provider is 'openai'", missing)
+
+    def test_realtime_parts_not_built_are_named(self):
+        loaded = parse_config(
+            {"realtime": {"agentContext": {"enabled": True}, "consultFastMode": True}}, None, {}
+        )
+        notes = [n.split(":")[0] for n in unbuilt_notes(loaded)]
+        self.assertEqual(notes, ["realtime.agentContext", "realtime.consultThinkingLevel"])
 
     def test_disabled_configs_skip_provider_checks(self):
         s = parse_config({"enabled": False, "provider": "twilio"}, None, {}).settings

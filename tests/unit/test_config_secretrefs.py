@@ -78,8 +78,11 @@ def test_each_upstream_place_takes_a_reference():
     s = load(whole({**streaming("k"), "tts": tts}), environ).settings
     assert s.tts.providers["openai"].api_key.reveal() == SECRET
     assert s.tts.providers["elevenlabs"].api_key.reveal() == SECRET
-    realtime = {"providers": {"openai": {"apiKey": env_ref("K"), "model": "gpt-realtime"}}}
-    s = load(whole(twilio("t", realtime=realtime)), environ).settings
+    realtime = {
+        "enabled": True,
+        "providers": {"openai": {"apiKey": env_ref("K"), "model": "gpt-realtime"}},
+    }
+    s = load(whole(twilio("t", realtime=realtime, inboundPolicy="open")), environ).settings
     assert s.realtime.providers["openai"].api_key.reveal() == SECRET
 
 

@@ -265,6 +265,35 @@ def _telnyx_dialect(test: TestCase) -> Any:
     return TelnyxDialect(_telnyx_provider(test))
 
 
+def _media_line(clock: Clock) -> Any:
+    """Just enough of a media session for a realtime bridge."""
+    from voicecalld.media.pacing import FramePacer, PacingClock
+
+    pacer = FramePacer(clock, PacingClock(clock), lambda frame: None, lambda name: None)
+    return SimpleNamespace(
+        call_id="call-1",
+        pacer=pacer,
+        socket=SimpleNamespace(send_clear=lambda: None),
+        emit=lambda event: None,
+        ids=lambda: {"call_id": "call-1", "provider_call_id": None},
+    )
+
+
+def _realtime_bridge(test: TestCase) -> Any:
+    from tests.fakes.realtime_voice import ScriptedVoice
+    from voicecalld.realtime.bridge import RealtimeBridge
+    from voicecalld.realtime.interface import RealtimeSetup
+
+    clock = Clock()
+    bridge = RealtimeBridge(_media_line(clock), ScriptedVoice(), RealtimeSetup("Be brief."), clock)
+    test.addCleanup(bridge.close)
+    return bridge
+
+
+def _scripted_session(test: TestCase) -> Any:
+    return _realtime_bridge(test).session
+
+
 def _plain(name: str, *args: Callable[[], Any]) -> Callable[[TestCase], Any]:
     """A builder for C{module:Class} called with C{args} (each made fresh)."""
     module, cls = name.split(":")
@@ -320,6 +349,9 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.realtime.openai:OpenAIRealtimeVoice": _realtime_voice,
     "voicecalld.realtime.google:GeminiLiveSession": _gemini_session,
     "voicecalld.realtime.google:GeminiLiveVoice": _gemini_voice,
+    "voicecalld.realtime.bridge:RealtimeBridge": _realtime_bridge,
+    "tests.fakes.realtime_voice:ScriptedVoice": _plain("tests.fakes.realtime_voice:ScriptedVoice"),
+    "tests.fakes.realtime_voice:ScriptedSession": _scripted_session,
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,

@@ -54,9 +54,19 @@ class Rig:
         fake: FakePlivo | None = None,
         store_path: str | None = None,
         port: int = 0,
+        realtime: Any = None,
     ) -> None:
         self.test = test
-        self.config = config or {}
+        self.realtime = realtime
+        config = config or {}
+        if realtime is not None:
+            streaming = False
+            config = {
+                "inboundPolicy": "open",
+                **config,
+                "realtime": {"enabled": True, **config.get("realtime", {})},
+            }
+        self.config = config
         self.streaming = streaming
         self.fake = fake
         self.store_path = store_path or test.mktemp()
@@ -86,6 +96,7 @@ class Rig:
             http=StubTreq(self.fake.resource),
             tts=self.tts if self.streaming else None,
             stt=self.stt if self.streaming else None,
+            realtime=self.realtime,
         )
         self.store = SQLiteCallStore(self.store_path, SynchronousRunner())
         yield self.store.open()

@@ -72,9 +72,22 @@ class Rig:
     """The daemon's wiring for Telnyx, with the fake on the other side."""
 
     def __init__(
-        self, test: TestCase, config: dict[str, Any], streaming: bool, key_form: str = "base64"
+        self,
+        test: TestCase,
+        config: dict[str, Any],
+        streaming: bool,
+        key_form: str = "base64",
+        realtime: Any = None,
     ) -> None:
         self.test = test
+        self.realtime = realtime
+        if realtime is not None:
+            streaming = False
+            config = {
+                "inboundPolicy": "open",
+                **config,
+                "realtime": {"enabled": True, **config.get("realtime", {})},
+            }
         self.config = config
         self.streaming = streaming
         self.key_form = key_form
@@ -112,6 +125,7 @@ class Rig:
             http=StubTreq(self.fake.resource),
             tts=self.tts if self.streaming else None,
             stt=self.stt if self.streaming else None,
+            realtime=self.realtime,
         )
         self.store_path = store_path or self.test.mktemp()
         yield self._manager()

@@ -11,6 +11,7 @@ import sys
 
 from voicecalld.calls.lifecycle import LIFE_TABLE
 from voicecalld.calls.machine import to_dot
+from voicecalld.calls.realtime_table import SESSION_TABLE
 from voicecalld.calls.turns import TURN_TABLE
 
 _RENDER = "Render with: dot -Tsvg {name} -o {svg}"
@@ -33,6 +34,14 @@ DIAGRAMS = {
         "The conversation turn (voicecalld/calls/turns.py, TURN_TABLE): one edge\n"
         "per move, labelled inputs / outputs.  Inputs that are expected in a state\n"
         "and change nothing there are in the table but not drawn.",
+    ),
+    "realtime.dot": (
+        "realtime",
+        SESSION_TABLE,
+        "One realtime speech-to-speech session (voicecalld/calls/realtime_table.py,\n"
+        "SESSION_TABLE, run by voicecalld/realtime/bridge.py): one edge per move,\n"
+        "labelled inputs / outputs.  Inputs that are expected in a state and change\n"
+        "nothing there are in the table but not drawn.",
     ),
 }
 

@@ -30,7 +30,8 @@ from voicecalld.calls.lifecycle import Lifecycle, LifeInput, Why
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.registry import LiveRegistry
 from voicecalld.calls.restore import Restorer
-from voicecalld.calls.speaking import Mouth
+from voicecalld.calls.speaking import Mouth, idle_state, moved
+from voicecalld.calls.tools import RealtimeTools
 from voicecalld.calls.turns import BargeIn, TurnEngine
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import (
@@ -117,6 +118,7 @@ class CallManager:
                 live, playback
             ),
             reply_timeout=self._reply_timeout,
+            realtime=provider.realtime,
         )
         self._lifecycle = Lifecycle(
             settings=settings,
@@ -124,6 +126,19 @@ class CallManager:
             registry=self._registry,
             provider=provider,
             turns=self._turns,
+            hub=self.hub,
+            clock=clock,
+        )
+        self._tools = RealtimeTools(
+            settings=settings.realtime,
+            provider=provider,
+            replies=self.replies,
+            hang_up=lambda live: self._lifecycle.feed(
+                live,
+                LifeInput.HANG_UP,
+                Why(CallState.HANGUP_BOT, "the realtime model ended the call"),
+                client=True,
+            ),
             hub=self.hub,
             clock=clock,
         )
@@ -392,6 +407,13 @@ class CallManager:
             await self._failed(live, event, keys)
         elif isinstance(event, ev.MachineDetected):
             await self._lifecycle.detected(live, event, keys)
+        elif isinstance(event, ev.ModelSpeaking):
+            await self._journal.change(live, lambda r: moved(r, CallState.SPEAKING), keys)
+        elif isinstance(event, ev.ModelSpeech):
+            await self._model_speech(live, event, keys)
+        elif isinstance(event, ev.ToolCall):
+            await self._journal.change(live, lambda r: None, keys)
+            self._tools.handle(live, event)
         else:
             await self._journal.change(live, lambda r: None, keys)
             return Outcome.IGNORED
@@ -421,6 +443,31 @@ class CallManager:
             )
             return
         self._turns.final(live, text, heard_at)
+
+    async def _model_speech(self, live: LiveCall, event: ev.ModelSpeech, keys: tuple) -> None:
+        """A realtime model's own line: stored (with its turn's latency), then published."""
+        text = event.text.strip()
+        entry = TranscriptEntry(event.at, BOT, text, interrupted=event.interrupted)
+        stages = event.stages
+
+        def said(record: CallRecord) -> Change | None:
+            record = moved(record, idle_state(live))
+            if stages:
+                record = record.with_metadata(
+                    lastTurnLatency=stages, turnCount=int(record.metadata.get("turnCount", 0)) + 1
+                )
+            if not text:
+                return Change(record, ())
+            return Change(record.with_entry(entry), (entry,))
+
+        await self._journal.change(live, said, keys)
+        if stages:
+            turn = live.turn.heard if live.turn is not None else 0
+            self.hub.publish(
+                notices.TurnMeasured(
+                    at=self._clock.seconds(), call_id=live.call_id, turn=turn, stages=stages
+                )
+            )
 
     async def _failed(self, live: LiveCall, event: ev.Failed, keys: tuple) -> None:
         await self._journal.change(live, lambda r: None, keys)

@@ -16,6 +16,11 @@ bot says (never its first words); a short backchannel ("okay", "mm-hm") said
 over the bot takes no turn.  A caller's turn said over the first words is
 held and answered when they end.  A reply overtaken by a newer caller turn
 is dropped.  Each answered turn is measured, stage by stage.
+
+On a realtime call (L{IProvider.realtime}) the model hears the caller and
+answers by itself: a caller's final words are C{HEARD}, never a reason to
+ask the reply router, and still answer a waiting C{continue}; what the bot
+is asked to say (first words, C{speak}, a prompt) is said through the model.
 """
 
 from __future__ import annotations
@@ -141,6 +146,7 @@ class TurnInput(enum.Enum):
     PARTIAL_TURN = enum.auto()  # a partial transcript that takes the turn
     BACKCHANNEL = enum.auto()  # final words that only acknowledge
     TURN = enum.auto()  # final words
+    HEARD = enum.auto()  # final words on a realtime call: the model answers them itself
     # timers
     BARGE_IN_DUE = enum.auto()
     ANSWER_TIMEOUT = enum.auto()
@@ -220,6 +226,7 @@ class TurnEngine:
         new_id: Callable[[], str],
         first_words_said: Callable[[LiveCall, Playback], None],
         reply_timeout: Callable[[CallRecord], float | None] = lambda record: None,
+        realtime: Callable[[CallRecord], bool] = lambda record: False,
     ) -> None:
         self._journal = journal
         self._mouth = mouth
@@ -232,6 +239,7 @@ class TurnEngine:
         self._new_id = new_id
         self._first_words_said = first_words_said
         self._reply_timeout = reply_timeout
+        self._realtime = realtime
 
     # -- inputs --------------------------------------------------------------
 
@@ -273,7 +281,12 @@ class TurnEngine:
         """The caller finished a turn (already in the stored transcript)."""
         turn = self.attach(live)
         turn.heard += 1
-        symbol = TurnInput.BACKCHANNEL if self.barge_in.is_backchannel(text) else TurnInput.TURN
+        if self._realtime(live.record):
+            symbol = TurnInput.HEARD
+        elif self.barge_in.is_backchannel(text):
+            symbol = TurnInput.BACKCHANNEL
+        else:
+            symbol = TurnInput.TURN
         self._feed(live, symbol, text=text, heard_at=heard_at)
 
     def expects(self, live: LiveCall, token: str | None) -> bool:
@@ -596,6 +609,9 @@ TURN_TABLE = table(
         ((S.SPEAKING,), I.SAID, T(S.IDLE)),
         ((S.SPEAKING,), I.SAYING, None),
         ((S.SPEAKING, S.IDLE, S.THINKING), I.PROMPTING, T(S.ASKING)),
+        # a realtime call: the model answers the caller; a continue still gets the words
+        ((S.START, S.GREETING, S.GREETING_HELD, S.IDLE, S.THINKING, S.SPEAKING), I.HEARD, None),
+        ((S.ASKING, S.ASKING_HELD, S.AWAITING), I.HEARD, T(S.IDLE, (O.ANSWER_WAITER,))),
         # barge-in: the caller cuts off what the bot says (never its first words)
         ((S.SPEAKING, S.ASKING), I.CALLER_STARTED, T(STAY, (O.ARM_BARGE_IN,))),
         ((S.SPEAKING, S.ASKING), I.BARGE_IN_DUE, T(STAY, (O.INTERRUPT,))),

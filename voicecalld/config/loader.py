@@ -426,13 +426,8 @@ def check_consistency(loaded: LoadedConfig) -> list[Problem]:
             problems.append(
                 Problem(
                     (*at, "realtime", "enabled"),
-                    "realtime.enabled and streaming.enabled cannot both be true",
-                )
-            )
-        if s.provider not in ("twilio", "telnyx"):
-            problems.append(
-                Problem(
-                    (*at, "provider"), 'must be "twilio" or "telnyx" when realtime.enabled is true'
+                    "realtime.enabled and streaming.enabled cannot both be true"
+                    " (pick one audio mode)",
                 )
             )
     return problems

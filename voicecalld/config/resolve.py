@@ -134,6 +134,9 @@ def inactive(settings: Any, at: Path) -> str | None:
     if at[:1] in (("streaming",), ("tts",)):
         if settings.provider == "mock" or not settings.streaming.enabled:
             return "only streaming calls read it (a carrier provider with streaming.enabled)"
+    if at[:1] == ("realtime",):
+        if settings.provider == "mock" or not settings.realtime.enabled:
+            return "only realtime calls read it (a carrier provider with realtime.enabled)"
     return None
 
 

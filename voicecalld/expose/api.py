@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from voicecalld.expose.ngrok import NgrokTunnel
 from voicecalld.expose.process import ExposeError
 from voicecalld.expose.tailscale import Tailscale, check_mode, public_base
+from voicecalld.realtime.setup import realtime_stream_path
 
 
 def _no_stop() -> Deferred[None]:
@@ -44,18 +45,6 @@ class Exposure:
     def stop(self) -> Deferred[None]:
         """Undo the exposure (stop ngrok, remove the Tailscale mounts); safe to call once."""
         return self._stop()
-
-
-def realtime_stream_path(settings: Any) -> str:
-    """C{realtime.streamPath}, or upstream's default derived from C{serve.path}."""
-    if settings.realtime.stream_path:
-        return settings.realtime.stream_path
-    path = settings.serve.path
-    if path.endswith("/webhook"):
-        return path[: -len("/webhook")] + "/stream/realtime"
-    if path == "/":
-        return "/voice/stream/realtime"
-    return path.rstrip("/") + "/stream/realtime"
 
 
 def stream_paths(settings: Any) -> list[str]:

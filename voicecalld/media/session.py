@@ -13,6 +13,12 @@ its transcripts and the caller's in-band keys as call events, speech out
 through the L{SpeechPlayer} and L{FramePacer}, marks echoed back to the
 player, and barge-in (interrupt, then the carrier's clear).
 
+With C{realtime} set (a function opening the realtime side of one media
+session, L{voicecalld.realtime.bridge.bridge_opener}), a stream opens a
+realtime speech-to-speech session instead of STT: caller audio goes to it,
+the model's audio comes back through the same pacer, and C{say} asks the
+model to speak.
+
 Events go out through the C{emit} function given (the provider's, which
 reports them to the call manager without waiting).
 """
@@ -84,6 +90,7 @@ class MediaSessions:
         *,
         tts: Any = None,
         stt: Any = None,
+        realtime: Callable[[MediaSession], Any] | None = None,
         frame_lead: float = DEFAULT_LEAD,
     ) -> None:
         self.clock = clock
@@ -91,6 +98,7 @@ class MediaSessions:
         self.emit = emit
         self.tts = tts
         self.stt = stt
+        self.realtime = realtime
         self.frame_lead = frame_lead
         self.tokens = StreamTokens(clock)
         self.ticker = PacingClock(clock)
@@ -121,8 +129,8 @@ class MediaSessions:
         """Say C{text} on the call's stream, once it is (re)connected."""
         session = self.session(call_id)
         if session is not None:
-            return session.player.say(text)
-        return self.when_connected(call_id).addCallback(lambda s: s.player.say(text))
+            return session.say(text)
+        return self.when_connected(call_id).addCallback(lambda s: s.say(text))
 
     def play(self, call_id: str, label: str, audio: bytes) -> Deferred[Playback] | None:
         """Play ready-made audio on the call's stream; None when it has no stream."""
@@ -133,7 +141,15 @@ class MediaSessions:
         """Stop what the call's stream is saying and clear the carrier's buffer."""
         session = self.session(call_id)
         if session is not None:
-            session.player.interrupt()
+            session.interrupt()
+
+    def tool_result(self, call_id: str, tool_call_id: str, output: dict[str, Any]) -> bool:
+        """Answer a realtime model's function call; False when the call has no realtime stream."""
+        session = self.session(call_id)
+        if session is None or session.voice is None:
+            return False
+        session.voice.tool_result(tool_call_id, output)
+        return True
 
     def when_connected(self, call_id: str) -> Deferred[MediaSession]:
         """The call's media stream, once it is (re)connected, within L{MEDIA_WAIT} seconds."""
@@ -201,9 +217,15 @@ class MediaSessions:
         line = self._lines.get(grant.call_id) if grant is not None else None
         if line is None:
             return "Unknown call"
-        if line.session is not None:
-            line.session.close("replaced by a new stream")
+        old = line.session
         session = MediaSession(self, line.call_id, socket)
+        if old is not None and session.voice is not None and not session.voice.opened:
+            # As upstream: a new realtime bridge that fails leaves the active one be.
+            session.voice.discard()
+            session._teardown()
+            return "the realtime session could not be opened; the call keeps its stream"
+        if old is not None:
+            old.close("replaced by a new stream")
         line.session = session
         waiters, line.waiters = line.waiters, []
         for waiting in waiters:
@@ -248,13 +270,20 @@ class MediaSession:
             sessions.clock, self.pacer, socket.send_clear, sessions.tts, self._problem
         )
         self._ids = {"call_id": call_id, "provider_call_id": socket.call_ref}
-        self.stt = sessions.stt.open_session(_Transcripts(self)) if sessions.stt else None
         self._closed = False
+        self.voice = sessions.realtime(self) if sessions.realtime is not None else None
+        self.stt = (
+            sessions.stt.open_session(_Transcripts(self))
+            if sessions.stt is not None and self.voice is None
+            else None
+        )
 
     # -- what the socket reports (a StreamHandler) -------------------------------
 
     def media(self, audio: bytes) -> None:
-        if self.stt is not None:
+        if self.voice is not None:
+            self.voice.feed(audio)
+        elif self.stt is not None:
             self.stt.feed(audio)
 
     def dtmf(self, digit: str) -> None:
@@ -262,12 +291,26 @@ class MediaSession:
 
     def mark(self, name: str) -> None:
         self.player.mark_echoed(name)
+        if self.voice is not None:
+            self.voice.mark_echoed(name)
 
     def stopped(self, reason: str) -> None:
         self._teardown()
         self.sessions._gone(self, reason)
 
     # -- ours ------------------------------------------------------------------------
+
+    def say(self, text: str) -> Deferred[Playback]:
+        """Say C{text}: through the realtime model, or synthesized by the TTS."""
+        if self.voice is not None:
+            return self.voice.say(text)
+        return self.player.say(text)
+
+    def interrupt(self) -> None:
+        """Stop what is being said now and clear the carrier's buffer."""
+        self.player.interrupt()
+        if self.voice is not None:
+            self.voice.interrupt()
 
     def emit(self, event: ev.CallEvent) -> None:
         """Report an event of this call."""
@@ -289,6 +332,8 @@ class MediaSession:
         self.player.stop()
         if self.stt is not None:
             self.stt.close()
+        if self.voice is not None:
+            self.voice.close()
 
     def _problem(self, message: str) -> None:
         self.emit(ev.Failed(message=message, retryable=True, **self._ids))

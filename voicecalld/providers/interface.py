@@ -92,6 +92,19 @@ class IProvider(Interface):
     def forget(record):
         """The call is over: drop any state kept for it."""
 
+    def realtime(record):
+        """
+        Whether the call runs as one realtime speech-to-speech session: the
+        model answers the caller itself (no reply is asked for).
+        """
+
+    def tool_result(record, tool_call_id, output):
+        """
+        Answer the realtime model's function call C{tool_call_id} (a
+        L{ToolCall} event) with C{output}, a JSON-able dict; dropped if the
+        call's session is gone.
+        """
+
 
 class ISimulator(Interface):
     """A provider whose callers can be played from the control socket (the mock)."""

@@ -188,6 +188,12 @@ class MockProvider:
     def web_resources(self) -> dict[str, resource.IResource]:
         return {self._webhook_path: MockWebhook(self._emit)}
 
+    def realtime(self, record: CallRecord) -> bool:
+        return False
+
+    def tool_result(self, record: CallRecord, tool_call_id: str, output: dict) -> None:
+        """The mock runs no realtime sessions."""
+
     def forget(self, record: CallRecord) -> None:
         self.interrupt(record)
         for timer in self._timers.pop(record.call_id, []):

@@ -19,18 +19,22 @@ def _mock(loaded: LoadedConfig, reactor: IReactorTime) -> IProvider:
 
 
 def _carrier_options(loaded: LoadedConfig, reactor: IReactorTime) -> dict[str, Any]:
-    """What every carrier provider is built with: its URLs and, when streaming, TTS and STT."""
+    """What every carrier provider is built with: URLs, TTS and STT, or the realtime voice."""
     from voicecalld.expose import local_exposure
+    from voicecalld.realtime.factory import make_realtime
     from voicecalld.voice.stt_factory import make_stt
     from voicecalld.voice.tts_factory import make_tts
 
     settings = loaded.settings
-    streaming = settings.streaming.enabled
+    realtime = make_realtime(settings.realtime, reactor)
+    # Realtime calls need no TTS or STT: the model hears and speaks.
+    streaming = settings.streaming.enabled and realtime is None
     return {
         "public_url": settings.public_url or local_exposure(settings).public_url,
         "known_public_url": settings.public_url,
         "tts": make_tts(settings.tts, reactor) if streaming else None,
         "stt": make_stt(settings.streaming, reactor) if streaming else None,
+        "realtime": realtime,
         "frame_lead": settings.streaming.frame_lead_ms / 1000.0,
     }
 

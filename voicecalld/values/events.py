@@ -10,7 +10,9 @@ across restarts.
 
 from __future__ import annotations
 
-from attrs import frozen
+from typing import Any
+
+from attrs import field, frozen
 
 from voicecalld.values.states import CallState
 
@@ -120,6 +122,35 @@ class Failed(CallEvent):
 
     message: str
     retryable: bool = False
+
+
+@frozen(kw_only=True)
+class ModelSpeaking(CallEvent):
+    """A realtime model's own response began playing to the caller (a L{ModelSpeech} follows)."""
+
+
+@frozen(kw_only=True)
+class ModelSpeech(CallEvent):
+    """
+    A realtime model said something of its own accord (not asked by a
+    client): C{text} is what the caller heard of it, C{at} when its audio
+    started; C{stages} are the turn's latency stages (ms) when it answered
+    the caller.
+    """
+
+    text: str
+    at: float
+    interrupted: bool = False
+    stages: dict[str, float] | None = None
+
+
+@frozen(kw_only=True)
+class ToolCall(CallEvent):
+    """A realtime model called function C{name}; answer with C{IProvider.tool_result}."""
+
+    tool_call_id: str
+    name: str
+    arguments: dict[str, Any] = field(factory=dict)
 
 
 @frozen

@@ -71,6 +71,7 @@ class CarrierProvider:
         known_public_url: str | None,
         tts: Any,
         stt: Any,
+        realtime: Any = None,
         frame_lead: float = DEFAULT_LEAD,
     ) -> None:
         self.settings = settings
@@ -79,7 +80,20 @@ class CarrierProvider:
         self.known_public_url = known_public_url
         self.tts = tts
         self.stt = stt
-        self.streaming = settings.streaming.enabled and tts is not None and stt is not None
+        # A realtime voice (IRealtimeVoice): every call is one model session on its stream.
+        self.realtime_voice = realtime
+        # Whether calls run over a media stream (streaming STT + TTS, or realtime).
+        self.streaming = realtime is not None or (
+            settings.streaming.enabled and tts is not None and stt is not None
+        )
+        opener = None
+        if realtime is not None:
+            from voicecalld.realtime.bridge import bridge_opener
+            from voicecalld.realtime.setup import realtime_setup
+
+            opener = bridge_opener(
+                realtime, lambda call_id: realtime_setup(settings.realtime, call_id), clock
+            )
         self.media = MediaSessions(
             clock,
             limits_from(settings.streaming),
@@ -87,6 +101,7 @@ class CarrierProvider:
             self.emit_later,
             tts=tts,
             stt=stt,
+            realtime=opener,
             frame_lead=frame_lead,
         )
         self._sink: Sink | None = None
@@ -119,7 +134,15 @@ class CarrierProvider:
     def stream_url(self) -> str:
         """C{wss://<public host><streamPath>} (carriers require wss; some drop queries)."""
         host = urlsplit(self.public_url).netloc
-        return f"wss://{host}{self.settings.streaming.stream_path}"
+        return f"wss://{host}{self.media_path()}"
+
+    def media_path(self) -> str:
+        """Where media streams connect: C{realtime.streamPath} for realtime calls."""
+        if self.realtime_voice is not None:
+            from voicecalld.realtime.setup import realtime_stream_path
+
+            return realtime_stream_path(self.settings)
+        return self.settings.streaming.stream_path
 
     # -- IProvider -------------------------------------------------------------------
 
@@ -193,9 +216,21 @@ class CarrierProvider:
             public_url=self.known_public_url,
         )
         resources: dict[str, Any] = {self.settings.serve.path: self._webhook}
-        if self.settings.streaming.enabled:
-            resources[self.settings.streaming.stream_path] = WebSocketResource(self.media.factory)
+        if self.settings.streaming.enabled or self.realtime_voice is not None:
+            resources[self.media_path()] = WebSocketResource(self.media.factory)
         return resources
+
+    def realtime(self, record: CallRecord) -> bool:
+        return self.realtime_voice is not None
+
+    def tool_result(self, record: CallRecord, tool_call_id: str, output: dict[str, Any]) -> None:
+        if not self.media.tool_result(record.call_id, tool_call_id, output):
+            self.log.info(
+                "result of tool call {tool} on {call_id} dropped: no realtime stream",
+                tool=tool_call_id,
+                call_id=record.call_id,
+                log_code="realtime.result_dropped",
+            )
 
     def forget(self, record: CallRecord) -> None:
         call = self._calls.pop(record.call_id, None)

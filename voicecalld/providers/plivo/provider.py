@@ -122,6 +122,7 @@ class PlivoProvider(DocumentProvider):
         http: Any = treq,
         tts: Any = None,
         stt: Any = None,
+        realtime: Any = None,
         frame_lead: float = DEFAULT_LEAD,
     ) -> None:
         super().__init__(
@@ -132,6 +133,7 @@ class PlivoProvider(DocumentProvider):
             known_public_url=known_public_url,
             tts=tts,
             stt=stt,
+            realtime=realtime,
             frame_lead=frame_lead,
         )
         plivo = settings.plivo

@@ -121,6 +121,7 @@ class TelnyxProvider(CarrierProvider):
         http: Any = treq,
         tts: Any = None,
         stt: Any = None,
+        realtime: Any = None,
         frame_lead: float = DEFAULT_LEAD,
     ) -> None:
         super().__init__(
@@ -131,6 +132,7 @@ class TelnyxProvider(CarrierProvider):
             known_public_url=known_public_url,
             tts=tts,
             stt=stt,
+            realtime=realtime,
             frame_lead=frame_lead,
         )
         telnyx = settings.telnyx

@@ -106,6 +106,7 @@ class TwilioProvider(DocumentProvider):
         http: Any = treq,
         tts: Any = None,
         stt: Any = None,
+        realtime: Any = None,
         frame_lead: float = DEFAULT_LEAD,
     ) -> None:
         super().__init__(
@@ -116,6 +117,7 @@ class TwilioProvider(DocumentProvider):
             known_public_url=known_public_url,
             tts=tts,
             stt=stt,
+            realtime=realtime,
             frame_lead=frame_lead,
         )
         twilio = settings.twilio
