@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
+from voicecalld.calls.routes import consult_context, responder_context
 from voicecalld.control import commands as c
 from voicecalld.control.guard import GuardedAMP
 from voicecalld.errors import ExposeFailed, InvalidArgument, NotAllowed
@@ -157,22 +158,21 @@ class RemoteResponder:
         return f"the responder connected from {self._protocol.peer}"
 
     def generate_reply(self, record: CallRecord) -> Deferred:
-        s = self._protocol.manager.settings
-        route = s.numbers.get(record.to_number) if record.direction == "inbound" else None
-        context = {
-            "agentId": (route and route.agent_id) or s.agent_id,
-            "sessionScope": s.session_scope,
-            "responseModel": (route and route.response_model) or s.response_model,
-            "responseSystemPrompt": (
-                (route and route.response_system_prompt) or s.response_system_prompt
-            ),
-            "responseTimeoutMs": (route and route.response_timeout_ms) or s.response_timeout_ms,
-        }
         d = self._protocol.callRemote(
             c.GenerateReply,
             callId=record.call_id,
             call=record.to_json(),
-            context={k: v for k, v in context.items() if v is not None},
+            context=responder_context(self._protocol.manager.settings, record),
+        )
+        return d.addCallback(lambda answer: answer.get("text"))
+
+    def consult(self, record: CallRecord, question: str) -> Deferred:
+        d = self._protocol.callRemote(
+            c.Consult,
+            callId=record.call_id,
+            call=record.to_json(),
+            question=question,
+            context=consult_context(self._protocol.manager.settings, record),
         )
         return d.addCallback(lambda answer: answer.get("text"))
 
