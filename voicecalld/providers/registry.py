@@ -22,14 +22,14 @@ def _carrier_options(loaded: LoadedConfig, reactor: IReactorTime) -> dict[str, A
     """What every carrier provider is built with: its URLs and, when streaming, TTS and STT."""
     from voicecalld.expose import local_exposure
     from voicecalld.voice.stt_factory import make_stt
-    from voicecalld.voice.tts_factory import make_tts
+    from voicecalld.voice.tts_factory import make_call_voices
 
     settings = loaded.settings
     streaming = settings.streaming.enabled
     return {
         "public_url": settings.public_url or local_exposure(settings).public_url,
         "known_public_url": settings.public_url,
-        "tts": make_tts(settings.tts, reactor) if streaming else None,
+        "tts": make_call_voices(settings, reactor) if streaming else None,
         "stt": make_stt(settings.streaming, reactor) if streaming else None,
         "frame_lead": settings.streaming.frame_lead_ms / 1000.0,
     }
