@@ -20,7 +20,8 @@ from voicecalld.config import ConfigError, parse_config
 from voicecalld.config.features import UNBUILT
 from voicecalld.control import commands as c
 from voicecalld.control.client import ControlClient
-from voicecalld.errors import Cancelled, Timeout
+from voicecalld.errors import Cancelled, InvalidArgument, NotAllowed, Timeout
+from voicecalld.providers.mock import MockProvider
 from voicecalld.values import events as ev
 from voicecalld.values.route import route_of
 from voicecalld.voice.chat import make_chat_responder
@@ -284,3 +285,39 @@ class PerNumberTts(TestCase):
         self.assertEqual(voices.for_record(h.stored(sales)), "sales tts")
         self.assertEqual(voices.for_record(h.stored(support)), "plugin tts")
         self.assertEqual(voices.for_record(h.stored(outbound.call_id)), "plugin tts")
+
+
+class SimulatedConsult(TestCase):
+    """`voicecall simulate consult` puts a question to the call's agent on the mock provider."""
+
+    def test_answered_by_the_routes_agent(self):
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        f = Fixture(self, CONFIG, provider=MockProvider(clock), clock=clock)
+        asked = []
+
+        def consult(callId, call, question, context):
+            asked.append((callId, question, context["agentId"]))
+            return {"text": "Tuesday."}
+
+        _server, client, pump = connect(f.factory, ControlClient(on_consult=consult))
+        self.successResultOf(f.call(client, pump, c.RegisterResponder, name="t"))
+        rang = self.successResultOf(
+            f.call(client, pump, c.Simulate, action="inbound", From=CALLER, to=SALES)
+        )
+        call_id = rang["callId"]
+        answer = self.successResultOf(
+            f.call(client, pump, c.Simulate, action="consult", callId=call_id, text="When?")
+        )
+        self.assertEqual(answer["text"], "Tuesday.")
+        self.assertEqual(asked, [(call_id, "When?", "sales")])
+        self.failureResultOf(
+            f.call(client, pump, c.Simulate, action="consult", callId=call_id), InvalidArgument
+        )
+
+    def test_only_on_the_mock_provider(self):
+        f = Fixture(self, CONFIG)
+        _server, client, pump = connect(f.factory)
+        self.failureResultOf(
+            f.call(client, pump, c.Simulate, action="consult", callId="x", text="q"), NotAllowed
+        )

@@ -145,7 +145,10 @@ class Event(amp.Command):
 
 
 class Simulate(amp.Command):
-    """Mock provider only: play the caller's side (inbound, say, dtmf, hangup)."""
+    """
+    Mock provider only: play the caller's side (inbound, say, dtmf, hangup),
+    or put a consult question to the responder (C{consult}; answers C{text}).
+    """
 
     arguments = [
         (b"action", _text()),
@@ -155,7 +158,7 @@ class Simulate(amp.Command):
         (b"text", _text(True)),
         (b"digits", _text(True)),
     ]
-    response = [(b"callId", _text(True))]
+    response = [(b"callId", _text(True)), (b"text", _text(True))]
     errors = ERRORS
 
 

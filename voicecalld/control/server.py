@@ -31,9 +31,9 @@ from voicecalld.calls.manager import CallManager
 from voicecalld.calls.routes import consult_context, responder_context
 from voicecalld.control import commands as c
 from voicecalld.control.guard import GuardedAMP
-from voicecalld.errors import ExposeFailed, InvalidArgument, NotAllowed
+from voicecalld.errors import CallEnded, ExposeFailed, InvalidArgument, NotAllowed
 from voicecalld.expose.process import ExposeError
-from voicecalld.providers.interface import IProvider
+from voicecalld.providers.interface import IProvider, ISimulator
 from voicecalld.values.notices import Notice, Subscribed
 from voicecalld.values.record import CallRecord
 from voicecalld.voice.replies import IResponder
@@ -299,10 +299,31 @@ class ControlProtocol(GuardedAMP):
     @c.Simulate.responder
     def simulate(self, action, callId=None, From=None, to=None, text=None, digits=None) -> Deferred:
         async def run():
+            if action == "consult":
+                return await self._simulate_consult(callId, text)
             call_id = await self.manager.simulate(action, callId, From, to, text, digits)
             return {"callId": call_id}
 
         return Deferred.fromCoroutine(run())
+
+    async def _simulate_consult(self, call_id: str | None, question: str | None) -> dict:
+        """The model's C{openclaw_agent_consult} on a live mock call, answered by the responder."""
+        if not ISimulator.providedBy(self.factory.provider):
+            raise NotAllowed(
+                "simulate works only with the mock provider"
+                f" (this daemon runs {self.factory.provider.name})"
+            )
+        if not question:
+            raise InvalidArgument("text required")
+        if not call_id:
+            raise InvalidArgument("callId required")
+        live = {r.call_id: r for r in self.manager.live_calls()}
+        record = live.get(call_id)
+        if record is None:
+            ended = await self.manager.get(call_id)
+            raise CallEnded(f"Call has ended ({ended.end_reason})")
+        answer = await self.manager.replies.consult(record, question)
+        return {"callId": call_id, "text": answer or None}
 
     @c.Expose.responder
     def expose(self, mode) -> Deferred:
