@@ -9,7 +9,13 @@ import { type CliIo, type CommandLike, registerVoiceCallCli } from "./cli.ts";
 import { createCommands } from "./commands.ts";
 import { readShimConfig } from "./config.ts";
 import { type MethodRegistrar, registerVoiceCallMethods } from "./methods.ts";
-import { type AgentRun, type AgentRuntime, createResponder, embeddedAgentRun } from "./responder.ts";
+import {
+  type AgentRun,
+  type AgentRuntime,
+  createConsultResponder,
+  createResponder,
+  embeddedAgentRun,
+} from "./responder.ts";
 import { VOICE_CALL_PARAMETERS, runVoiceCallTool } from "./tool.ts";
 
 type Logger = { info: (msg: string) => void; warn: (msg: string) => void; error?: (msg: string) => void };
@@ -100,26 +106,28 @@ export function registerVoiceCall(api: PluginApi, options: RegisterOptions = {})
   registerVoiceCallMethods(api.registerGatewayMethod, commands, config);
 
   const run = options.agentRun ?? (api.runtime ? embeddedAgentRun(api.runtime) : undefined);
+  const responderOptions = {
+    config,
+    run:
+      run ??
+      (async () => {
+        throw new Error("the gateway's agent runtime is not available");
+      }),
+    defaultAgentId: () => defaultAgentId(currentConfig(api)),
+    agentName: (id: string) => {
+      const agent = agentsOf(currentConfig(api)).find((a) => a.id === id);
+      return agent?.identity?.name ?? agent?.name;
+    },
+    log,
+  };
   const responder = new DaemonClient({
     socketPath,
     persistent: true,
     log,
     responder: {
       name: "openclaw-gateway",
-      handler: createResponder({
-        config,
-        run:
-          run ??
-          (async () => {
-            throw new Error("the gateway's agent runtime is not available");
-          }),
-        defaultAgentId: () => defaultAgentId(currentConfig(api)),
-        agentName: (id) => {
-          const agent = agentsOf(currentConfig(api)).find((a) => a.id === id);
-          return agent?.identity?.name ?? agent?.name;
-        },
-        log,
-      }),
+      handler: createResponder(responderOptions),
+      consult: createConsultResponder(responderOptions),
     },
   });
   if (api.registrationMode === undefined || api.registrationMode === "full") {
