@@ -60,9 +60,16 @@ export const CLI_DESCRIPTOR = {
   hasSubcommands: true,
 };
 
-function agentsOf(config: unknown): Array<{ id?: string; default?: boolean; name?: string; identity?: { name?: string } }> {
-  const agents = (config as { agents?: { list?: unknown } } | undefined)?.agents?.list;
-  return Array.isArray(agents) ? agents : [];
+type AgentEntry = { id?: string; default?: boolean; name?: string; identity?: { name?: string } };
+
+/** The configured agents: 2026.9's `agents.entries` (keyed by id), else the legacy `agents.list`. */
+function agentsOf(config: unknown): AgentEntry[] {
+  const agents = (config as { agents?: { entries?: unknown; list?: unknown } } | undefined)?.agents;
+  const entries = agents?.entries;
+  if (entries && typeof entries === "object" && !Array.isArray(entries)) {
+    return Object.entries(entries as Record<string, AgentEntry>).map(([id, entry]) => ({ ...entry, id }));
+  }
+  return Array.isArray(agents?.list) ? (agents.list as AgentEntry[]) : [];
 }
 
 /** The agent that answers when neither the daemon nor the plugin config names one. */
