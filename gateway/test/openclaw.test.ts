@@ -385,6 +385,15 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     assert.deepEqual(consulted, { text: "Bob checked: it ships Tuesday." });
     const consult = model.requests.at(-1).body;
     assert.match(JSON.stringify(consult.messages), /When does the new kettle ship\?/);
+    // toolPolicy safe-read-only (the default): the consult run is offered read and search tools only.
+    const toolNames = (body: any) => (body.tools ?? []).map((t: any) => t.function?.name ?? t.name);
+    const safe = ["read", "web_search", "web_fetch", "x_search", "memory_search", "memory_get"];
+    assert.deepEqual(toolNames(consult).filter((name: string) => !safe.includes(name)), []);
+    const reply = model.requests.find((r) => JSON.stringify(r.body.messages ?? []).includes("My kettle broke.")).body;
+    assert.ok(
+      toolNames(reply).some((name: string) => !safe.includes(name)),
+      `a reply runs with the agent's normal tools: ${toolNames(reply)}`,
+    );
 
     // Each agent's calls are in that agent's own per-phone voice session.
     for (const [agent, callId] of [["sales", sales], ["support", support]]) {
