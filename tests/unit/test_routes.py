@@ -274,6 +274,15 @@ class PerNumberTts(TestCase):
         self.assertIn("/etc/voicecalld.json", message)
         self.assertIn(f"numbers.{SALES}.tts.providers.openai.speakerVoce", message)
 
+    def test_legacy_voice_names_are_read_as_upstream_migrates_them(self):
+        legacy = json.loads(json.dumps(self.BASE))
+        legacy["numbers"][SALES]["tts"] = {"openai": {"voice": "shimmer"}}
+        loaded = parse_config(legacy, None, {})
+        self.assertEqual(
+            route_tts(loaded.settings, SALES).provider_settings("openai").speaker_voice, "shimmer"
+        )
+        self.assertTrue(any("numbers" in str(note) for note in loaded.notes))
+
     def test_no_longer_an_unbuilt_feature(self):
         self.assertNotIn("numbers.*.tts", [u.keys for u in UNBUILT])
 
