@@ -339,6 +339,8 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     const SUPPORT = "+15550003333";
     const CALLER = "+15557654321";
     editConfig((config) => {
+      // Direct tool schemas (not Tool Search's deferred catalog), so the test sees which tools a run is offered.
+      config.tools = { ...config.tools, toolSearch: false };
       config.agents = {
         defaults: { model: { primary: "fake/voice-model" } },
         entries: {
@@ -388,7 +390,11 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     // toolPolicy safe-read-only (the default): the consult run is offered read and search tools only.
     const toolNames = (body: any) => (body.tools ?? []).map((t: any) => t.function?.name ?? t.name);
     const safe = ["read", "web_search", "web_fetch", "x_search", "memory_search", "memory_get"];
-    assert.deepEqual(toolNames(consult).filter((name: string) => !safe.includes(name)), []);
+    assert.deepEqual(
+      toolNames(consult).filter((name: string) => !safe.includes(name)),
+      [],
+      `a consult is offered only read and search tools: ${toolNames(consult)}`,
+    );
     const reply = model.requests.find((r) => JSON.stringify(r.body.messages ?? []).includes("My kettle broke.")).body;
     assert.ok(
       toolNames(reply).some((name: string) => !safe.includes(name)),
