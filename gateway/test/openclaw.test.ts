@@ -330,8 +330,8 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     assert.equal(record.state, "listening");
 
     assert.deepEqual(JSON.parse((await call("voicecall.end", { callId })).stdout), { success: true });
-    gateway.kill("SIGTERM");
-    await waitExit(gateway, 15_000);
+    gateway!.kill("SIGTERM");
+    await waitExit(gateway!, 15_000);
   });
 
   it("two dialled numbers, two agents: each answers its own calls in its own session; a consult goes to the call's agent", async () => {
