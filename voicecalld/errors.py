@@ -99,6 +99,12 @@ class ExposeFailed(VoiceCallError):
     code = "EXPOSE_FAILED"
 
 
+class Cancelled(VoiceCallError):
+    """The work was cancelled before it finished (a responder's consult run, say)."""
+
+    code = "CANCELLED"
+
+
 class Disabled(VoiceCallError):
     """Voice calls are disabled in the config."""
 
@@ -118,6 +124,7 @@ ALL_ERRORS: tuple[type[VoiceCallError], ...] = (
     ShuttingDown,
     ExposeFailed,
     Disabled,
+    Cancelled,
     UnknownCommand,
     TooLarge,
     VoiceCallError,

@@ -28,14 +28,32 @@ export type CallRecord = {
   [key: string]: unknown;
 };
 
-/** What the daemon passes with GenerateReply. */
+/** What the daemon passes with GenerateReply (per-number route applied). */
 export type ReplyContext = {
   agentId?: string;
   sessionScope?: "per-phone" | "per-call" | "main";
   responseModel?: string;
   responseSystemPrompt?: string;
   responseTimeoutMs?: number;
+  /** The dialled number whose `numbers.<E.164>` route the call took, if any. */
+  number?: string;
 };
+
+/** What the daemon passes with Consult: the reply context plus `realtime.*` consult policy. */
+export type ConsultContext = ReplyContext & {
+  toolPolicy?: "safe-read-only" | "owner" | "none";
+  consultPolicy?: "auto" | "substantive" | "always";
+  consultThinkingLevel?: string;
+  consultFastMode?: boolean;
+};
+
+/** Answers a consult question asked during a call: the answer, or nothing. */
+export type ConsultHandler = (
+  callId: string,
+  call: CallRecord,
+  question: string,
+  context: ConsultContext,
+) => Promise<string | null | undefined>;
 
 /** Writes a reply for a conversation turn: the text to say, or nothing. */
 export type ReplyHandler = (
@@ -136,7 +154,7 @@ export type ClientOptions = {
   /** Keep a connection up, reconnecting with backoff when it drops. */
   persistent?: boolean;
   /** Register as the conversation responder on every (re)connection. */
-  responder?: { name: string; handler: ReplyHandler };
+  responder?: { name: string; handler: ReplyHandler; consult?: ConsultHandler };
   /** Events from Subscribe, after every (re)connection. */
   subscription?: { callId?: string; onEvent: (event: Record<string, unknown>) => void };
   timeouts?: Partial<Timeouts>;
@@ -226,6 +244,9 @@ export class DaemonClient {
     const { responder, subscription } = this.options;
     if (responder !== undefined) {
       conn.respond("GenerateReply", (box) => this.generateReply(box));
+      if (responder.consult !== undefined) {
+        conn.respond("Consult", (box) => this.consult(box));
+      }
     }
     if (subscription !== undefined) {
       conn.respond("Event", (box) => {
@@ -295,6 +316,16 @@ export class DaemonClient {
     const call = (decodeJson(box, "call") ?? { callId }) as CallRecord;
     const context = (decodeJson(box, "context") ?? {}) as ReplyContext;
     const text = await handler(callId, call, context);
+    return text ? { text } : {};
+  }
+
+  private async consult(box: Box): Promise<BoxInput> {
+    const handler = this.options.responder!.consult!;
+    const callId = codec.readText(box.get("callId") ?? Buffer.alloc(0));
+    const question = codec.readText(box.get("question") ?? Buffer.alloc(0));
+    const call = (decodeJson(box, "call") ?? { callId }) as CallRecord;
+    const context = (decodeJson(box, "context") ?? {}) as ConsultContext;
+    const text = await handler(callId, call, question, context);
     return text ? { text } : {};
   }
 
@@ -383,9 +414,14 @@ export class DaemonClient {
     to?: string;
     text?: string;
     digits?: string;
-  }): Promise<{ callId?: string }> {
-    const box = await this.call("Simulate", optional(args), this.timeouts.quick);
-    return box.has("callId") ? { callId: text(box, "callId") } : {};
+  }): Promise<{ callId?: string; text?: string }> {
+    // A consult runs the call's agent, which takes longer than the caller's other acts.
+    const timeoutMs = args.action === "consult" ? this.timeouts.speak : this.timeouts.quick;
+    const box = await this.call("Simulate", optional(args), timeoutMs);
+    return {
+      ...(box.has("callId") ? { callId: text(box, "callId") } : {}),
+      ...(box.has("text") ? { text: text(box, "text") } : {}),
+    };
   }
 }
 

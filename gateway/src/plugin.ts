@@ -9,7 +9,13 @@ import { type CliIo, type CommandLike, registerVoiceCallCli } from "./cli.ts";
 import { createCommands } from "./commands.ts";
 import { readShimConfig } from "./config.ts";
 import { type MethodRegistrar, registerVoiceCallMethods } from "./methods.ts";
-import { type AgentRun, type AgentRuntime, createResponder, embeddedAgentRun } from "./responder.ts";
+import {
+  type AgentRun,
+  type AgentRuntime,
+  createConsultResponder,
+  createResponder,
+  embeddedAgentRun,
+} from "./responder.ts";
 import { VOICE_CALL_PARAMETERS, runVoiceCallTool } from "./tool.ts";
 
 type Logger = { info: (msg: string) => void; warn: (msg: string) => void; error?: (msg: string) => void };
@@ -54,9 +60,16 @@ export const CLI_DESCRIPTOR = {
   hasSubcommands: true,
 };
 
-function agentsOf(config: unknown): Array<{ id?: string; default?: boolean; name?: string; identity?: { name?: string } }> {
-  const agents = (config as { agents?: { list?: unknown } } | undefined)?.agents?.list;
-  return Array.isArray(agents) ? agents : [];
+type AgentEntry = { id?: string; default?: boolean; name?: string; identity?: { name?: string } };
+
+/** The configured agents: 2026.9's `agents.entries` (keyed by id), else the legacy `agents.list`. */
+function agentsOf(config: unknown): AgentEntry[] {
+  const agents = (config as { agents?: { entries?: unknown; list?: unknown } } | undefined)?.agents;
+  const entries = agents?.entries;
+  if (entries && typeof entries === "object" && !Array.isArray(entries)) {
+    return Object.entries(entries as Record<string, AgentEntry>).map(([id, entry]) => ({ ...entry, id }));
+  }
+  return Array.isArray(agents?.list) ? (agents.list as AgentEntry[]) : [];
 }
 
 /** The agent that answers when neither the daemon nor the plugin config names one. */
@@ -100,26 +113,28 @@ export function registerVoiceCall(api: PluginApi, options: RegisterOptions = {})
   registerVoiceCallMethods(api.registerGatewayMethod, commands, config);
 
   const run = options.agentRun ?? (api.runtime ? embeddedAgentRun(api.runtime) : undefined);
+  const responderOptions = {
+    config,
+    run:
+      run ??
+      (async () => {
+        throw new Error("the gateway's agent runtime is not available");
+      }),
+    defaultAgentId: () => defaultAgentId(currentConfig(api)),
+    agentName: (id: string) => {
+      const agent = agentsOf(currentConfig(api)).find((a) => a.id === id);
+      return agent?.identity?.name ?? agent?.name;
+    },
+    log,
+  };
   const responder = new DaemonClient({
     socketPath,
     persistent: true,
     log,
     responder: {
       name: "openclaw-gateway",
-      handler: createResponder({
-        config,
-        run:
-          run ??
-          (async () => {
-            throw new Error("the gateway's agent runtime is not available");
-          }),
-        defaultAgentId: () => defaultAgentId(currentConfig(api)),
-        agentName: (id) => {
-          const agent = agentsOf(currentConfig(api)).find((a) => a.id === id);
-          return agent?.identity?.name ?? agent?.name;
-        },
-        log,
-      }),
+      handler: createResponder(responderOptions),
+      consult: createConsultResponder(responderOptions),
     },
   });
   if (api.registrationMode === undefined || api.registrationMode === "full") {

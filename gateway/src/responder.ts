@@ -10,11 +10,18 @@
  * conversation so far, and the spoken-output contract.  If the agent fails
  * the shim answers with an error, so the daemon says its apology and the call
  * goes on.
+ *
+ * `Consult` (a realtime model's `openclaw_agent_consult`) runs the same agent
+ * in the same session with the question as the prompt, limited by
+ * `toolPolicy` as upstream: `safe-read-only` (our default; upstream documents
+ * none) allows only the read and search tools, `owner` the agent's normal
+ * policy, and `none` refuses the consult.  A run the gateway aborts answers
+ * `CANCELLED`.
  */
 import { randomUUID } from "node:crypto";
 
 import { AmpError } from "./amp.ts";
-import type { CallRecord, ReplyContext, ReplyHandler } from "./client.ts";
+import type { CallRecord, ConsultContext, ConsultHandler, ReplyContext, ReplyHandler } from "./client.ts";
 import type { ShimConfig } from "./config.ts";
 import { type RunPayload, SPOKEN_OUTPUT_CONTRACT, spokenText } from "./reply-text.ts";
 
@@ -28,7 +35,27 @@ export type ReplyRequest = {
   provider?: string;
   model?: string;
   timeoutMs: number;
+  /** Only these tools (a consult under `toolPolicy: "safe-read-only"`). */
+  toolsAllow?: string[];
+  /** A thinking level for this run (`realtime.consultThinkingLevel`). */
+  thinkLevel?: string;
+  /** Fast mode for this run only (`realtime.consultFastMode`). */
+  fastMode?: boolean;
 };
+
+/** The tools a consult may use under `toolPolicy: "safe-read-only"`, as upstream lists them. */
+export const SAFE_READ_ONLY_TOOLS = ["read", "web_search", "web_fetch", "x_search", "memory_search", "memory_get"];
+
+/** The gateway aborted the agent run before it answered. */
+export class RunCancelled extends Error {
+  constructor(message = "the agent run was cancelled") {
+    super(message);
+    this.name = "RunCancelled";
+  }
+}
+
+/** The shortest wait for a consult: the daemon's default (it runs the whole agent). */
+export const MIN_CONSULT_TIMEOUT_MS = 60_000;
 
 /** Runs the agent; resolves with its output payloads. */
 export type AgentRun = (request: ReplyRequest) => Promise<RunPayload[]>;
@@ -119,28 +146,41 @@ export type ResponderOptions = {
   log?: Log;
 };
 
+/** Who answers a call and where: the parts a reply and a consult share. */
+function turnBase(
+  options: ResponderOptions,
+  callId: string,
+  call: CallRecord,
+  context: ReplyContext,
+): Omit<ReplyRequest, "prompt" | "timeoutMs"> & { persona?: string; agentName: string } {
+  const { config } = options;
+  const agentId = context.agentId || config.agentId || options.defaultAgentId();
+  const scope = context.sessionScope ?? config.sessionScope;
+  const { provider, model } = splitModel(context.responseModel ?? config.responseModel);
+  const agentName = options.agentName?.(agentId) || "assistant";
+  const persona = context.responseSystemPrompt ?? config.responseSystemPrompt;
+  return {
+    callId,
+    agentId,
+    sessionKey: sessionKeyFor({ ...call, callId }, agentId, scope),
+    extraSystemPrompt: systemPrompt(call, persona, agentName),
+    provider,
+    model,
+    persona,
+    agentName,
+  };
+}
+
 /** Build the GenerateReply handler. */
 export function createResponder(options: ResponderOptions): ReplyHandler {
   const { config, run, log } = options;
   return async (callId: string, call: CallRecord, context: ReplyContext) => {
-    const agentId = context.agentId || config.agentId || options.defaultAgentId();
-    const scope = context.sessionScope ?? config.sessionScope;
+    const { persona: _persona, agentName: _name, ...base } = turnBase(options, callId, call, context);
     const timeoutMs = context.responseTimeoutMs ?? config.responseTimeoutMs;
-    const { provider, model } = splitModel(context.responseModel ?? config.responseModel);
     const prompt = lastCallerWords(call);
-    const agentName = options.agentName?.(agentId) || "assistant";
     const request: ReplyRequest = {
-      callId,
-      agentId,
-      sessionKey: sessionKeyFor({ ...call, callId }, agentId, scope),
+      ...base,
       prompt: prompt || "(the caller said nothing)",
-      extraSystemPrompt: systemPrompt(
-        call,
-        context.responseSystemPrompt ?? config.responseSystemPrompt,
-        agentName,
-      ),
-      provider,
-      model,
       // Answer a little before the daemon stops waiting, so a late reply is not lost.
       timeoutMs: Math.max(1000, timeoutMs - 250),
     };
@@ -152,6 +192,53 @@ export function createResponder(options: ResponderOptions): ReplyHandler {
       log?.warn(`[voice-call] no reply for call ${callId}: ${why}`);
       throw new AmpError("INTERNAL", `the gateway's agent failed: ${why}`);
     }
+    return spokenText(payloads);
+  };
+}
+
+/** What the agent is told when the call's realtime model consults it. */
+export function consultSystemPrompt(base: string): string {
+  return (
+    `${base}\n\nThe realtime voice model speaking on this call is consulting you: it will ` +
+    "say your answer to the other party. Answer its question from what you know and your tools."
+  );
+}
+
+/** Build the Consult handler. */
+export function createConsultResponder(options: ResponderOptions): ConsultHandler {
+  const { config, run, log } = options;
+  return async (callId: string, call: CallRecord, question: string, context: ConsultContext) => {
+    const policy = context.toolPolicy ?? "safe-read-only";
+    if (policy === "none") {
+      throw new AmpError("NOT_ALLOWED", "consults are off (realtime.toolPolicy is none)");
+    }
+    if (!question.trim()) {
+      throw new AmpError("INVALID_ARGUMENT", "question required");
+    }
+    const { persona: _persona, agentName: _name, ...base } = turnBase(options, callId, call, context);
+    const timeoutMs = Math.max(context.responseTimeoutMs ?? config.responseTimeoutMs, MIN_CONSULT_TIMEOUT_MS);
+    const request: ReplyRequest = {
+      ...base,
+      prompt: question,
+      extraSystemPrompt: consultSystemPrompt(base.extraSystemPrompt),
+      timeoutMs: Math.max(1000, timeoutMs - 250),
+      ...(policy === "safe-read-only" ? { toolsAllow: [...SAFE_READ_ONLY_TOOLS] } : {}),
+      ...(context.consultThinkingLevel ? { thinkLevel: context.consultThinkingLevel } : {}),
+      ...(typeof context.consultFastMode === "boolean" ? { fastMode: context.consultFastMode } : {}),
+    };
+    let payloads: RunPayload[];
+    try {
+      payloads = await run(request);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      if (err instanceof RunCancelled) {
+        log?.info(`[voice-call] consult on call ${callId} cancelled: ${why}`);
+        throw new AmpError("CANCELLED", why);
+      }
+      log?.warn(`[voice-call] no consult answer for call ${callId}: ${why}`);
+      throw new AmpError("INTERNAL", `the gateway's agent failed: ${why}`);
+    }
+    log?.info(`[voice-call] consult on call ${callId} answered by agent ${request.agentId}`);
     return spokenText(payloads);
   };
 }
@@ -197,9 +284,10 @@ export function embeddedAgentRun(runtime: AgentRuntime): AgentRun {
       });
     }
     const thinkLevel =
-      request.provider && request.model
+      request.thinkLevel ??
+      (request.provider && request.model
         ? agent.resolveThinkingDefault?.({ cfg, provider: request.provider, model: request.model })
-        : undefined;
+        : undefined);
     const result = await agent.runEmbeddedAgent({
       sessionId,
       sessionKey: request.sessionKey,
@@ -213,6 +301,8 @@ export function embeddedAgentRun(runtime: AgentRuntime): AgentRun {
       ...(request.provider ? { provider: request.provider } : {}),
       ...(request.model ? { model: request.model } : {}),
       ...(thinkLevel ? { thinkLevel } : {}),
+      ...(request.toolsAllow ? { toolsAllow: request.toolsAllow } : {}),
+      ...(request.fastMode !== undefined ? { fastMode: request.fastMode } : {}),
       timeoutMs: request.timeoutMs,
       lane: "voice",
       messageProvider: "voice",
@@ -222,7 +312,7 @@ export function embeddedAgentRun(runtime: AgentRuntime): AgentRun {
     });
     const payloads = result.payloads ?? [];
     if (payloads.length === 0 && result.meta?.aborted) {
-      throw new Error("the agent run was aborted");
+      throw new RunCancelled("the agent run was aborted");
     }
     return payloads;
   };

@@ -35,16 +35,25 @@ const VOICECALL_METHODS = [
 const TO = "+15551234567";
 const MODEL_REPLY = "Noon is perfect, see you then.";
 
-/** A fake OpenAI chat-completions server: every answer is MODEL_REPLY in upstream's spoken form. */
-function fakeModel(): Promise<{ port: number; requests: any[]; close: () => void }> {
+type FakeModel = {
+  port: number;
+  requests: any[];
+  /** What the model says to a request (default MODEL_REPLY), in upstream's spoken form. */
+  answer: (request: any) => string;
+  close: () => void;
+};
+
+/** A fake OpenAI chat-completions server: answers `model.answer(request)` in upstream's spoken form. */
+function fakeModel(): Promise<FakeModel> {
   const requests: any[] = [];
+  const model = { answer: (_request: any) => MODEL_REPLY } as FakeModel;
   const server = http.createServer((req, res) => {
     let body = "";
     req.on("data", (d) => (body += d));
     req.on("end", () => {
       const request = body ? JSON.parse(body) : {};
       requests.push({ url: req.url, body: request });
-      const content = JSON.stringify({ spoken: MODEL_REPLY });
+      const content = JSON.stringify({ spoken: model.answer(request) });
       const id = `chatcmpl-${requests.length}`;
       if (!req.url?.includes("/chat/completions")) {
         res.writeHead(404).end();
@@ -80,11 +89,13 @@ function fakeModel(): Promise<{ port: number; requests: any[]; close: () => void
   });
   return new Promise((resolve) =>
     server.listen(0, "127.0.0.1", () =>
-      resolve({
-        port: (server.address() as { port: number }).port,
-        requests,
-        close: () => server.close(),
-      }),
+      resolve(
+        Object.assign(model, {
+          port: (server.address() as { port: number }).port,
+          requests,
+          close: () => server.close(),
+        }),
+      ),
     ),
   );
 }
@@ -106,7 +117,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
   let gatewayPort = 0;
   let daemon: Daemon;
   let tail: EventTail;
-  let model: Awaited<ReturnType<typeof fakeModel>>;
+  let model: FakeModel;
   let gateway: ChildProcess | null = null;
   let gatewayLog = "";
 
@@ -252,7 +263,14 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     assert.doesNotMatch(down.stderr, /\n\s+at /);
   });
 
-  it("openclaw gateway call voicecall.* answer with upstream's payloads; the agent answers a turn", async () => {
+  const call = (method: string, params: unknown) =>
+    openclaw("gateway", "call", method, "--params", JSON.stringify(params), "--port", String(gatewayPort), "--json");
+
+  /** Run `openclaw gateway run`; resolves once the shim's responder is registered and the methods answer. */
+  const startGateway = async () => {
+    gatewayLog = "";
+    const registrations = (log: string) => log.split("responder openclaw-gateway registered").length;
+    const before = registrations(daemon.log);
     gateway = spawn(
       OPENCLAW!,
       ["gateway", "run", "--allow-unconfigured", "--auth", "none", "--port", String(gatewayPort), "--bind", "loopback"],
@@ -260,8 +278,6 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     );
     gateway.stdout!.on("data", (d: Buffer) => (gatewayLog += d.toString()));
     gateway.stderr!.on("data", (d: Buffer) => (gatewayLog += d.toString()));
-    const call = (method: string, params: unknown) =>
-      openclaw("gateway", "call", method, "--params", JSON.stringify(params), "--port", String(gatewayPort), "--json");
     // The plugin's service connects once the gateway listens: wait for the
     // daemon to log the responder, then for the methods to answer.
     const exited = new Promise<never>((_, reject) =>
@@ -269,7 +285,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     );
     exited.catch(() => {});
     await Promise.race([
-      daemon.waitForLog("the shim's responder registered", (log) => log.includes("responder openclaw-gateway registered"), 90_000),
+      daemon.waitForLog("the shim's responder registered", (log) => registrations(log) > before, 90_000),
       exited,
     ]);
     await poll(
@@ -283,6 +299,10 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
       90_000,
       500,
     );
+  };
+
+  it("openclaw gateway call voicecall.* answer with upstream's payloads; the agent answers a turn", async () => {
+    await startGateway();
 
     const started = await call("voicecall.initiate", { message: "Calling about lunch", mode: "conversation" });
     assert.equal(started.code, 0, started.stderr);
@@ -310,8 +330,86 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
     assert.equal(record.state, "listening");
 
     assert.deepEqual(JSON.parse((await call("voicecall.end", { callId })).stdout), { success: true });
-    gateway.kill("SIGTERM");
-    await waitExit(gateway, 15_000);
+    gateway!.kill("SIGTERM");
+    await waitExit(gateway!, 15_000);
+  });
+
+  it("two dialled numbers, two agents: each answers its own calls in its own session; a consult goes to the call's agent", async () => {
+    const SALES = "+15550002222";
+    const SUPPORT = "+15550003333";
+    const CALLER = "+15557654321";
+    editConfig((config) => {
+      // Direct tool schemas (not Tool Search's deferred catalog), so the test sees which tools a run is offered.
+      config.tools = { ...config.tools, toolSearch: false };
+      config.agents = {
+        defaults: { model: { primary: "fake/voice-model" } },
+        entries: {
+          sales: { identity: { name: "Sally" } },
+          support: { identity: { name: "Bob" } },
+        },
+      };
+      Object.assign(config.plugins.entries["voice-call"].config, {
+        inboundPolicy: "open",
+        numbers: {
+          [SALES]: { agentId: "sales", inboundGreeting: "Sales, Sally speaking." },
+          [SUPPORT]: { agentId: "support", inboundGreeting: "Support, Bob speaking." },
+        },
+      });
+    });
+    // The fake model tells the agents apart by the name in the system prompt OpenClaw sends it.
+    model.answer = (request) => {
+      const asked = JSON.stringify(request.messages ?? []);
+      const name = asked.includes("You are Sally") ? "Sally" : asked.includes("You are Bob") ? "Bob" : "nobody";
+      return asked.includes("consulting you") ? `${name} checked: it ships Tuesday.` : `${name} here, happy to help.`;
+    };
+    await daemon.stop();
+    await daemon.run();
+    tail.close();
+    tail = await EventTail.open(socketPath);
+    await startGateway();
+
+    const answered = async (to: string, words: string, reply: string) => {
+      const callId = (await voicecall("simulate", "inbound", "--from", CALLER, "--to", to)).trim();
+      await tail.waitForState(callId, ["listening"]);
+      await voicecall("simulate", "say", "--call-id", callId, "--text", words);
+      await tail.waitForWords(callId, "bot", reply, { thenState: "listening", timeoutMs: 60_000 });
+      return callId;
+    };
+    const sales = await answered(SALES, "Do you have kettles?", "Sally here, happy to help.");
+    const support = await answered(SUPPORT, "My kettle broke.", "Bob here, happy to help.");
+    const record = JSON.parse(await voicecall("--json", "status", "--call-id", sales));
+    assert.equal(record.transcript[0].text, "Sales, Sally speaking.");
+    assert.equal(record.metadata.route.agentId, "sales");
+
+    const consulted = JSON.parse(
+      await voicecall("--json", "simulate", "consult", "--call-id", support, "--text", "When does the new kettle ship?"),
+    );
+    assert.deepEqual(consulted, { text: "Bob checked: it ships Tuesday." });
+    const consult = model.requests.at(-1).body;
+    assert.match(JSON.stringify(consult.messages), /When does the new kettle ship\?/);
+    // toolPolicy safe-read-only (the default): the consult run is offered read and search tools only.
+    const toolNames = (body: any) => (body.tools ?? []).map((t: any) => t.function?.name ?? t.name);
+    const safe = ["read", "web_search", "web_fetch", "x_search", "memory_search", "memory_get"];
+    assert.deepEqual(
+      toolNames(consult).filter((name: string) => !safe.includes(name)),
+      [],
+      `a consult is offered only read and search tools: ${toolNames(consult)}`,
+    );
+    const reply = model.requests.find((r) => JSON.stringify(r.body.messages ?? []).includes("My kettle broke.")).body;
+    assert.ok(
+      toolNames(reply).some((name: string) => !safe.includes(name)),
+      `a reply runs with the agent's normal tools: ${toolNames(reply)}`,
+    );
+
+    // Each agent's calls are in that agent's own per-phone voice session.
+    for (const [agent, callId] of [["sales", sales], ["support", support]]) {
+      const listed = await openclawJson("sessions", "--agent", agent, "--json");
+      const keys = JSON.stringify(listed);
+      assert.ok(keys.includes(`agent:${agent}:voice:15557654321`), `${agent}'s session: ${keys}`);
+      await voicecall("end", "--call-id", callId);
+    }
+    gateway!.kill("SIGTERM");
+    await waitExit(gateway!, 15_000);
   });
 
   /** A second, fresh OpenClaw home (its own state folder and config) on the same gateway port. */

@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 
 import type { CliIo, CommandLike } from "../src/cli.ts";
 import { type PluginApi, registerVoiceCall } from "../src/plugin.ts";
-import type { ReplyRequest } from "../src/responder.ts";
+import { type ReplyRequest, RunCancelled } from "../src/responder.ts";
 import { Daemon, EventTail, poll, tempDir } from "./helpers.ts";
 
 const TO = "+15551234567";
@@ -370,6 +370,33 @@ describe("against the real daemon", () => {
     await tail.waitForWords(callId, "bot", APOLOGY);
     const apologised = await plugin.tool({ action: "get_status", callId });
     assert.ok(apologised.call.transcript.some((e: any) => e.speaker === "bot" && e.text === APOLOGY));
+    reply = async () => [{ text: '{"spoken":""}' }];
+    await plugin.tool({ action: "end_call", callId });
+  });
+
+  it("answers a consult with the call's agent, its session and the tool policy", async () => {
+    requests.length = 0;
+    reply = async () => [{ text: '{"spoken":"The order ships Tuesday."}' }];
+    const { callId } = await plugin.tool({ action: "initiate_call", message: "About your order", mode: "conversation" });
+    await waitAnswered(tail, plugin, callId);
+    const answer = await registered.client.simulate({ action: "consult", callId, text: "When does it ship?" });
+    assert.deepEqual(answer, { callId, text: "The order ships Tuesday." });
+    const [request] = requests;
+    assert.equal(request.agentId, "main");
+    assert.equal(request.sessionKey, "agent:main:voice:15551234567");
+    assert.equal(request.prompt, "When does it ship?");
+    assert.deepEqual(request.toolsAllow, ["read", "web_search", "web_fetch", "x_search", "memory_search", "memory_get"]);
+    assert.match(request.extraSystemPrompt, /consulting you/);
+    assert.equal(request.timeoutMs, 60_000 - 250);
+
+    reply = async () => {
+      throw new RunCancelled("the operator stopped the run");
+    };
+    await assert.rejects(registered.client.simulate({ action: "consult", callId, text: "Still?" }), (err: any) => {
+      assert.equal(err.code, "CANCELLED");
+      assert.equal(err.description, "the operator stopped the run");
+      return true;
+    });
     reply = async () => [{ text: '{"spoken":""}' }];
     await plugin.tool({ action: "end_call", callId });
   });

@@ -10,7 +10,7 @@ from zope.interface import implementer
 
 from tests.fakes.provider import RecordingProvider, provider_error
 from tests.unit.harness import Harness
-from voicecalld.calls.manager import DEFAULT_GREETING
+from voicecalld.calls.routes import DEFAULT_GREETING
 from voicecalld.calls.turns import APOLOGY
 from voicecalld.errors import (
     Busy,
@@ -526,6 +526,11 @@ class ScriptedResponder:
     def generate_reply(self, record):
         d = Deferred()
         self.asked.append((record, d))
+        return d
+
+    def consult(self, record, question):
+        d = Deferred()
+        self.asked.append((record, d, question))
         return d
 
 

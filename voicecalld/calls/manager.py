@@ -30,6 +30,7 @@ from voicecalld.calls.lifecycle import Lifecycle, LifeInput, Why
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.registry import LiveRegistry
 from voicecalld.calls.restore import Restorer
+from voicecalld.calls.routes import greeting, reply_timeout, resolve, route_metadata
 from voicecalld.calls.speaking import Mouth, idle_state, moved
 from voicecalld.calls.tools import RealtimeTools
 from voicecalld.calls.turns import BargeIn, TurnEngine
@@ -63,7 +64,6 @@ from voicecalld.values.states import CONNECTED, CallState
 from voicecalld.voice.replies import ReplyRouter
 
 MOCK_FROM_NUMBER = "+15550000000"
-DEFAULT_GREETING = "Hello! How can I help you today?"
 REAPER_INTERVAL = 30.0
 
 _LIFE_EVENTS = {
@@ -117,7 +117,7 @@ class CallManager:
             first_words_said=lambda live, playback: self._lifecycle.first_words_said(
                 live, playback
             ),
-            reply_timeout=self._reply_timeout,
+            reply_timeout=reply_timeout,
             realtime=provider.realtime,
         )
         self._lifecycle = Lifecycle(
@@ -493,10 +493,7 @@ class CallManager:
             except Exception:
                 self.log.failure("rejecting inbound call {pid} failed", pid=event.provider_call_id)
             return Refused(decision.reason)
-        route = self.settings.numbers.get(event.to_number)
-        greeting = (
-            (route and route.inbound_greeting) or self.settings.inbound_greeting or DEFAULT_GREETING
-        )
+        route = resolve(self.settings, event.to_number)
         record = CallRecord(
             call_id=event.call_id or self._new_id(),
             provider=self._provider.name,
@@ -507,7 +504,8 @@ class CallManager:
             state=CallState.RINGING,
             started_at=self._clock.seconds(),
             provider_call_id=event.provider_call_id,
-            initial_message=greeting,
+            initial_message=greeting(self.settings, route),
+            metadata=route_metadata(route),
         )
         live = LiveCall(record, self._clock)
         await self._journal.create(live, keys)
@@ -551,15 +549,6 @@ class CallManager:
         if self.settings.outbound.machine_detection:
             return {MACHINE_DETECTION: True}
         return {}
-
-    def _reply_timeout(self, record: CallRecord) -> float | None:
-        """An inbound call's C{numbers.<dialled>.responseTimeoutMs}, if set, else the default."""
-        if record.direction != INBOUND:
-            return None
-        route = self.settings.numbers.get(record.to_number)
-        if route is None or route.response_timeout_ms is None:
-            return None
-        return route.response_timeout_ms / 1000.0
 
     def _check_accepting(self) -> None:
         if not self._accepting:

@@ -28,14 +28,11 @@ from twisted.logger import Logger
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.live import LiveCall
 from voicecalld.config.model import RealtimeSettings
-from voicecalld.errors import provider_error
+from voicecalld.errors import Cancelled, provider_error
 from voicecalld.providers.interface import IProvider
 from voicecalld.values import events as ev
 from voicecalld.values import notices
-
-# The built-ins of voicecalld.realtime.interface (the call core does not import it).
-END_CALL_TOOL = "openclaw_end_call"
-CONSULT_TOOL = "openclaw_agent_consult"
+from voicecalld.values.tools import CONSULT_TOOL, END_CALL_TOOL
 
 
 class RealtimeTools:
@@ -125,19 +122,16 @@ class RealtimeTools:
             self._result(live, call, {"error": f"the call could not be ended: {error}"})
 
     async def _consult(self, live: LiveCall, question: str, key: str) -> dict[str, Any]:
-        consult = getattr(self._replies, "consult", None)
-        if consult is None or not question:
-            return {"error": "no agent can be consulted" if consult is None else "no question"}
-        asking = maybeDeferred(consult, live.record, question)
+        if not question:
+            return {"error": "no question"}
+        asking = maybeDeferred(self._replies.consult, live.record, question)
         running = self._running.setdefault(live.call_id, set())
         running.add(asking)
         try:
             answer = await asking
-        except CancelledError:
+        except (CancelledError, Cancelled):
             return {"status": "cancelled"}
         except Exception as e:
-            if type(e).__name__.lower().startswith("cancel"):
-                return {"status": "cancelled"}
             return {"error": str(e) or type(e).__name__}
         finally:
             running.discard(asking)

@@ -132,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument("--digits", required=True)
     hangup = actions.add_parser("hangup", help="the caller hangs up")
     hangup.add_argument("--call-id", required=True)
+    consult = actions.add_parser("consult", help="ask the call's agent a question; print it")
+    consult.add_argument("--call-id", required=True)
+    consult.add_argument("--text", required=True)
     for command in [*sub.choices.values(), *actions.choices.values()]:
         _add_globals(command, after_command=True)
     return top
@@ -239,6 +242,8 @@ async def _command(client: ControlClient, args: argparse.Namespace, printer: ren
         )
         if args.action == "inbound":
             printer.value({"callId": answer["callId"]}, answer["callId"])
+        elif args.action == "consult":
+            printer.value({"text": answer.get("text")}, answer.get("text") or "(no answer)")
         else:
             printer.ok()
     elif name == "expose":

@@ -51,11 +51,6 @@ UNBUILT = (
         lambda s: s.silence_timeout_ms != 800,
     ),
     Unbuilt(
-        "numbers.*.tts",
-        "per-number TTS voices (inbound calls to those numbers use the plugin's tts)",
-        lambda s: any(route.tts for route in s.numbers.values()),
-    ),
-    Unbuilt(
         "store",
         "the JSONL call log (voicecalld keeps calls in SQLite in its state directory)",
         lambda s: s.store is not None,

@@ -55,6 +55,13 @@ def migrate_plugin(raw: dict[str, Any], path: Path, notes: list[Problem]) -> dic
     if isinstance(config.get("tts"), dict):
         config["tts"] = migrate_tts(config["tts"], (*path, "tts"), notes)
 
+    numbers = config.get("numbers")
+    if isinstance(numbers, dict):
+        for number, route in numbers.items():
+            if isinstance(route, dict) and isinstance(route.get("tts"), dict):
+                where = (*path, "numbers", number, "tts")
+                route["tts"] = migrate_tts(route["tts"], where, notes)
+
     if "stt" in config:
         config.pop("stt")
         notes.append(

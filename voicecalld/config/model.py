@@ -30,6 +30,7 @@ from voicecalld.config.schema import (
     Str,
     Url,
     setting,
+    structure,
 )
 from voicecalld.config.secret import Secret
 
@@ -501,12 +502,24 @@ class TtsSettings:
         return block
 
 
+class TtsOverride(Blob):
+    """
+    A C{tts} block deep-merged over the plugin's (C{numbers.<E.164>.tts}):
+    kept as given, checked key by key like the plugin's C{tts}.
+    """
+
+    def check(self, value, path, notes):
+        value = super().check(value, path, notes)
+        structure(TtsSettings, value, path, notes)
+        return value
+
+
 @frozen
 class NumberRoute:
     """C{numbers.<E.164>}: per-dialed-number overrides for inbound calls."""
 
     inbound_greeting: str | None = setting(Str())
-    tts: dict[str, Any] | None = setting(Blob())
+    tts: dict[str, Any] | None = setting(TtsOverride())
     agent_id: str | None = setting(Str(1))
     response_model: str | None = setting(Str(1))
     response_system_prompt: str | None = setting(Str())

@@ -28,16 +28,18 @@ class Unreachable(Exception):
 
 
 class ControlClient(amp.AMP):
-    """The client side: sends commands, receives L{c.Event}s and L{c.GenerateReply}."""
+    """The client side: sends commands, receives L{c.Event}s, L{c.GenerateReply}, L{c.Consult}."""
 
     def __init__(
         self,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_reply_request: Callable[..., Any] | None = None,
+        on_consult: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         self._on_event = on_event
         self._on_reply_request = on_reply_request
+        self._on_consult = on_consult
         self.lost: Deferred[None] = Deferred()
 
     @c.Event.responder
@@ -51,6 +53,12 @@ class ControlClient(amp.AMP):
         if self._on_reply_request is None:
             return {"text": None}
         return self._on_reply_request(callId, call, context)
+
+    @c.Consult.responder
+    def consult(self, callId: str, call: dict[str, Any], question: str, context: dict[str, Any]):
+        if self._on_consult is None:
+            return {"text": None}
+        return self._on_consult(callId, call, question, context)
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)

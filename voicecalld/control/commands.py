@@ -3,8 +3,8 @@ The control protocol's commands (AMP over the control socket).
 
 Client → daemon: L{Initiate}, L{Continue}, L{Speak}, L{SendDtmf}, L{End},
 L{Status}, L{Subscribe}, L{Simulate}, L{RegisterResponder}, L{Ping}.
-Daemon → client: L{Event} (after L{Subscribe}) and L{GenerateReply} (after
-L{RegisterResponder}).  Every command fails with the stable codes of
+Daemon → client: L{Event} (after L{Subscribe}), and L{GenerateReply} and
+L{Consult} (after L{RegisterResponder}).  Every command fails with the stable codes of
 L{voicecalld.errors}.  C{docs/control-protocol.md} documents each one.
 """
 
@@ -145,7 +145,10 @@ class Event(amp.Command):
 
 
 class Simulate(amp.Command):
-    """Mock provider only: play the caller's side (inbound, say, dtmf, hangup)."""
+    """
+    Mock provider only: play the caller's side (inbound, say, dtmf, hangup),
+    or put a consult question to the responder (C{consult}; answers C{text}).
+    """
 
     arguments = [
         (b"action", _text()),
@@ -155,7 +158,7 @@ class Simulate(amp.Command):
         (b"text", _text(True)),
         (b"digits", _text(True)),
     ]
-    response = [(b"callId", _text(True))]
+    response = [(b"callId", _text(True)), (b"text", _text(True))]
     errors = ERRORS
 
 
@@ -179,6 +182,19 @@ class GenerateReply(amp.Command):
     """Daemon → responder: what should the bot say next on this call?"""
 
     arguments = [(b"callId", _text()), (b"call", JSON()), (b"context", JSON())]
+    response = [(b"text", _text(True))]
+    errors = ERRORS
+
+
+class Consult(amp.Command):
+    """Daemon → responder: the call's agent is asked a question (C{openclaw_agent_consult})."""
+
+    arguments = [
+        (b"callId", _text()),
+        (b"call", JSON()),
+        (b"question", _text()),
+        (b"context", JSON()),
+    ]
     response = [(b"text", _text(True))]
     errors = ERRORS
 

@@ -28,11 +28,12 @@ from zope.interface import implementer
 
 from voicecalld import __version__
 from voicecalld.calls.manager import CallManager
+from voicecalld.calls.routes import consult_context, responder_context
 from voicecalld.control import commands as c
 from voicecalld.control.guard import GuardedAMP
-from voicecalld.errors import ExposeFailed, InvalidArgument, NotAllowed
+from voicecalld.errors import CallEnded, ExposeFailed, InvalidArgument, NotAllowed
 from voicecalld.expose.process import ExposeError
-from voicecalld.providers.interface import IProvider
+from voicecalld.providers.interface import IProvider, ISimulator
 from voicecalld.values.notices import Notice, Subscribed
 from voicecalld.values.record import CallRecord
 from voicecalld.voice.replies import IResponder
@@ -157,22 +158,21 @@ class RemoteResponder:
         return f"the responder connected from {self._protocol.peer}"
 
     def generate_reply(self, record: CallRecord) -> Deferred:
-        s = self._protocol.manager.settings
-        route = s.numbers.get(record.to_number) if record.direction == "inbound" else None
-        context = {
-            "agentId": (route and route.agent_id) or s.agent_id,
-            "sessionScope": s.session_scope,
-            "responseModel": (route and route.response_model) or s.response_model,
-            "responseSystemPrompt": (
-                (route and route.response_system_prompt) or s.response_system_prompt
-            ),
-            "responseTimeoutMs": (route and route.response_timeout_ms) or s.response_timeout_ms,
-        }
         d = self._protocol.callRemote(
             c.GenerateReply,
             callId=record.call_id,
             call=record.to_json(),
-            context={k: v for k, v in context.items() if v is not None},
+            context=responder_context(self._protocol.manager.settings, record),
+        )
+        return d.addCallback(lambda answer: answer.get("text"))
+
+    def consult(self, record: CallRecord, question: str) -> Deferred:
+        d = self._protocol.callRemote(
+            c.Consult,
+            callId=record.call_id,
+            call=record.to_json(),
+            question=question,
+            context=consult_context(self._protocol.manager.settings, record),
         )
         return d.addCallback(lambda answer: answer.get("text"))
 
@@ -299,10 +299,31 @@ class ControlProtocol(GuardedAMP):
     @c.Simulate.responder
     def simulate(self, action, callId=None, From=None, to=None, text=None, digits=None) -> Deferred:
         async def run():
+            if action == "consult":
+                return await self._simulate_consult(callId, text)
             call_id = await self.manager.simulate(action, callId, From, to, text, digits)
             return {"callId": call_id}
 
         return Deferred.fromCoroutine(run())
+
+    async def _simulate_consult(self, call_id: str | None, question: str | None) -> dict:
+        """The model's C{openclaw_agent_consult} on a live mock call, answered by the responder."""
+        if not ISimulator.providedBy(self.factory.provider):
+            raise NotAllowed(
+                "simulate works only with the mock provider"
+                f" (this daemon runs {self.factory.provider.name})"
+            )
+        if not question:
+            raise InvalidArgument("text required")
+        if not call_id:
+            raise InvalidArgument("callId required")
+        live = {r.call_id: r for r in self.manager.live_calls()}
+        record = live.get(call_id)
+        if record is None:
+            ended = await self.manager.get(call_id)
+            raise CallEnded(f"Call has ended ({ended.end_reason})")
+        answer = await self.manager.replies.consult(record, question)
+        return {"callId": call_id, "text": answer or None}
 
     @c.Expose.responder
     def expose(self, mode) -> Deferred:

@@ -69,8 +69,9 @@ def limits_from(streaming: StreamingSettings) -> StreamLimits:
 class _Line:
     """One live call's place for a media stream."""
 
-    def __init__(self, call_id: str) -> None:
+    def __init__(self, call_id: str, tts: Any = None) -> None:
         self.call_id = call_id
+        self.tts = tts
         self.session: MediaSession | None = None
         self.waiters: list[Deferred] = []
         self.restarts = 0
@@ -107,10 +108,15 @@ class MediaSessions:
 
     # -- calls -------------------------------------------------------------------
 
-    def track(self, call_id: str) -> None:
-        """A live call that may get a media stream."""
+    def track(self, call_id: str, tts: Any = None) -> None:
+        """A live call that may get a media stream (C{tts}: its own, else ours)."""
         if call_id not in self._lines:
-            self._lines[call_id] = _Line(call_id)
+            self._lines[call_id] = _Line(call_id, tts)
+
+    def tts_for(self, call_id: str) -> Any:
+        """The TTS a call's speech is made with: its own, if it was tracked with one."""
+        line = self._lines.get(call_id)
+        return line.tts if line is not None and line.tts is not None else self.tts
 
     def issue(self, call_id: str, call_ref: str | None) -> str:
         """A token for one stream of the call (C{call_ref}: the carrier's id of it, if known)."""
@@ -267,7 +273,7 @@ class MediaSession:
             lead=sessions.frame_lead,
         )
         self.player = SpeechPlayer(
-            sessions.clock, self.pacer, socket.send_clear, sessions.tts, self._problem
+            sessions.clock, self.pacer, socket.send_clear, sessions.tts_for(call_id), self._problem
         )
         self._ids = {"call_id": call_id, "provider_call_id": socket.call_ref}
         self._closed = False

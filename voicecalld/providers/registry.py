@@ -23,7 +23,7 @@ def _carrier_options(loaded: LoadedConfig, reactor: IReactorTime) -> dict[str, A
     from voicecalld.expose import local_exposure
     from voicecalld.realtime.factory import make_realtime
     from voicecalld.voice.stt_factory import make_stt
-    from voicecalld.voice.tts_factory import make_tts
+    from voicecalld.voice.tts_factory import make_call_voices
 
     settings = loaded.settings
     realtime = make_realtime(settings.realtime, reactor)
@@ -32,7 +32,7 @@ def _carrier_options(loaded: LoadedConfig, reactor: IReactorTime) -> dict[str, A
     return {
         "public_url": settings.public_url or local_exposure(settings).public_url,
         "known_public_url": settings.public_url,
-        "tts": make_tts(settings.tts, reactor) if streaming else None,
+        "tts": make_call_voices(settings, reactor) if streaming else None,
         "stt": make_stt(settings.streaming, reactor) if streaming else None,
         "realtime": realtime,
         "frame_lead": settings.streaming.frame_lead_ms / 1000.0,

@@ -22,8 +22,17 @@ from attrs import field, frozen
 from zope.interface import Attribute, Interface
 
 # The two tools every realtime call has; C{realtime.tools} cannot override them.
-END_CALL_TOOL = "openclaw_end_call"
-CONSULT_TOOL = "openclaw_agent_consult"
+from voicecalld.values.tools import CONSULT_TOOL, END_CALL_TOOL
+
+__all__ = [
+    "CONSULT_TOOL",
+    "END_CALL_TOOL",
+    "IRealtimeListener",
+    "IRealtimeSession",
+    "IRealtimeVoice",
+    "RealtimeSetup",
+    "RealtimeTool",
+]
 
 
 @frozen

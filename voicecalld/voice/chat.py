@@ -5,7 +5,9 @@ responder (the gateway shim) is connected.
 The call's transcript is the context; the reply is the text to say.  The
 endpoint is C{responseBaseUrl} (default C{$OPENAI_BASE_URL}, else OpenAI's),
 the model C{responseModel} (an C{openai/} prefix is dropped), the key
-C{$OPENAI_API_KEY}.
+C{$OPENAI_API_KEY}.  An inbound call routed by C{numbers.<E.164>} uses its
+route's model and system prompt.  A consult is one request: the system
+prompt, the transcript, then the question.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from zope.interface import implementer
 from voicecalld.config.model import VoiceCallSettings
 from voicecalld.errors import ProviderError
 from voicecalld.values.record import BOT, INBOUND, CallRecord
+from voicecalld.values.route import route_of
 from voicecalld.voice.replies import IResponder
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -34,6 +37,11 @@ DEFAULT_PROMPT = (
     " caller to repeat."
 )
 MAX_TOKENS = 200
+CONSULT_MAX_TOKENS = 400
+CONSULT_PROMPT = (
+    "The voice assistant on this call asks you the question below. Answer it briefly and"
+    " plainly, so the assistant can say it to the caller."
+)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
@@ -99,14 +107,26 @@ class ChatResponder:
         return f"{self._model} at {self._url}"
 
     def generate_reply(self, record: CallRecord) -> Deferred:
-        return Deferred.fromCoroutine(self._reply(record))
+        model, prompt = self._for(record)
+        body = {"model": model, "messages": messages_for(record, prompt), "max_tokens": MAX_TOKENS}
+        return Deferred.fromCoroutine(self._ask(body))
 
-    async def _reply(self, record: CallRecord) -> str | None:
-        body = {
-            "model": self._model,
-            "messages": messages_for(record, self._prompt),
-            "max_tokens": MAX_TOKENS,
-        }
+    def consult(self, record: CallRecord, question: str) -> Deferred:
+        model, prompt = self._for(record)
+        messages = messages_for(record, prompt)
+        messages.append({"role": "user", "content": f"{CONSULT_PROMPT}\n\n{question}"})
+        body = {"model": model, "messages": messages, "max_tokens": CONSULT_MAX_TOKENS}
+        return Deferred.fromCoroutine(self._ask(body))
+
+    def _for(self, record: CallRecord) -> tuple[str, str]:
+        """The model and system prompt of this call: its route's, else ours."""
+        route = route_of(record)
+        model = (route and route.response_model) or self._model
+        return model.removeprefix("openai/"), (
+            (route and route.response_system_prompt) or self._prompt
+        )
+
+    async def _ask(self, body: dict[str, Any]) -> str | None:
         try:
             response = await self._http.post(
                 self._url, data=json.dumps(body).encode(), headers=self._headers

@@ -4,6 +4,10 @@ Which text-to-speech providers a config asks for, built and chained.
 Only providers that can give telephony audio are used: OpenAI (24 kHz PCM,
 resampled here) and ElevenLabs (mu-law 8 kHz from the vendor).  Microsoft/Edge
 and any other configured provider are skipped, as upstream does.
+
+L{CallVoices} holds the plugin's TTS and one per C{numbers.<E.164>.tts}
+route (deep-merged over the plugin's C{tts}), each built once at start; a
+call speaks with its route's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from voicecalld.config.model import TtsSettings
+from voicecalld.config.merge import deep_merge
+from voicecalld.config.model import TtsSettings, VoiceCallSettings
+from voicecalld.config.schema import structure, unstructure
+from voicecalld.values.record import CallRecord
+from voicecalld.values.route import route_of
 from voicecalld.voice.tts import DEFAULT_TIMEOUT_MS, ITTS, Synthesis, TtsError
 
 log = Logger()
@@ -149,3 +157,54 @@ def _unusable(name: str, settings: Any) -> str | None:
     if name == "openai":
         return None if settings.base_url is not None else "openai has no apiKey or baseUrl"
     return f"{name} has no apiKey"
+
+
+def route_tts(settings: VoiceCallSettings, number: str) -> TtsSettings:
+    """C{numbers.<number>.tts} deep-merged over the plugin's C{tts} (keys resolved)."""
+    override = settings.numbers[number].tts or {}
+    merged = deep_merge(unstructure(settings.tts, redact=False), override)
+    return structure(TtsSettings, merged, ("numbers", number, "tts"), [], strict=False)
+
+
+class CallVoices:
+    """
+    The TTS each call speaks with: its route's (C{numbers.<dialled>.tts}),
+    else the plugin's.  Built once, at start.
+    """
+
+    def __init__(self, default: Any, routes: dict[str, Any] | None = None) -> None:
+        self.default = default
+        self._routes = dict(routes or {})
+
+    def for_record(self, record: CallRecord) -> Any:
+        """The L{ITTS} for this call (None: no telephony TTS)."""
+        route = route_of(record)
+        if route is not None and route.has_tts and route.number in self._routes:
+            return self._routes[route.number]
+        return self.default
+
+    def __len__(self) -> int:
+        """How many distinct TTS set-ups there are (the plugin's and the routes')."""
+        return 1 + len(self._routes)
+
+
+def make_call_voices(settings: VoiceCallSettings, clock: IReactorTime, http: Any = treq) -> Any:
+    """
+    The plugin's TTS and each route's, as L{CallVoices}; None when no TTS at
+    all is usable (as L{make_tts}).
+    """
+    default = make_tts(settings.tts, clock, http=http)
+    routes = {}
+    for number, route in sorted(settings.numbers.items()):
+        if route.tts:
+            tts = make_tts(route_tts(settings, number), clock, http=http)
+            routes[number] = tts
+            log.info(
+                "TTS for calls to {number}: {name}",
+                number=number,
+                name=tts.name if tts is not None else "none usable",
+                log_code="tts.route",
+            )
+    if default is None and not any(routes.values()):
+        return None
+    return CallVoices(default, routes)

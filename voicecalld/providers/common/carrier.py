@@ -28,6 +28,7 @@ from voicecalld.media.stream import IStreamCodec
 from voicecalld.providers.interface import ICallDirectory
 from voicecalld.values import events as ev
 from voicecalld.values.record import CallRecord
+from voicecalld.voice.tts_factory import CallVoices
 
 Sink = Callable[[ev.CallEvent], Deferred]
 
@@ -78,7 +79,9 @@ class CarrierProvider:
         self.clock = clock
         self.public_url = public_url
         self.known_public_url = known_public_url
-        self.tts = tts
+        # A CallVoices gives each call its route's TTS; a bare ITTS serves every call.
+        self.voices = tts if isinstance(tts, CallVoices) else None
+        self.tts = self.voices.default if self.voices is not None else tts
         self.stt = stt
         # A realtime voice (IRealtimeVoice): every call is one model session on its stream.
         self.realtime_voice = realtime
@@ -99,7 +102,7 @@ class CarrierProvider:
             limits_from(settings.streaming),
             codec,
             self.emit_later,
-            tts=tts,
+            tts=self.tts,
             stt=stt,
             realtime=opener,
             frame_lead=frame_lead,
@@ -264,7 +267,8 @@ class CarrierProvider:
         call = self._calls.get(record.call_id)
         if call is None:
             call = self._calls[record.call_id] = self.call_type(record)
-            self.media.track(record.call_id)
+            voice = self.voices.for_record(record) if self.voices is not None else None
+            self.media.track(record.call_id, voice)
         return call
 
     def _call(self, record: CallRecord) -> Any:
