@@ -45,6 +45,9 @@ from voicecalld.values.states import CallState
 
 HANGUP_RETRY_DELAYS = (15.0, 30.0, 60.0, 120.0)
 HANGUP_ATTEMPTS = len(HANGUP_RETRY_DELAYS) + 1
+# How long a transfer the carrier took may go without its confirmation
+# (the hand-over's events) before the call counts as handed over anyway.
+TRANSFER_CONFIRM_SECONDS = 120.0
 END_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -67,13 +70,16 @@ class LifeInput(enum.Enum):
     MEDIA_DOWN = enum.auto()
     ENDED = enum.auto()
     FAILED = enum.auto()
+    TRANSFERRED = enum.auto()
     # the client
     HANG_UP = enum.auto()
+    TRANSFER = enum.auto()
     # the call's timers
     RING_TIMEOUT = enum.auto()
     MAX_DURATION = enum.auto()
     NOTIFY_DONE = enum.auto()
     STALE = enum.auto()
+    TRANSFER_UNCONFIRMED = enum.auto()
     # the lifecycle itself
     PLACED = enum.auto()
     HUNG_UP = enum.auto()
@@ -89,6 +95,7 @@ class LifeOutput(enum.Enum):
     GREET = enum.auto()
     GREET_UNLESS_MEDIA = enum.auto()
     HANG_UP = enum.auto()
+    TRANSFER = enum.auto()
     FINISH = enum.auto()
 
 
@@ -155,6 +162,8 @@ class Lifecycle:
         keys = tuple(keys)
         if symbol is LifeInput.ENDED and live.hanging_up is not None:
             why = live.hanging_up  # the carrier reports the hang-up we asked for
+        if symbol in (LifeInput.ENDED, LifeInput.TRANSFERRED) and live.transferring is not None:
+            why = live.transferring  # our leg ends because the carrier handed it over
         if LifeOutput.FINISH in outputs:
             await self.finish(live, why or Why(CallState.COMPLETED), keys)
             return
@@ -193,6 +202,58 @@ class Lifecycle:
             return work
         work.addErrback(lambda f: self.log.failure("hanging up {call_id}", f, call_id=live.call_id))
         return None
+
+    def _transfer(self, live: LiveCall, why: Why, client: bool) -> Deferred:
+        return Deferred.fromCoroutine(self.transfer(live, why))
+
+    # -- transferring -----------------------------------------------------------
+
+    async def transfer(self, live: LiveCall, why: Why) -> None:
+        """
+        Hand the call to C{why.detail} (an E.164 number the guard allowed): its
+        timers and turns stop, then the carrier is asked.  The call ends as
+        C{transferred} when the carrier confirms (L{LifeInput.TRANSFERRED}, or
+        our leg's end), or after L{TRANSFER_CONFIRM_SECONDS} without a word.
+        A refused request leaves the call as it was, and fails to the client.
+        """
+        to = why.detail or ""
+        live.transferring = why
+        live.timers.cancel_all()
+        self._turns.ended(live, CallState.TRANSFERRED.value)
+        try:
+            await maybeDeferred(self._provider.transfer, live.record, to)
+        except Exception as e:
+            live.transferring = None
+            self.arm_timers(live)
+            error = provider_error(e)
+            self.log.warn(
+                "transferring {call_id} to {to} failed: {error}",
+                call_id=live.call_id,
+                to=to,
+                error=error,
+                log_code="call.transfer_failed",
+            )
+            raise error from None
+        if live.record.ended:
+            return
+        await self._journal.change(live, lambda r: r.with_metadata(transferredTo=to))
+        self.log.info(
+            "call {call_id} handed to {to}; waiting for the carrier to confirm",
+            call_id=live.call_id,
+            to=to,
+            log_code="call.transfer_requested",
+        )
+        unconfirmed = Why(
+            CallState.TRANSFERRED, f"{to} (not confirmed within {TRANSFER_CONFIRM_SECONDS:.0f} s)"
+        )
+        live.timers.set(
+            "transfer",
+            TRANSFER_CONFIRM_SECONDS,
+            self.timer,
+            live,
+            LifeInput.TRANSFER_UNCONFIRMED,
+            unconfirmed,
+        )
 
     # -- hanging up and finishing ----------------------------------------------
 
@@ -367,14 +428,20 @@ LIFE_TABLE = table(
         (LIVE, I.MEDIA_DOWN, None),
         (LIVE, I.ENDED, T(P.ENDED, (O.FINISH,))),
         (LIVE, I.FAILED, T(STAY, (O.HANG_UP,))),
+        ((P.CONNECTED,), I.TRANSFERRED, T(P.ENDED, (O.FINISH,))),
+        (UNANSWERED, I.TRANSFERRED, None),  # we transfer only connected calls
         # the client
         (LIVE, I.HANG_UP, T(STAY, (O.HANG_UP,))),
+        ((P.CONNECTED,), I.TRANSFER, T(STAY, (O.TRANSFER,))),
+        (UNANSWERED, I.TRANSFER, None),  # refused before it gets here
         # timers
         (UNANSWERED, I.RING_TIMEOUT, T(STAY, (O.HANG_UP,))),
         ((P.CONNECTED,), I.RING_TIMEOUT, None),
         ((P.CONNECTED,), I.MAX_DURATION, T(STAY, (O.HANG_UP,))),
         ((P.CONNECTED,), I.NOTIFY_DONE, T(STAY, (O.HANG_UP,))),
         (UNANSWERED, I.STALE, T(STAY, (O.HANG_UP,))),
+        ((P.CONNECTED,), I.TRANSFER_UNCONFIRMED, T(P.ENDED, (O.FINISH,))),
+        (UNANSWERED, I.TRANSFER_UNCONFIRMED, None),
         # the hang-up asked for
         (LIVE, I.HUNG_UP, T(P.ENDED, (O.FINISH,))),
         # an ended call never moves again

@@ -79,6 +79,10 @@ class DocumentProvider(CarrierProvider):
         """The document that connects the call to our media stream."""
         raise NotImplementedError
 
+    def handover_document(self, call: Any) -> str:
+        """The document that dials the person a transferred call was handed to."""
+        raise NotImplementedError
+
     # -- IProvider ---------------------------------------------------------------
 
     def speak(self, record: CallRecord, text: str) -> Deferred:
@@ -121,6 +125,8 @@ class DocumentProvider(CarrierProvider):
         """
         if call.ended:
             return self.markup.hangup()
+        if call.handed_over is not None:
+            return self.handover_document(call)
         if self.streaming:
             call.document = "stream"
             return self.stream_document(call, carrier_id)
@@ -134,6 +140,8 @@ class DocumentProvider(CarrierProvider):
         """The next document for a call without a media stream: say, listen or hold."""
         if call.ended:
             return self.markup.hangup()
+        if call.handed_over is not None:
+            return self.handover_document(call)
         if call.waiting:
             call.playing.extend(call.waiting)
             last = call.waiting[-1].number
@@ -167,6 +175,8 @@ class DocumentProvider(CarrierProvider):
         """A media stream ended while the call goes on: start another, a few times."""
         if call.ended or self._stopping:
             return self.markup.hangup()
+        if call.handed_over is not None:
+            return self.handover_document(call)
         if not self.streaming:
             return self.document(call)
         if not self.media.restart(call.call_id, carrier_id):

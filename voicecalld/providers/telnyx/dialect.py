@@ -149,6 +149,16 @@ class TelnyxDialect:
                     log_code="telnyx.stream_failed",
                 )
             return Reading(answer=lambda: (provider.stream_stopped(call, ccid, stream_id), OK)[1])
+        if kind == "call.bridged" and call.handed_over is not None:
+            # Our leg is bridged to the one the transfer dialled: the person answered.
+            return Reading.of(
+                OK,
+                ev.Transferred(
+                    call_id=call.call_id,
+                    detail=f"{call.handed_over} answered (Telnyx)",
+                    dedupe_key=dedupe,
+                ),
+            )
         if kind in (
             "call.machine.detection.ended",
             "call.machine.premium.detection.ended",

@@ -264,6 +264,14 @@ class TelnyxProvider(CarrierProvider):
             self._tolerant(record.provider_call_id, "transcription_stop", {})
         )
 
+    async def transfer(self, record: CallRecord, to: str) -> None:
+        ccid = self.carrier_id(record)
+        await self.hand_over(
+            record,
+            to,
+            lambda call: self.rest.command(ccid, "transfer", {"to": to, "from": call.our_number}),
+        )
+
     async def dial_digits(self, call: _Call, record: CallRecord, digits: str) -> None:
         await self.rest.command(self.carrier_id(record), "send_dtmf", {"digits": digits})
 

@@ -71,6 +71,8 @@ class TwilioDialect:
                 answer=lambda: document(provider.answer_document(call, sid)),
                 events=(ev.Answered(dedupe_key=f"twilio:answered:{sid}", **ids),),
             )
+        if kind == "transfer":
+            return Reading.of(NO_CONTENT, *self._handed_over(call, status, params))
         if kind == "gather":
             return Reading(
                 answer=lambda: document(provider.document(call)),
@@ -97,6 +99,19 @@ class TwilioDialect:
                 reason = CallState.VOICEMAIL
             return [ev.Ended(reason=reason, detail=f"Twilio: {status}", dedupe_key=dedupe, **ids)]
         return []
+
+    def _handed_over(self, call: Any, status: str, params: Params) -> list[ev.CallEvent]:
+        # The status callback of the leg our <Dial> placed: its own SID, our call as its parent.
+        if call.handed_over is None or status not in ("in-progress", "answered"):
+            return []
+        leg = params.get("CallSid")
+        return [
+            ev.Transferred(
+                call_id=call.call_id,
+                detail=f"{call.handed_over} answered (Twilio leg {leg})",
+                dedupe_key=f"twilio:transferred:{leg}",
+            )
+        ]
 
     def _voice_url(self, call: Any, hook: Hook) -> Reading:
         provider, params = self.provider, hook.params

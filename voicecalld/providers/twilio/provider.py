@@ -183,6 +183,20 @@ class TwilioProvider(DocumentProvider):
         )
         call.document = "digits"
 
+    async def transfer(self, record: CallRecord, to: str) -> None:
+        sid = self.carrier_id(record)
+        await self.hand_over(
+            record,
+            to,
+            lambda call: self.rest.update_call(sid, [("Twiml", self.handover_document(call))]),
+        )
+
+    def handover_document(self, call: _Call) -> str:
+        """C{<Dial>} the person; Twilio reports their answer to our C{transfer} URL."""
+        return twiml.transfer(
+            call.handed_over, call.our_number, self.url(callId=call.call_id, type="transfer")
+        )
+
     async def call_status(self, record: CallRecord) -> CallStatus:
         self._track(record)
         if record.provider_call_id is None:
@@ -214,6 +228,8 @@ class TwilioProvider(DocumentProvider):
         order, so a redirect asked for meanwhile is sent after this one, if it
         is still needed then.
         """
+        if call.handed_over is not None:
+            return
         if call.updating:
             call.update_again = True
             return
