@@ -125,6 +125,18 @@ class Adapter:
         """The parameters our stream URL or start asked the carrier to pass back."""
         return stream.custom_parameters
 
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        """Whom the carrier dialled for a transfer of C{call} (E.164), and from which number."""
+        raise NotImplementedError
+
+    def person_answers(self, call: Any) -> Deferred:
+        """The person C{call} was transferred to answers."""
+        return Deferred.fromCoroutine(_nothing())
+
+    def person_hangs_up(self, call: Any) -> Deferred:
+        """The person C{call} was transferred to hangs up."""
+        return call.person_hangs_up()
+
     @inlineCallbacks
     def restart(self):
         """
@@ -185,6 +197,13 @@ class TwilioAdapter(Adapter):
     def carrier_id(self, call: Any) -> str:
         return call.sid
 
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        dialled = call.dialled
+        return (dialled.number, dialled.caller_id) if dialled is not None else None
+
+    def person_answers(self, call: Any) -> Deferred:
+        return call.person_answers()
+
     def dtmf_sent(self, call: Any) -> list[str]:
         return [v.attrs["digits"] for v in call.verbs_named("Play") if v.attrs.get("digits")]
 
@@ -229,6 +248,14 @@ class TelnyxAdapter(Adapter):
     def carrier_id(self, call: Any) -> str:
         return call.call_control_id
 
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        if not call.transfers:
+            return None
+        return call.transfers[-1]["to"], call.transfers[-1].get("from")
+
+    def person_answers(self, call: Any) -> Deferred:
+        return call.person_answers()
+
 
 class PlivoAdapter(Adapter):
     """Plivo: XML <Speak>/<GetInput>, V3-signed callbacks, audio streams."""
@@ -261,6 +288,11 @@ class PlivoAdapter(Adapter):
 
     def carrier_id(self, call: Any) -> str:
         return call.call_uuid
+
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        if call.dialled is None:
+            return None
+        return "+" + call.dialled, call.dialled_from and "+" + call.dialled_from
 
 
 async def _nothing(result: Any = None) -> Any:

@@ -13,13 +13,15 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from tests.contract.adapters import Adapter
 from tests.waiting import wait_for
 from voicecalld.calls.policy import digits
-from voicecalld.errors import ProviderError
+from voicecalld.errors import CallEnded, InvalidArgument, NotAllowed, ProviderError
 from voicecalld.values.record import BOT, USER
 from voicecalld.values.states import CallState
 
 CALLER = "+15557654321"
 STRANGER = "+15550000999"
 GREETING = "Hi there, this is the assistant calling."
+#: The person calls are transferred to.
+PERSON = "+15558675309"
 
 
 def keys(a: Adapter) -> list[tuple[str, str]]:
@@ -360,3 +362,74 @@ class Contract:
         yield wait_for(lambda: not a.manager.live_calls())
         self.assertEqual((yield a.record(alive.call_id)).state, a.caller_hangup_state)
         self.flushLoggedErrors()
+
+    # Transfer to a person.
+
+    def transfer(self, a: Adapter, call_id: str, to: str, message: str | None = None):
+        return Deferred.fromCoroutine(a.manager.transfer(call_id, to, message))
+
+    @inlineCallbacks
+    def check_transfer(self, streaming: bool):
+        a, record, call, stream = yield self.answered(streaming, "Hi.")
+        if streaming:
+            yield stream.when_mark_echoed("u1:end")
+        else:
+            yield a.listening(call)
+        line = "Putting you through to a colleague."
+        answer = yield self.transfer(a, record.call_id, PERSON, line)
+        self.assertEqual(answer.metadata["transferredTo"], PERSON)
+        said = [(e.speaker, e.text) for e in answer.transcript]
+        self.assertEqual(said[-1], (BOT, line), "the line was said before the transfer")
+        if streaming:
+            self.assertEqual(a.rig.tts.texts[-1], line)
+        else:
+            self.assertEqual(a.heard(call)[-1], line)
+        yield wait_for(lambda: a.transferred_to(call) is not None, what="the carrier dialling")
+        self.assertEqual(a.transferred_to(call), (PERSON, record.from_number))
+        yield a.person_answers(call)
+        yield wait_for(lambda: not a.manager.live_calls(), what="the call handed over")
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.TRANSFERRED)
+        self.assertEqual((final.end_reason, final.end_detail), ("transferred", PERSON))
+        self.assertTrue(a.carrier_live(call), "the caller is still on, with the person")
+        if stream is not None:
+            yield stream.when_closed()
+        yield a.person_hangs_up(call)
+        yield call.when_ended()
+        self.assertEqual((yield a.record(record.call_id)).state, CallState.TRANSFERRED)
+        self.assertEqual(a.fake.errors, [])
+
+    def test_transfer_not_streamed(self):
+        return self.check_transfer(False)
+
+    def test_transfer_streamed(self):
+        return self.check_transfer(True)
+
+    @inlineCallbacks
+    def test_transfer_refused_by_the_toll_fraud_guard(self):
+        config = {"outbound": {"allowedPrefixes": ["+1"]}}
+        a, record, call, _ = yield self.answered(False, "Hi.", config)
+        yield a.listening(call)
+        for to, error, why in (
+            ("+447700900123", NotAllowed, "allowedPrefixes"),
+            ("+19005551234", NotAllowed, "premium-rate"),
+            ("555 1234", InvalidArgument, "E.164"),
+        ):
+            failure = yield self.assertFailure(self.transfer(a, record.call_id, to), error)
+            self.assertIn(why, str(failure))
+        self.assertIsNone(a.transferred_to(call))
+        (live,) = a.manager.live_calls()
+        self.assertEqual(live.state, CallState.LISTENING)
+        self.assertNotIn("transferredTo", live.metadata)
+        refused = [n.to_number for n in a.notices if n.kind == "call.refused"]
+        self.assertEqual(refused, ["+447700900123", "+19005551234"])
+
+    @inlineCallbacks
+    def test_transfer_of_an_ended_call(self):
+        a, record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        yield call.caller_hangup()
+        yield wait_for(lambda: not a.manager.live_calls())
+        yield self.assertFailure(self.transfer(a, record.call_id, PERSON), CallEnded)
+        self.assertIsNone(a.transferred_to(call))
+        self.assertEqual((yield a.record(record.call_id)).state, a.caller_hangup_state)

@@ -51,6 +51,9 @@ class MockContract(Contract, TestCase):
     test_barge_in = _not_for_the_mock(_NO_CARRIER)
     test_dtmf_in_streamed = _not_for_the_mock(_NO_CARRIER)
     test_dtmf_out_streamed = _not_for_the_mock(_NO_CARRIER)
+    _NO_PERSON = "the mock has no carrier to hand the caller over to (see test_manager)"
+    test_transfer_not_streamed = _not_for_the_mock(_NO_PERSON)
+    test_transfer_streamed = _not_for_the_mock(_NO_PERSON)
     test_ring_timeout = _not_for_the_mock("the mock leaves only numbers ending 0001 unanswered")
     test_restart_reconciles_with_the_carrier = _not_for_the_mock(
         "the mock keeps no call list: a call is over only if its id says so"

@@ -1069,6 +1069,8 @@ class FakeCall:
         #: Digits the app sent with C{send_dtmf}; transfer targets.
         self.dtmf_sent: list[str] = []
         self.transfers: list[dict[str, Any]] = []
+        #: Whom a C{transfer} bridged this call to, once the person answered.
+        self.bridged_to: str | None = None
         #: The C{transcription_start} options while transcribing, else None.
         self.transcription: dict[str, Any] | None = None
         #: Problems Telnyx would report (failed webhooks, stream errors, ...).
@@ -1489,6 +1491,22 @@ class FakeCall:
             return problem
         self.transfers.append(dict(params))
         return None
+
+    def person_answers(self) -> Deferred:
+        """
+        The person a C{transfer} dialled answers: the new leg is bridged to
+        this one, which gets C{call.bridged}.
+        """
+        if not self.transfers or not self.is_alive:
+            raise FakeTelnyxError(f"{self.call_control_id} was not transferred")
+        self.bridged_to = self.transfers[-1]["to"]
+        return self._act(self._event("call.bridged"))
+
+    def person_hangs_up(self) -> Deferred:
+        """The person the call was transferred to hangs up: the bridged call ends."""
+        if self.bridged_to is None or not self.is_alive:
+            raise FakeTelnyxError(f"{self.call_control_id} is not bridged to anyone")
+        return self._act(self._hangup_flow("normal_clearing", "callee"))
 
     def _cmd_client_state_update(self, params: dict[str, Any]) -> Any:
         if "client_state" not in params:

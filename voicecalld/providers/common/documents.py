@@ -123,10 +123,11 @@ class DocumentProvider(CarrierProvider):
         The document for a call that was just answered (or whose stream
         ended); C{carrier_id} is the call's, from the carrier's request.
         """
+        if call.handed_over is not None:
+            # handed over, even once it ended for us: a late fetch must not undo it
+            return self.handover_document(call)
         if call.ended:
             return self.markup.hangup()
-        if call.handed_over is not None:
-            return self.handover_document(call)
         if self.streaming:
             call.document = "stream"
             return self.stream_document(call, carrier_id)
@@ -138,10 +139,11 @@ class DocumentProvider(CarrierProvider):
 
     def document(self, call: Any) -> str:
         """The next document for a call without a media stream: say, listen or hold."""
+        if call.handed_over is not None:
+            # handed over, even once it ended for us: a late fetch must not undo it
+            return self.handover_document(call)
         if call.ended:
             return self.markup.hangup()
-        if call.handed_over is not None:
-            return self.handover_document(call)
         if call.waiting:
             call.playing.extend(call.waiting)
             last = call.waiting[-1].number
@@ -173,10 +175,10 @@ class DocumentProvider(CarrierProvider):
 
     def restart_stream(self, call: Any, carrier_id: str | None) -> str:
         """A media stream ended while the call goes on: start another, a few times."""
-        if call.ended or self._stopping:
-            return self.markup.hangup()
         if call.handed_over is not None:
             return self.handover_document(call)
+        if call.ended or self._stopping:
+            return self.markup.hangup()
         if not self.streaming:
             return self.document(call)
         if not self.media.restart(call.call_id, carrier_id):

@@ -324,7 +324,7 @@ class TelnyxProvider(CarrierProvider):
 
     def stream_stopped(self, call: _Call, ccid: str, stream_id: str | None) -> None:
         """A media stream stopped while the call goes on: start another, a few times."""
-        if call.ended or self._stopping or not self.streaming:
+        if call.ended or self._stopping or not self.streaming or call.handed_over is not None:
             return
         session = self.media.session(call.call_id)
         if session is not None and stream_id and session.socket.stream_id != stream_id:
