@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from xml.etree import ElementTree
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -129,6 +130,10 @@ class Adapter:
         """Whom the carrier dialled for a transfer of C{call} (E.164), and from which number."""
         raise NotImplementedError
 
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        """The transfer as the carrier was asked for it, in the carrier's own words."""
+        raise NotImplementedError
+
     def person_answers(self, call: Any) -> Deferred:
         """The person C{call} was transferred to answers."""
         return Deferred.fromCoroutine(_nothing())
@@ -201,6 +206,26 @@ class TwilioAdapter(Adapter):
         dialled = call.dialled
         return (dialled.number, dialled.caller_id) if dialled is not None else None
 
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        # One call update with inline TwiML: <Dial callerId><Number statusCallback ...>.
+        (update,) = [
+            r
+            for r in self.fake.requests
+            if r.method == "POST"
+            and r.path.endswith(f"/Calls/{call.sid}.json")
+            and "<Dial" in (r.get("Twiml") or "")
+        ]
+        root = ElementTree.fromstring(update.get("Twiml"))
+        (dial,) = root
+        (number,) = dial
+        return {
+            "verbs": [e.tag for e in root],
+            "callerId": dial.get("callerId"),
+            "number": number.text,
+            "events": number.get("statusCallbackEvent"),
+            "callback": number.get("statusCallback"),
+        }
+
     def person_answers(self, call: Any) -> Deferred:
         return call.person_answers()
 
@@ -253,6 +278,10 @@ class TelnyxAdapter(Adapter):
             return None
         return call.transfers[-1]["to"], call.transfers[-1].get("from")
 
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        (command,) = call.commands_named("transfer")
+        return {k: v for k, v in command.body.items() if k != "command_id"}
+
     def person_answers(self, call: Any) -> Deferred:
         return call.person_answers()
 
@@ -293,6 +322,23 @@ class PlivoAdapter(Adapter):
         if call.dialled is None:
             return None
         return "+" + call.dialled, call.dialled_from and "+" + call.dialled_from
+
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        # The A leg pointed at our transfer URL, which Plivo fetched (signed) for <Dial>.
+        (transfer,) = [
+            r
+            for r in self.fake.requests
+            if r.method == "POST"
+            and r.path.endswith(f"/Call/{call.call_uuid}/")
+            and "type=transfer" in str(r.get("aleg_url"))
+        ]
+        (fetch,) = [c for c in call.callbacks if c.url == transfer.get("aleg_url")]
+        return {
+            "legs": transfer.get("legs"),
+            "method": transfer.get("aleg_method"),
+            "signed": "X-Plivo-Signature-V3" in fetch.headers,
+            "answer": (fetch.code, fetch.response.decode()),
+        }
 
 
 async def _nothing(result: Any = None) -> Any:

@@ -386,6 +386,7 @@ class Contract:
             self.assertEqual(a.heard(call)[-1], line)
         yield wait_for(lambda: a.transferred_to(call) is not None, what="the carrier dialling")
         self.assertEqual(a.transferred_to(call), (PERSON, record.from_number))
+        self.check_transfer_wire(a, call, record)
         yield a.person_answers(call)
         yield wait_for(lambda: not a.manager.live_calls(), what="the call handed over")
         final = yield a.record(record.call_id)
@@ -398,6 +399,25 @@ class Contract:
         yield call.when_ended()
         self.assertEqual((yield a.record(record.call_id)).state, CallState.TRANSFERRED)
         self.assertEqual(a.fake.errors, [])
+
+    def check_transfer_wire(self, a: Adapter, call: Any, record: Any) -> None:
+        """The one request each carrier gets for a transfer, in its own format."""
+        wire = a.transfer_wire(call)
+        if a.name == "twilio":
+            self.assertEqual(wire["verbs"], ["Dial"])
+            self.assertEqual((wire["callerId"], wire["number"]), (record.from_number, PERSON))
+            self.assertEqual(wire["events"], "answered")
+            self.assertIn(f"callId={record.call_id}", wire["callback"])
+        elif a.name == "telnyx":
+            self.assertEqual(wire, {"to": PERSON, "from": record.from_number})
+        elif a.name == "plivo":
+            dial = (
+                f'<Response><Dial callerId="{digits(record.from_number)}">'
+                f"<Number>{digits(PERSON)}</Number></Dial></Response>"
+            )
+            self.assertEqual(
+                wire, {"legs": "aleg", "method": "POST", "signed": True, "answer": (200, dial)}
+            )
 
     def test_transfer_not_streamed(self):
         return self.check_transfer(False)
