@@ -72,15 +72,18 @@ def _percentile(ordered: list[float], p: int) -> float:
 
 
 def summary(values: Iterable[float]) -> dict[str, Any]:
-    """C{count}, C{minMs}, C{maxMs}, C{avgMs}, C{p50Ms}, C{p95Ms} (None without values)."""
+    """
+    C{count}, C{minMs}, C{maxMs}, C{avgMs} (whole milliseconds, half up),
+    C{p50Ms}, C{p95Ms}; only C{count} without values (as the shim's).
+    """
     ordered = sorted(values)
     if not ordered:
-        return {"count": 0, **dict.fromkeys(("minMs", "maxMs", "avgMs", "p50Ms", "p95Ms"))}
+        return {"count": 0}
     return {
         "count": len(ordered),
         "minMs": ordered[0],
         "maxMs": ordered[-1],
-        "avgMs": round(sum(ordered) / len(ordered), 1),
+        "avgMs": math.floor(sum(ordered) / len(ordered) + 0.5),
         "p50Ms": _percentile(ordered, 50),
         "p95Ms": _percentile(ordered, 95),
     }
