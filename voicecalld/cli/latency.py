@@ -63,7 +63,7 @@ def read_records(path: str, last: int) -> list[dict[str, Any]]:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value if math.isfinite(value) and value >= 0 else None
+    return value if math.isfinite(value) else None
 
 
 def _percentile(ordered: list[float], p: int) -> float:
