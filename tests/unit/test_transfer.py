@@ -132,3 +132,18 @@ class HandOverTests(TestCase):
     def test_transferred_is_a_terminal_state(self):
         self.assertIn(CallState.TRANSFERRED, TERMINAL)
         self.assertEqual(CallState("transferred"), CallState.TRANSFERRED)
+
+
+class RestartTests(TestCase):
+    """A call handed over before a restart is not taken back."""
+
+    def test_a_handed_over_call_ends_transferred_on_restart(self):
+        h = Harness(self)
+        call_id = h.answered_call()
+        h.ok(transfer(h, call_id))
+        h2 = h.restart()
+        self.assertEqual(h2.manager.live_calls(), [])
+        final = h2.stored(call_id)
+        self.assertEqual(final.state, CallState.TRANSFERRED)
+        self.assertEqual(final.end_detail, f"{PERSON} (handed over before a restart)")
+        self.assertNotIn("hangup", h2.provider.kinds())
