@@ -84,12 +84,20 @@ class HandOverTests(TestCase):
         self.assertEqual(h.manager.live_calls(), [])
         self.assertEqual(h.kinds()[-1], "call.ended")
 
-    def test_our_legs_end_confirms_it(self):
+    def test_our_legs_end_before_a_confirmation_ends_it_too(self):
         h = Harness(self)
         call_id = h.answered_call()
         h.ok(transfer(h, call_id))
-        h.ok(h.provider.emit(ev.Ended(call_id=call_id, reason=CallState.COMPLETED)))
-        self.assertEqual(h.stored(call_id).state, CallState.TRANSFERRED)
+        h.ok(
+            h.provider.emit(
+                ev.Ended(call_id=call_id, reason=CallState.COMPLETED, detail="Twilio: completed")
+            )
+        )
+        final = h.stored(call_id)
+        self.assertEqual(final.state, CallState.TRANSFERRED)
+        self.assertEqual(
+            final.end_detail, f"{PERSON} (ended before the carrier confirmed: Twilio: completed)"
+        )
 
     def test_while_handed_over_the_call_is_not_ours_to_drive(self):
         h = Harness(self, {"maxDurationSeconds": 60})
@@ -107,6 +115,13 @@ class HandOverTests(TestCase):
         self.assertEqual(len(h.stored(call_id).transcript), before, "said to the person")
         h.clock.advance(61)
         self.assertNotIn("hangup", h.provider.kinds(), "max duration no longer applies")
+
+    def test_ending_it_meanwhile_hangs_up(self):
+        h = Harness(self)
+        call_id = h.answered_call()
+        h.ok(transfer(h, call_id))
+        self.assertEqual(h.ok(h.manager.end(call_id)).state, CallState.HANGUP_BOT)
+        self.assertIn("hangup", h.provider.kinds())
 
     def test_an_unconfirmed_transfer_counts_as_handed_over(self):
         h = Harness(self)

@@ -162,8 +162,13 @@ class Lifecycle:
         keys = tuple(keys)
         if symbol is LifeInput.ENDED and live.hanging_up is not None:
             why = live.hanging_up  # the carrier reports the hang-up we asked for
-        if symbol in (LifeInput.ENDED, LifeInput.TRANSFERRED) and live.transferring is not None:
-            why = live.transferring  # our leg ends because the carrier handed it over
+        elif live.transferring is not None and symbol is LifeInput.TRANSFERRED:
+            why = live.transferring
+        elif live.transferring is not None and symbol is LifeInput.ENDED:
+            # Our leg ended before the carrier said the person answered.
+            to = live.transferring.detail
+            said = f": {why.detail}" if why is not None and why.detail else ""
+            why = Why(CallState.TRANSFERRED, f"{to} (ended before the carrier confirmed{said})")
         if LifeOutput.FINISH in outputs:
             await self.finish(live, why or Why(CallState.COMPLETED), keys)
             return
