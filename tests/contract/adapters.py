@@ -142,6 +142,10 @@ class Adapter:
         """The person C{call} was transferred to hangs up."""
         return call.person_hangs_up()
 
+    def person_does_not_answer(self, call: Any) -> Deferred:
+        """The person C{call} is being transferred to never answers."""
+        return call.person_hangs_up()
+
     @inlineCallbacks
     def restart(self):
         """
@@ -277,6 +281,9 @@ class TelnyxAdapter(Adapter):
         if not call.transfers:
             return None
         return call.transfers[-1]["to"], call.transfers[-1].get("from")
+
+    def person_does_not_answer(self, call: Any) -> Deferred:
+        return call.person_does_not_answer()
 
     def transfer_wire(self, call: Any) -> dict[str, Any]:
         (command,) = call.commands_named("transfer")

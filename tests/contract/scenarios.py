@@ -6,6 +6,7 @@ test case mixes L{Contract} in and names its adapter.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -409,7 +410,9 @@ class Contract:
             self.assertEqual(wire["events"], "answered")
             self.assertIn(f"callId={record.call_id}", wire["callback"])
         elif a.name == "telnyx":
-            self.assertEqual(wire, {"to": PERSON, "from": record.from_number})
+            leg = base64.b64encode(f"transfer:{record.call_id}".encode()).decode()
+            expected = {"to": PERSON, "from": record.from_number, "target_leg_client_state": leg}
+            self.assertEqual(wire, expected)
         elif a.name == "plivo":
             dial = (
                 f'<Response><Dial callerId="{digits(record.from_number)}">'
@@ -424,6 +427,28 @@ class Contract:
 
     def test_transfer_streamed(self):
         return self.check_transfer(True)
+
+    @inlineCallbacks
+    def test_transfer_nobody_answers(self):
+        a, record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        yield self.transfer(a, record.call_id, PERSON)
+        yield wait_for(lambda: a.transferred_to(call) is not None, what="the carrier dialling")
+        yield a.person_does_not_answer(call)
+        yield call.when_ended()
+        self.assertFalse(a.carrier_live(call), "the caller is not left on a silent line")
+        yield wait_for(lambda: not a.manager.live_calls(), what="the end of the call")
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.TRANSFERRED)
+        if a.name == "plivo":
+            # Plivo confirms when it fetches the <Dial>, before anyone answers.
+            self.assertEqual(final.end_detail, PERSON)
+        else:
+            self.assertTrue(
+                final.end_detail.startswith(f"{PERSON} (ended before the carrier confirmed: "),
+                final.end_detail,
+            )
+        self.assertEqual(a.fake.errors, [])
 
     @inlineCallbacks
     def test_transfer_refused_by_the_toll_fraud_guard(self):
