@@ -134,6 +134,10 @@ class Adapter:
         """The transfer as the carrier was asked for it, in the carrier's own words."""
         raise NotImplementedError
 
+    def fail_next_transfer(self) -> None:
+        """The carrier refuses the next transfer request (HTTP 400)."""
+        raise NotImplementedError
+
     def person_answers(self, call: Any) -> Deferred:
         """The person C{call} was transferred to answers."""
         return Deferred.fromCoroutine(_nothing())
@@ -199,6 +203,9 @@ class TwilioAdapter(Adapter):
 
     def fail_next_dial(self, status: int) -> None:
         self.fake.fail_next("create", status, 21211 if status < 500 else 20500, "Told to fail")
+
+    def fail_next_transfer(self) -> None:
+        self.fake.fail_next("update", 400, 21220, "Told to fail")
 
     def stream_keys(self, stream: Any) -> dict[str, str]:
         return stream.parameters
@@ -271,6 +278,9 @@ class TelnyxAdapter(Adapter):
     def fail_next_dial(self, status: int) -> None:
         self.fake.fail_next("dial", status, "10015" if status < 500 else "90000")
 
+    def fail_next_transfer(self) -> None:
+        self.fake.fail_next("transfer", 422, "90018")
+
     def carrier_live(self, call: Any) -> bool:
         return call.is_alive
 
@@ -318,6 +328,9 @@ class PlivoAdapter(Adapter):
 
     def fail_next_dial(self, status: int) -> None:
         self.fake.fail_next("create", status, "told to fail")
+
+    def fail_next_transfer(self) -> None:
+        self.fake.fail_next("transfer", 400, "told to fail")
 
     def stream_keys(self, stream: Any) -> dict[str, str]:
         return stream.extra_headers

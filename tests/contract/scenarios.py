@@ -451,6 +451,23 @@ class Contract:
         self.assertEqual(a.fake.errors, [])
 
     @inlineCallbacks
+    def test_transfer_the_carrier_refuses(self):
+        a, record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        a.fail_next_transfer()
+        yield self.assertFailure(self.transfer(a, record.call_id, PERSON), ProviderError)
+        self.assertIsNone(a.transferred_to(call))
+        (live,) = a.manager.live_calls()
+        self.assertNotIn("transferredTo", live.metadata)
+        # Still ours: it speaks, and a second transfer goes through.
+        yield Deferred.fromCoroutine(a.manager.speak(record.call_id, "Sorry, one moment."))
+        self.assertEqual(a.heard(call)[-1], "Sorry, one moment.")
+        yield self.transfer(a, record.call_id, PERSON)
+        yield wait_for(lambda: a.transferred_to(call) is not None, what="the carrier dialling")
+        self.assertTrue(a.carrier_live(call))
+        self.flushLoggedErrors()
+
+    @inlineCallbacks
     def test_transfer_refused_by_the_toll_fraud_guard(self):
         config = {"outbound": {"allowedPrefixes": ["+1"]}}
         a, record, call, _ = yield self.answered(False, "Hi.", config)
