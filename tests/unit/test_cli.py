@@ -396,3 +396,35 @@ class LatencyTests(TestCase):
         self.assertEqual(self.latency("--state-dir", state)[0], 0)
         with open(path, "rb") as f:
             self.assertEqual((os.stat(path).st_mtime_ns, f.read()), before)
+
+    def test_while_the_daemons_store_is_open(self):
+        from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
+        from voicecalld.values.record import CallRecord
+        from voicecalld.values.states import CallState
+
+        state = self.mktemp()
+        os.makedirs(state)
+        store = SQLiteCallStore(os.path.join(state, "calls.sqlite3"), SynchronousRunner())
+        self.successResultOf(store.open())
+        self.addCleanup(store.close)
+        for n, ms in enumerate((300, 100, 200)):
+            record = CallRecord(
+                call_id=f"c{n}",
+                provider="mock",
+                direction="inbound",
+                mode="conversation",
+                from_number="+15557654321",
+                to_number="+15550000000",
+                state=CallState.ACTIVE,
+                started_at=1_800_000_000.0 + n,
+                metadata={"lastTurnLatency": {"total": ms, "ours": ms / 10}},
+            )
+            self.successResultOf(store.commit(record))
+        code, out, _err = self.latency("--state-dir", state, "--json")
+        result = json.loads(out)
+        self.assertEqual((code, result["recordsScanned"]), (0, 3))
+        self.assertEqual(result["turnLatency"], {"count": 0})
+        self.assertEqual(
+            result["stages"]["total"],
+            {"count": 3, "minMs": 100, "maxMs": 300, "avgMs": 200, "p50Ms": 200, "p95Ms": 300},
+        )
