@@ -235,6 +235,7 @@ class TwilioAdapter(Adapter):
             "number": number.text,
             "events": number.get("statusCallbackEvent"),
             "callback": number.get("statusCallback"),
+            "timeLimit": update.get("TimeLimit"),
         }
 
     def person_answers(self, call: Any) -> Deferred:

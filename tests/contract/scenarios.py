@@ -409,6 +409,7 @@ class Contract:
             self.assertEqual((wire["callerId"], wire["number"]), (record.from_number, PERSON))
             self.assertEqual(wire["events"], "answered")
             self.assertIn(f"callId={record.call_id}", wire["callback"])
+            self.assertEqual(wire["timeLimit"], "14400", "our backstop no longer applies")
         elif a.name == "telnyx":
             leg = base64.b64encode(f"transfer:{record.call_id}".encode()).decode()
             expected = {"to": PERSON, "from": record.from_number, "target_leg_client_state": leg}

@@ -50,6 +50,10 @@ END_REASONS = {
 }
 
 
+# The time limit of a handed-over call: Twilio's own default (4 hours).
+HANDED_OVER_TIME_LIMIT = 14400
+
+
 def twilio_status(value: Any) -> str:
     """One of Twilio's enumerated values, as we compare it: trimmed, lower-case."""
     return value.strip().lower() if isinstance(value, str) else ""
@@ -188,7 +192,14 @@ class TwilioProvider(DocumentProvider):
         await self.hand_over(
             record,
             to,
-            lambda call: self.rest.update_call(sid, [("Twiml", self.handover_document(call))]),
+            lambda call: self.rest.update_call(
+                sid,
+                [
+                    ("Twiml", self.handover_document(call)),
+                    # Our backstop (maxDurationSeconds + 60) is not the person's limit.
+                    ("TimeLimit", str(HANDED_OVER_TIME_LIMIT)),
+                ],
+            ),
         )
 
     def handover_document(self, call: _Call) -> str:
