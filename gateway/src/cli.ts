@@ -76,10 +76,27 @@ export function latencyReport(records: CallRecord[]) {
     records
       .map((r) => r.metadata?.[key])
       .filter((v): v is number => typeof v === "number" && Number.isFinite(v));
+  // Ours: the stages of each call's last answered turn (metadata.lastTurnLatency).
+  const stages: Record<string, number[]> = {};
+  for (const record of records) {
+    const measured = record.metadata?.lastTurnLatency;
+    if (measured && typeof measured === "object") {
+      for (const [name, value] of Object.entries(measured)) {
+        if (typeof value === "number" && Number.isFinite(value)) {
+          (stages[name] ??= []).push(value);
+        }
+      }
+    }
+  }
   return {
     recordsScanned: records.length,
     turnLatency: stats(numbers("lastTurnLatencyMs")),
     listenWait: stats(numbers("lastTurnListenWaitMs")),
+    stages: Object.fromEntries(
+      Object.keys(stages)
+        .sort()
+        .map((name) => [name, stats(stages[name])]),
+    ),
   };
 }
 
@@ -166,6 +183,16 @@ export function registerVoiceCallCli(program: CommandLike, deps: CliDeps): void 
     .requiredOption("--call-id <id>", "Call ID")
     .requiredOption("--digits <digits>", "Digits, e.g. ww123#")
     .action(run((o) => commands.sendDtmf(o.callId?.trim(), o.digits?.trim())));
+
+  root
+    .command("transfer")
+    .description("Hand the call to a person (cold transfer, through the toll-fraud guard)")
+    .requiredOption("--call-id <id>", "Call ID")
+    .requiredOption("--to <number>", "E.164 number of the person")
+    .option("--message <text>", "Said to the caller before the transfer")
+    .action(
+      run((o) => commands.transferCall(o.callId?.trim(), o.to?.trim(), o.message?.trim() || undefined)),
+    );
 
   root
     .command("end")

@@ -9,6 +9,29 @@ import path from "node:path";
 import { AmpConnection, AmpError, type Box, type BoxInput, codec, decodeJson } from "./amp.ts";
 
 /** A call record as the daemon sends it (see docs/control-protocol.md). */
+/** A call's states as the daemon names them; the terminal ones double as end reasons. */
+export type CallState =
+  | "initiated"
+  | "ringing"
+  | "answered"
+  | "active"
+  | "speaking"
+  | "listening"
+  | TerminalState;
+
+/** Where a call ends: upstream's nine, and ours, `transferred` (handed to a person). */
+export type TerminalState =
+  | "completed"
+  | "hangup-user"
+  | "hangup-bot"
+  | "timeout"
+  | "error"
+  | "failed"
+  | "no-answer"
+  | "busy"
+  | "voicemail"
+  | "transferred";
+
 export type CallRecord = {
   callId: string;
   provider?: string;
@@ -17,12 +40,13 @@ export type CallRecord = {
   mode?: "notify" | "conversation";
   from?: string;
   to?: string;
-  state?: string;
+  state?: CallState;
   startedAt?: number;
   answeredAt?: number;
   endedAt?: number;
   endReason?: string;
   sessionKey?: string;
+  /** Free map; `transferredTo` holds the number a transferred call was handed to. */
   metadata?: Record<string, unknown>;
   transcript?: Array<{ speaker: "bot" | "user"; text: string; kind?: string; timestamp?: number }>;
   [key: string]: unknown;
@@ -379,6 +403,12 @@ export class DaemonClient {
       publicUrl: box.has("publicUrl") ? text(box, "publicUrl") : undefined,
       streamUrl: box.has("streamUrl") ? text(box, "streamUrl") : undefined,
     };
+  }
+
+  /** Hand the call to a person at `to` (E.164), after `message` if given; the record once the carrier took it. */
+  async transfer(callId: string, to: string, message?: string): Promise<CallRecord> {
+    const box = await this.call("Transfer", optional({ callId, to, message }), this.timeouts.speak);
+    return decodeJson(box, "call") as CallRecord;
   }
 
   async sendDtmf(callId: string, digits: string): Promise<void> {

@@ -103,6 +103,15 @@ export function createCommands(client: DaemonClient, config: ShimConfig) {
       return { success: true as const };
     },
 
+    /** A cold transfer to a person at `to` (E.164), after an optional spoken `message`. */
+    async transferCall(callId?: string, to?: string, message?: string) {
+      enabled();
+      const id = need(callId, "callId and to required");
+      const target = need(to, "callId and to required");
+      await client.transfer(id, target, message);
+      return { success: true as const };
+    },
+
     async endCall(callId?: string) {
       enabled();
       const id = need(callId, "callId required");

@@ -95,6 +95,11 @@ export function registerVoiceCallMethods(
   method("voicecall.continue.result", (p) => continues.result(str(p?.operationId)), READ);
   method("voicecall.speak", (p) => commands.speak(str(p?.callId), str(p?.message)), WRITE);
   method("voicecall.dtmf", (p) => commands.sendDtmf(str(p?.callId), str(p?.digits)), WRITE);
+  method(
+    "voicecall.transfer",
+    (p) => commands.transferCall(str(p?.callId), str(p?.to), str(p?.message)),
+    WRITE,
+  );
   method("voicecall.end", (p) => commands.endCall(str(p?.callId)), WRITE);
   method("voicecall.status", (p) => commands.status(str(p?.callId) ?? str(p?.sid)), READ);
   return names;

@@ -51,6 +51,16 @@ export const VOICE_CALL_PARAMETERS = {
     },
     {
       type: "object",
+      properties: {
+        action: { const: "transfer_call", type: "string" },
+        callId,
+        to: { type: "string", description: "E.164 number of the person to hand the call to" },
+        message: { type: "string", description: "Said to the caller before the transfer" },
+      },
+      required: ["action", "callId", "to"],
+    },
+    {
+      type: "object",
       properties: { action: { const: "end_call", type: "string" }, callId },
       required: ["action", "callId"],
     },
@@ -105,6 +115,10 @@ export async function runVoiceCallTool(commands: Commands, raw: unknown) {
         return jsonResult(await commands.speak(str(params.callId), str(params.message)));
       case "send_dtmf":
         return jsonResult(await commands.sendDtmf(str(params.callId), str(params.digits)));
+      case "transfer_call":
+        return jsonResult(
+          await commands.transferCall(str(params.callId), str(params.to), str(params.message)),
+        );
       case "end_call":
         return jsonResult(await commands.endCall(str(params.callId)));
       case "get_status": {

@@ -31,6 +31,7 @@ const VOICECALL_METHODS = [
   "voicecall.speak",
   "voicecall.start",
   "voicecall.status",
+  "voicecall.transfer",
 ];
 const TO = "+15551234567";
 const MODEL_REPLY = "Noon is perfect, see you then.";

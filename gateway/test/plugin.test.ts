@@ -128,8 +128,10 @@ describe("validation, as upstream words it", () => {
       "voicecall.speak",
       "voicecall.start",
       "voicecall.status",
+      "voicecall.transfer",
     ]);
     assert.equal(plugin.methods.get("voicecall.status")!.scope, "operator.read");
+    assert.equal(plugin.methods.get("voicecall.transfer")!.scope, "operator.write");
     assert.equal(plugin.methods.get("voicecall.end")!.scope, "operator.write");
     assert.equal(plugin.services[0].id, "voicecall");
   });
@@ -141,6 +143,8 @@ describe("validation, as upstream words it", () => {
       [{ action: "continue_call", callId: "x" }, "callId and message required"],
       [{ action: "speak_to_user", message: "hi" }, "callId and message required"],
       [{ action: "send_dtmf", callId: "x" }, "callId and digits required"],
+      [{ action: "transfer_call", callId: "x" }, "callId and to required"],
+      [{ action: "transfer_call", to: "+15558675309" }, "callId and to required"],
       [{ action: "end_call" }, "callId required"],
       [{ action: "get_status", callId: " " }, "callId required"],
       [{ mode: "status" }, "sid required for status"],
@@ -163,6 +167,7 @@ describe("validation, as upstream words it", () => {
       ["voicecall.continue.result", { operationId: "nope" }, "operation not found"],
       ["voicecall.speak", {}, "callId and message required"],
       ["voicecall.dtmf", { callId: "x" }, "callId and digits required"],
+      ["voicecall.transfer", { callId: "x", to: " " }, "callId and to required"],
       ["voicecall.end", {}, "callId required"],
     ];
     for (const [name, params, error] of cases) {
@@ -299,6 +304,51 @@ describe("against the real daemon", () => {
     assert.match(why.error, /^NOT_ALLOWED: /);
   });
 
+  it("transfers a call to a person: tool action, gateway method and CLI", async () => {
+    const person = "+15558675309";
+    const viaTool = await plugin.tool({ action: "initiate_call", message: "Transfer me", mode: "conversation" });
+    await waitAnswered(tail, plugin, viaTool.callId);
+    const handed = await plugin.tool({
+      action: "transfer_call",
+      callId: viaTool.callId,
+      to: person,
+      message: "Putting you through.",
+    });
+    assert.deepEqual(handed, { success: true });
+    await tail.waitForState(viaTool.callId, ["transferred"]);
+    const after = await plugin.tool({ action: "get_status", callId: viaTool.callId });
+    assert.equal(after.call.state, "transferred");
+    assert.equal(after.call.endReason, "transferred");
+    assert.equal(after.call.metadata.transferredTo, person);
+    assert.ok(after.call.transcript.some((e: any) => e.speaker === "bot" && e.text === "Putting you through."));
+    const again = await plugin.tool({ action: "transfer_call", callId: viaTool.callId, to: person });
+    assert.match(again.error, /^CALL_ENDED: /);
+
+    const [, started] = await plugin.method("voicecall.initiate", { message: "Gateway transfer", mode: "conversation" });
+    await waitAnswered(tail, plugin, started.callId);
+    const [refused, why] = await plugin.method("voicecall.transfer", { callId: started.callId, to: "+19005550100" });
+    assert.equal(refused, false);
+    assert.match(why.error, /^NOT_ALLOWED: .*premium-rate/);
+    const [bad, invalid] = await plugin.method("voicecall.transfer", { callId: started.callId, to: "555" });
+    assert.equal(bad, false);
+    assert.match(invalid.error, /^INVALID_ARGUMENT: to must be an E\.164 number/);
+    assert.deepEqual(await plugin.method("voicecall.transfer", { callId: started.callId, to: person }), [
+      true,
+      { success: true },
+    ]);
+    await tail.waitForState(started.callId, ["transferred"]);
+
+    const call = JSON.parse((await plugin.cli("call", { message: "CLI transfer" })).out);
+    await waitAnswered(tail, plugin, call.callId);
+    const cli = await plugin.cli("transfer", { callId: call.callId, to: person, message: "One moment." });
+    assert.equal(cli.code, 0, cli.err);
+    assert.deepEqual(JSON.parse(cli.out), { success: true });
+    await tail.waitForState(call.callId, ["transferred"]);
+    const refusedCli = await plugin.cli("transfer", { callId: call.callId, to: person });
+    assert.equal(refusedCli.code, 1);
+    assert.match(refusedCli.err, /^voicecall: CALL_ENDED: /);
+  });
+
   it("runs the CLI commands", async () => {
     const call = await plugin.cli("call", { message: "CLI call" });
     assert.equal(call.code, 0, call.err);
@@ -314,6 +364,7 @@ describe("against the real daemon", () => {
     const latency = JSON.parse((await plugin.cli("latency")).out);
     assert.ok(latency.recordsScanned >= 1);
     assert.ok(latency.turnLatency.count >= 1);
+    assert.equal(typeof latency.stages, "object");
     const expose = await plugin.cli("expose");
     assert.equal(expose.code, 1);
     assert.match(expose.err, /^voicecall: EXPOSE_FAILED: tailscale is not installed/);

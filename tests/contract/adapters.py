@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from xml.etree import ElementTree
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -156,6 +157,30 @@ class Adapter:
         """The carrier's last detection callback for C{call}, sent again byte for byte."""
         raise NotImplementedError
 
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        """Whom the carrier dialled for a transfer of C{call} (E.164), and from which number."""
+        raise NotImplementedError
+
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        """The transfer as the carrier was asked for it, in the carrier's own words."""
+        raise NotImplementedError
+
+    def fail_next_transfer(self) -> None:
+        """The carrier refuses the next transfer request (HTTP 400)."""
+        raise NotImplementedError
+
+    def person_answers(self, call: Any) -> Deferred:
+        """The person C{call} was transferred to answers."""
+        return Deferred.fromCoroutine(_nothing())
+
+    def person_hangs_up(self, call: Any) -> Deferred:
+        """The person C{call} was transferred to hangs up."""
+        return call.person_hangs_up()
+
+    def person_does_not_answer(self, call: Any) -> Deferred:
+        """The person C{call} is being transferred to never answers."""
+        return call.person_hangs_up()
+
     @inlineCallbacks
     def restart(self):
         """
@@ -220,11 +245,42 @@ class TwilioAdapter(Adapter):
     def fail_next_dial(self, status: int) -> None:
         self.fake.fail_next("create", status, 21211 if status < 500 else 20500, "Told to fail")
 
+    def fail_next_transfer(self) -> None:
+        self.fake.fail_next("update", 400, 21220, "Told to fail")
+
     def stream_keys(self, stream: Any) -> dict[str, str]:
         return stream.parameters
 
     def carrier_id(self, call: Any) -> str:
         return call.sid
+
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        dialled = call.dialled
+        return (dialled.number, dialled.caller_id) if dialled is not None else None
+
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        # One call update with inline TwiML: <Dial callerId><Number statusCallback ...>.
+        (update,) = [
+            r
+            for r in self.fake.requests
+            if r.method == "POST"
+            and r.path.endswith(f"/Calls/{call.sid}.json")
+            and "<Dial" in (r.get("Twiml") or "")
+        ]
+        root = ElementTree.fromstring(update.get("Twiml"))
+        (dial,) = root
+        (number,) = dial
+        return {
+            "verbs": [e.tag for e in root],
+            "callerId": dial.get("callerId"),
+            "number": number.text,
+            "events": number.get("statusCallbackEvent"),
+            "callback": number.get("statusCallback"),
+            "timeLimit": update.get("TimeLimit"),
+        }
+
+    def person_answers(self, call: Any) -> Deferred:
+        return call.person_answers()
 
     def dtmf_sent(self, call: Any) -> list[str]:
         return [v.attrs["digits"] for v in call.verbs_named("Play") if v.attrs.get("digits")]
@@ -284,6 +340,9 @@ class TelnyxAdapter(Adapter):
     def fail_next_dial(self, status: int) -> None:
         self.fake.fail_next("dial", status, "10015" if status < 500 else "90000")
 
+    def fail_next_transfer(self) -> None:
+        self.fake.fail_next("transfer", 422, "90018")
+
     def carrier_live(self, call: Any) -> bool:
         return call.is_alive
 
@@ -303,6 +362,21 @@ class TelnyxAdapter(Adapter):
         kinds = ("call.machine.detection.ended", "call.machine.greeting.ended")
         hook = [h for h in call.webhooks if h.event_type in kinds][-1]
         return self.fake.resend(hook)
+
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        if not call.transfers:
+            return None
+        return call.transfers[-1]["to"], call.transfers[-1].get("from")
+
+    def person_does_not_answer(self, call: Any) -> Deferred:
+        return call.person_does_not_answer()
+
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        (command,) = call.commands_named("transfer")
+        return {k: v for k, v in command.body.items() if k != "command_id"}
+
+    def person_answers(self, call: Any) -> Deferred:
+        return call.person_answers()
 
 
 class PlivoAdapter(Adapter):
@@ -330,6 +404,9 @@ class PlivoAdapter(Adapter):
 
     def fail_next_dial(self, status: int) -> None:
         self.fake.fail_next("create", status, "told to fail")
+
+    def fail_next_transfer(self) -> None:
+        self.fake.fail_next("transfer", 400, "told to fail")
 
     def stream_keys(self, stream: Any) -> dict[str, str]:
         return stream.extra_headers
@@ -362,6 +439,28 @@ class PlivoAdapter(Adapter):
     def resend_detection(self, call: Any) -> Deferred:
         hook = [h for h in call.callbacks if h.kind == "machine"][-1]
         return self.fake.resend_last_callback(call, hook)
+
+    def transferred_to(self, call: Any) -> tuple[str, str | None] | None:
+        if call.dialled is None:
+            return None
+        return "+" + call.dialled, call.dialled_from and "+" + call.dialled_from
+
+    def transfer_wire(self, call: Any) -> dict[str, Any]:
+        # The A leg pointed at our transfer URL, which Plivo fetched (signed) for <Dial>.
+        (transfer,) = [
+            r
+            for r in self.fake.requests
+            if r.method == "POST"
+            and r.path.endswith(f"/Call/{call.call_uuid}/")
+            and "type=transfer" in str(r.get("aleg_url"))
+        ]
+        (fetch,) = [c for c in call.callbacks if c.url == transfer.get("aleg_url")]
+        return {
+            "legs": transfer.get("legs"),
+            "method": transfer.get("aleg_method"),
+            "signed": "X-Plivo-Signature-V3" in fetch.headers,
+            "answer": (fetch.code, fetch.response.decode()),
+        }
 
 
 async def _nothing(result: Any = None) -> Any:

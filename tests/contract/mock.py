@@ -188,6 +188,10 @@ class MockAdapter(Adapter):
     def dtmf_sent(self, call: MockCall) -> list[str]:
         return [d for cid, d in self.rig.provider.dtmf_sent if cid == call.call_id]
 
+    def transferred_to(self, call: MockCall) -> tuple[str, str | None] | None:
+        found = [to for cid, to in self.rig.provider.transfers if cid == call.call_id]
+        return (found[-1], None) if found else None
+
 
 class _Listening:
     state = None

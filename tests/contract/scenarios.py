@@ -6,6 +6,7 @@ test case mixes L{Contract} in and names its adapter.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -14,7 +15,7 @@ from tests.contract.adapters import Adapter
 from tests.fakes.realtime_voice import ScriptedVoice
 from tests.waiting import wait_for
 from voicecalld.calls.policy import digits
-from voicecalld.errors import ProviderError
+from voicecalld.errors import CallEnded, InvalidArgument, NotAllowed, ProviderError
 from voicecalld.realtime.interface import END_CALL_TOOL
 from voicecalld.values.record import BOT, USER
 from voicecalld.values.states import CallState
@@ -23,6 +24,8 @@ CALLER = "+15557654321"
 STRANGER = "+15550000999"
 GREETING = "Hi there, this is the assistant calling."
 AMD = {"outbound": {"machineDetection": True, "notifyHangupDelaySec": 0}}
+#: The person calls are transferred to.
+PERSON = "+15558675309"
 
 
 def keys(a: Adapter) -> list[tuple[str, str]]:
@@ -550,3 +553,136 @@ class Contract:
         self.assertEqual(final.state, CallState.ERROR)
         self.assertIn("the model's session expired", final.end_detail)
         self.assertFalse(a.carrier_live(call))
+
+    # Transfer to a person.
+
+    def transfer(self, a: Adapter, call_id: str, to: str, message: str | None = None):
+        return Deferred.fromCoroutine(a.manager.transfer(call_id, to, message))
+
+    @inlineCallbacks
+    def check_transfer(self, streaming: bool):
+        a, record, call, stream = yield self.answered(streaming, "Hi.")
+        if streaming:
+            yield stream.when_mark_echoed("u1:end")
+        else:
+            yield a.listening(call)
+        line = "Putting you through to a colleague."
+        answer = yield self.transfer(a, record.call_id, PERSON, line)
+        self.assertEqual(answer.metadata["transferredTo"], PERSON)
+        said = [(e.speaker, e.text) for e in answer.transcript]
+        self.assertEqual(said[-1], (BOT, line), "the line was said before the transfer")
+        if streaming:
+            self.assertEqual(a.rig.tts.texts[-1], line)
+        else:
+            self.assertEqual(a.heard(call)[-1], line)
+        yield wait_for(lambda: a.transferred_to(call) is not None, what="the carrier dialling")
+        self.assertEqual(a.transferred_to(call), (PERSON, record.from_number))
+        self.check_transfer_wire(a, call, record)
+        yield a.person_answers(call)
+        yield wait_for(lambda: not a.manager.live_calls(), what="the call handed over")
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.TRANSFERRED)
+        self.assertEqual((final.end_reason, final.end_detail), ("transferred", PERSON))
+        self.assertTrue(a.carrier_live(call), "the caller is still on, with the person")
+        if stream is not None:
+            yield stream.when_closed()
+        yield a.person_hangs_up(call)
+        yield call.when_ended()
+        self.assertEqual((yield a.record(record.call_id)).state, CallState.TRANSFERRED)
+        self.assertEqual(a.fake.errors, [])
+
+    def check_transfer_wire(self, a: Adapter, call: Any, record: Any) -> None:
+        """The one request each carrier gets for a transfer, in its own format."""
+        wire = a.transfer_wire(call)
+        if a.name == "twilio":
+            self.assertEqual(wire["verbs"], ["Dial"])
+            self.assertEqual((wire["callerId"], wire["number"]), (record.from_number, PERSON))
+            self.assertEqual(wire["events"], "answered")
+            self.assertIn(f"callId={record.call_id}", wire["callback"])
+            self.assertEqual(wire["timeLimit"], "14400", "our backstop no longer applies")
+        elif a.name == "telnyx":
+            leg = base64.b64encode(f"transfer:{record.call_id}".encode()).decode()
+            expected = {"to": PERSON, "from": record.from_number, "target_leg_client_state": leg}
+            self.assertEqual(wire, expected)
+        elif a.name == "plivo":
+            dial = (
+                f'<Response><Dial callerId="{digits(record.from_number)}">'
+                f"<Number>{digits(PERSON)}</Number></Dial></Response>"
+            )
+            self.assertEqual(
+                wire, {"legs": "aleg", "method": "POST", "signed": True, "answer": (200, dial)}
+            )
+
+    def test_transfer_not_streamed(self):
+        return self.check_transfer(False)
+
+    def test_transfer_streamed(self):
+        return self.check_transfer(True)
+
+    @inlineCallbacks
+    def test_transfer_nobody_answers(self):
+        a, record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        yield self.transfer(a, record.call_id, PERSON)
+        yield wait_for(lambda: a.transferred_to(call) is not None, what="the carrier dialling")
+        yield a.person_does_not_answer(call)
+        yield call.when_ended()
+        self.assertFalse(a.carrier_live(call), "the caller is not left on a silent line")
+        yield wait_for(lambda: not a.manager.live_calls(), what="the end of the call")
+        final = yield a.record(record.call_id)
+        self.assertEqual(final.state, CallState.TRANSFERRED)
+        if a.name == "plivo":
+            # Plivo confirms when it fetches the <Dial>, before anyone answers.
+            self.assertEqual(final.end_detail, PERSON)
+        else:
+            self.assertTrue(
+                final.end_detail.startswith(f"{PERSON} (ended before the carrier confirmed: "),
+                final.end_detail,
+            )
+        self.assertEqual(a.fake.errors, [])
+
+    @inlineCallbacks
+    def test_transfer_the_carrier_refuses(self):
+        a, record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        a.fail_next_transfer()
+        yield self.assertFailure(self.transfer(a, record.call_id, PERSON), ProviderError)
+        self.assertIsNone(a.transferred_to(call))
+        (live,) = a.manager.live_calls()
+        self.assertNotIn("transferredTo", live.metadata)
+        # Still ours: it speaks, and a second transfer goes through.
+        yield Deferred.fromCoroutine(a.manager.speak(record.call_id, "Sorry, one moment."))
+        self.assertEqual(a.heard(call)[-1], "Sorry, one moment.")
+        yield self.transfer(a, record.call_id, PERSON)
+        yield wait_for(lambda: a.transferred_to(call) is not None, what="the carrier dialling")
+        self.assertTrue(a.carrier_live(call))
+        self.flushLoggedErrors()
+
+    @inlineCallbacks
+    def test_transfer_refused_by_the_toll_fraud_guard(self):
+        config = {"outbound": {"allowedPrefixes": ["+1"]}}
+        a, record, call, _ = yield self.answered(False, "Hi.", config)
+        yield a.listening(call)
+        for to, error, why in (
+            ("+447700900123", NotAllowed, "allowedPrefixes"),
+            ("+19005551234", NotAllowed, "premium-rate"),
+            ("555 1234", InvalidArgument, "E.164"),
+        ):
+            failure = yield self.assertFailure(self.transfer(a, record.call_id, to), error)
+            self.assertIn(why, str(failure))
+        self.assertIsNone(a.transferred_to(call))
+        (live,) = a.manager.live_calls()
+        self.assertEqual(live.state, CallState.LISTENING)
+        self.assertNotIn("transferredTo", live.metadata)
+        refused = [n.to_number for n in a.notices if n.kind == "call.refused"]
+        self.assertEqual(refused, ["+447700900123", "+19005551234"])
+
+    @inlineCallbacks
+    def test_transfer_of_an_ended_call(self):
+        a, record, call, _ = yield self.answered(False, "Hi.")
+        yield a.listening(call)
+        yield call.caller_hangup()
+        yield wait_for(lambda: not a.manager.live_calls())
+        yield self.assertFailure(self.transfer(a, record.call_id, PERSON), CallEnded)
+        self.assertIsNone(a.transferred_to(call))
+        self.assertEqual((yield a.record(record.call_id)).state, a.caller_hangup_state)

@@ -61,6 +61,11 @@ class MockContract(Contract, TestCase):
     test_a_conversation_at_a_machine_can_leave_its_message = _not_for_the_mock(_NO_AMD)
     test_realtime_call = _not_for_the_mock(_NO_CARRIER)
     test_realtime_inbound_and_the_vendor_ending_the_session = _not_for_the_mock(_NO_CARRIER)
+    _NO_PERSON = "the mock has no carrier to hand the caller over to (see test_manager)"
+    test_transfer_not_streamed = _not_for_the_mock(_NO_PERSON)
+    test_transfer_streamed = _not_for_the_mock(_NO_PERSON)
+    test_transfer_nobody_answers = _not_for_the_mock(_NO_PERSON)
+    test_transfer_the_carrier_refuses = _not_for_the_mock(_NO_CARRIER)
     test_ring_timeout = _not_for_the_mock("the mock leaves only numbers ending 0001 unanswered")
     test_restart_reconciles_with_the_carrier = _not_for_the_mock(
         "the mock keeps no call list: a call is over only if its id says so"

@@ -1125,6 +1125,10 @@ class FakeCall:
         self.streams: list[PlivoStream] = []
         #: DTMF the app sent into the call (C{<DTMF>} and the DTMF API).
         self.dtmf_sent: list[str] = []
+        #: The number a C{<Dial>} rang (as Plivo writes it) and the caller id it showed.
+        self.dialled: str | None = None
+        self.dialled_from: str | None = None
+        self._dial: Deferred | None = None
         #: Problems Plivo would report in its debug log (bad XML, failed fetches).
         self.errors: list[str] = []
         #: What the call's XML is blocked on: "speak", "wait", "input", "stream" or None.
@@ -1775,6 +1779,8 @@ class FakeCall:
             return await self._run_input(gen, element, url)
         if name == "Stream":
             return await self._run_stream(gen, element, url)
+        if name == "Dial":
+            return await self._run_dial(gen, element)
         self.elements.append(Element(name, text, attributes))
         self.errors.append(f"the fake does not run <{name}>; skipped")
         return False
@@ -1867,6 +1873,31 @@ class FakeCall:
             return False
         await self._fetch_and_run(gen, "action", target, method, params)
         return True
+
+    async def _run_dial(self, gen: int, element: ElementTree.Element) -> bool:
+        """
+        C{<Dial>} one C{<Number>} (digits, no C{+}): a B leg rings the person
+        until L{person_hangs_up}; then the elements after the C{<Dial>} run.
+        """
+        attributes = dict(element.attrib)
+        numbers = [(c.text or "").strip() for c in element if c.tag == "Number"]
+        self.elements.append(Element("Dial", ",".join(numbers), attributes))
+        if len(numbers) != 1 or not re.fullmatch(r"[1-9]\d{6,14}", numbers[0]):
+            self.errors.append(f"<Dial> needs one <Number> of digits, got {numbers!r}")
+            return False
+        self.dialled = numbers[0]
+        self.dialled_from = attributes.get("callerId")
+        self._dial = Deferred()
+        await self._block(self._dial, "dial")
+        return not self._current(gen)
+
+    def person_hangs_up(self) -> Deferred:
+        """The person a C{<Dial>} rang hangs up: the document carries on after the C{<Dial>}."""
+        if self.waiting != "dial" or self._dial is None:
+            raise FakePlivoError(f"{self.call_uuid} is not dialling anyone ({self.waiting})")
+        d, self._dial = self._dial, None
+        self._spawn_soon(_resume, d)
+        return self.when_settled()
 
     async def _run_stream(self, gen: int, element: ElementTree.Element, url: str) -> bool:
         attributes = dict(element.attrib)
@@ -2230,3 +2261,8 @@ __all__ = [
     "signature_v3",
     "v3_base_string",
 ]
+
+
+async def _resume(d: Deferred) -> None:
+    """Let a blocked verb go on (a dialled person hung up)."""
+    d.callback(None)

@@ -32,6 +32,7 @@ class RecordingProvider:
         self.fail_dial: Exception | None = None
         self.fail_hangup: Exception | None = None
         self.fail_speak: Exception | None = None
+        self.fail_transfer: Exception | None = None
         self.media = False
         self.statuses: dict[str, CallStatus] = {}
         self.speaking: dict[str, tuple[str, Deferred[Playback]]] = {}
@@ -106,6 +107,12 @@ class RecordingProvider:
 
     def send_dtmf(self, record: CallRecord, digits: str) -> Deferred:
         self.requests.append(("send_dtmf", record.call_id, digits))
+        return succeed(None)
+
+    def transfer(self, record: CallRecord, to: str) -> Deferred:
+        self.requests.append(("transfer", record.call_id, to))
+        if self.fail_transfer is not None:
+            return fail(self.fail_transfer)
         return succeed(None)
 
     def call_status(self, record: CallRecord) -> Deferred:

@@ -1069,6 +1069,8 @@ class FakeCall:
         #: Digits the app sent with C{send_dtmf}; transfer targets.
         self.dtmf_sent: list[str] = []
         self.transfers: list[dict[str, Any]] = []
+        #: Whom a C{transfer} bridged this call to, once the person answered.
+        self.bridged_to: str | None = None
         #: The C{transcription_start} options while transcribing, else None.
         self.transcription: dict[str, Any] | None = None
         #: Problems Telnyx would report (failed webhooks, stream errors, ...).
@@ -1492,11 +1494,63 @@ class FakeCall:
     def _cmd_transfer(self, params: dict[str, Any]) -> Any:
         if not _is_destination(params.get("to")):
             return 422, INVALID, "to", f"Invalid destination: {params.get('to')!r}"
+        leg_state = params.get("target_leg_client_state")
+        if leg_state is not None and not _is_base64(leg_state):
+            return 422, INVALID, "target_leg_client_state", "must be a valid Base64 string"
         problem = self._not_answered("transfer")
         if problem is not None:
             return problem
         self.transfers.append(dict(params))
         return None
+
+    def person_answers(self) -> Deferred:
+        """
+        The person a C{transfer} dialled answers: the new leg gets
+        C{call.answered} (with the transfer's C{target_leg_client_state}), then it is
+        bridged to this one, which gets C{call.bridged}.
+        """
+        self._expect_transfer()
+        self.bridged_to = self.transfers[-1]["to"]
+
+        async def answered() -> None:
+            await self._leg_event("call.answered", state="answered")
+            await self._event("call.bridged")
+
+        return self._act(answered())
+
+    def person_does_not_answer(self, cause: str = "timeout") -> Deferred:
+        """
+        The new leg of a C{transfer} ends unanswered: it gets C{call.hangup};
+        this call stays up, as Telnyx leaves it (the app may command it again).
+        """
+        self._expect_transfer()
+        hangup = {"state": "hangup", "hangup_cause": cause, "hangup_source": "callee"}
+        return self._act(self._leg_event("call.hangup", **hangup))
+
+    def person_hangs_up(self) -> Deferred:
+        """The person the call was transferred to hangs up: the bridged call ends."""
+        if self.bridged_to is None or not self.is_alive:
+            raise FakeTelnyxError(f"{self.call_control_id} is not bridged to anyone")
+        return self._act(self._hangup_flow("normal_clearing", "callee"))
+
+    def _expect_transfer(self) -> None:
+        if not self.transfers or not self.is_alive or self.bridged_to is not None:
+            raise FakeTelnyxError(f"{self.call_control_id} has no transfer ringing")
+
+    async def _leg_event(self, event_type: str, **extra: Any) -> Webhook:
+        """A webhook of the leg the last C{transfer} dialled (its own ids, its client_state)."""
+        transfer = self.transfers[-1]
+        if "leg" not in transfer:
+            transfer["leg"] = new_call_control_id()
+        payload = self._payload(
+            call_control_id=transfer["leg"],
+            call_leg_id=str(uuid.uuid4()),
+            client_state=transfer.get("target_leg_client_state"),
+            direction="outgoing",
+            **{"from": transfer.get("from") or self.from_, "to": transfer["to"]},
+            **extra,
+        )
+        return await self.fake._send_webhook(self, event_type, payload)
 
     def _cmd_client_state_update(self, params: dict[str, Any]) -> Any:
         if "client_state" not in params:

@@ -121,6 +121,17 @@ class Verb(NamedTuple):
     attrs: dict[str, str]
 
 
+@attrs.define
+class Dialled:
+    """The child leg a C{<Dial>} placed: the person's number, our caller id, its SID."""
+
+    number: str
+    caller_id: str | None
+    sid: str
+    attrs: dict[str, str]
+    answered: bool = False
+
+
 @attrs.frozen
 class RestRequest:
     """One request the fake's REST API received."""
@@ -781,6 +792,9 @@ class FakeCall:
         self._initiated = False
         self._sequence = 0
         self._ring_timer: Any = None
+        #: The person a C{<Dial>} rang, if one did.
+        self.dialled: Dialled | None = None
+        self._dial: Deferred | None = None
         self._progress = DeferredLock()
         self._waiters = Waiters()
         rest = create_request
@@ -1347,6 +1361,8 @@ class FakeCall:
             return await self._run_gather(gen, element, url)
         if name == "Connect":
             return await self._run_connect(gen, element, url)
+        if name == "Dial":
+            return await self._run_dial(gen, element)
         if name == "Start":
             self.verbs.append(Verb(name, "", attributes))
             for child in element:
@@ -1394,6 +1410,68 @@ class FakeCall:
         method = attributes.get("method", "POST")
         self._move_on(gen, "action", target, method, params or [])
         return True
+
+    async def _run_dial(self, gen: int, element: ElementTree.Element) -> bool:
+        """
+        C{<Dial>} one number (as text or one C{<Number>}): a child leg rings
+        the person until L{person_answers} / L{person_hangs_up}; then the
+        verbs after the C{<Dial>} run.
+        """
+        attributes = dict(element.attrib)
+        number_element = next((child for child in element if child.tag == "Number"), None)
+        holder = number_element if number_element is not None else element
+        number = (holder.text or "").strip()
+        self.verbs.append(Verb("Dial", number, attributes))
+        if not re.fullmatch(r"\+[1-9]\d{1,14}", number):
+            self.errors.append(f"13223 Dial: invalid phone number {number!r}")
+            return False
+        self.dialled = Dialled(
+            number=number,
+            caller_id=attributes.get("callerId"),
+            sid=new_sid("CA"),
+            attrs=dict(number_element.attrib) if number_element is not None else {},
+        )
+        self._dial = Deferred()
+        try:
+            await self._block(self._dial, "dial")
+        except CancelledError:
+            return True
+        return not self._current(gen)
+
+    def person_answers(self) -> Deferred:
+        """The person a C{<Dial>} rings answers: the C{<Number>}'s status callback (answered)."""
+        dialled = self._expect_dial()
+        dialled.answered = True
+        url = dialled.attrs.get("statusCallback")
+        events = set(dialled.attrs.get("statusCallbackEvent", "").replace(",", " ").split())
+        if not url or "answered" not in events:
+            return self.when_settled()
+        params = [
+            ("AccountSid", self.account_sid),
+            ("ApiVersion", API_VERSION),
+            ("CallSid", dialled.sid),
+            ("ParentCallSid", self.sid),
+            ("CallStatus", "in-progress"),
+            ("Direction", "outbound-dial"),
+            ("From", dialled.caller_id or self.from_),
+            ("To", dialled.number),
+            ("CallbackSource", "call-progress-events"),
+            ("SequenceNumber", "0"),
+        ]
+        method = dialled.attrs.get("statusCallbackMethod", "POST")
+        return self._act(self.fake._send_webhook(self, "dial-status", url, method, params))
+
+    def person_hangs_up(self) -> Deferred:
+        """The dialled person hangs up: the C{<Dial>} ends and the document carries on."""
+        self._expect_dial()
+        d, self._dial = self._dial, None
+        self._spawn_soon(_resume, d)
+        return self.when_settled()
+
+    def _expect_dial(self) -> Dialled:
+        if self.waiting != "dial" or self.dialled is None:
+            raise FakeTwilioError(f"{self.sid} is not dialling anyone (waiting: {self.waiting})")
+        return self.dialled
 
     async def _run_connect(self, gen: int, element: ElementTree.Element, url: str | None) -> bool:
         attributes = dict(element.attrib)
@@ -1721,3 +1799,8 @@ def _ignore_result(f: Callable[[], Deferred]) -> Callable[[], None]:
             pass  # the test moved the call on first
 
     return run
+
+
+async def _resume(d: Deferred) -> None:
+    """Let a blocked verb go on (a dialled person hung up)."""
+    d.callback(None)

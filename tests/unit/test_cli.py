@@ -246,3 +246,185 @@ class WireTests(TestCase):
         code, _out, err = self.cli(daemon, *argv, advance=5)
         self.assertEqual(code, 1)
         self.assertEqual(err, "voicecall: TIMEOUT: no answer from voicecalld within 5.0 s\n")
+
+
+class TransferTests(TestCase):
+    """C{voicecall transfer}: nothing (or C{{"ok": true}}) once the carrier took it."""
+
+    cli = WireTests.cli
+
+    def test_transfer(self):
+        f = Fixture(self)
+        call_id = f.h.answered_call()
+        argv = ("transfer", "--call-id", call_id, "--to", "+15558675309", "-m", "One moment.")
+        code, out, err = self.cli(f.factory.buildProtocol(None), *argv, "--json")
+        self.assertEqual((code, json.loads(out), err), (0, {"ok": True}, ""))
+        self.assertEqual(
+            [r for r in f.h.provider.requests if r[0] in ("speak", "transfer")][-2:],
+            [("speak", call_id, "One moment."), ("transfer", call_id, "+15558675309")],
+        )
+        self.assertEqual(f.h.stored(call_id).metadata["transferredTo"], "+15558675309")
+
+    def test_refusals(self):
+        f = Fixture(self, {"outbound": {"allowedPrefixes": ["+1555"]}})
+        call_id = f.h.answered_call()
+        cases = [
+            ("+447700900123", "NOT_ALLOWED: +447700900123 matches no outbound.allowedPrefixes"),
+            ("5558675309", "INVALID_ARGUMENT: to must be an E.164 number"),
+        ]
+        for to, start in cases:
+            code, out, err = self.cli(
+                f.factory.buildProtocol(None), "transfer", "--call-id", call_id, "--to", to
+            )
+            self.assertEqual((code, out), (1, ""))
+            self.assertTrue(err.startswith("voicecall: " + start), err)
+            self.assertEqual(err.count("\n"), 1)
+        f.h.ok(f.h.manager.end(call_id))
+        code, _out, err = self.cli(
+            f.factory.buildProtocol(None), "transfer", "--call-id", call_id, "--to", "+15558675309"
+        )
+        self.assertEqual((code, err), (1, "voicecall: CALL_ENDED: Call has ended (hangup-bot)\n"))
+
+
+class LatencyTests(TestCase):
+    """C{voicecall latency}: figures over the store's records, read without a daemon."""
+
+    def store(self, records: list[dict]) -> str:
+        """A state dir whose store holds C{records} (as the daemon writes them)."""
+        import sqlite3
+
+        from voicecalld.store.schema import migrate
+
+        state = self.mktemp()
+        os.makedirs(state)
+        db = sqlite3.connect(os.path.join(state, "calls.sqlite3"), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")  # as the daemon keeps it
+        migrate(db)
+        for n, metadata in enumerate(records):
+            record = {
+                "callId": f"call-{n}",
+                "provider": "mock",
+                "direction": "outbound",
+                "mode": "conversation",
+                "from": "+15550000000",
+                "to": "+15551234567",
+                "state": "completed",
+                "startedAt": 1_800_000_000_000 + n * 1000,
+                "metadata": metadata,
+            }
+            db.execute(
+                "INSERT INTO calls VALUES (?, 'mock', NULL, 'outbound', 'completed', 0, ?, ?, ?)",
+                (record["callId"], 1_800_000_000 + n, 1_800_000_010 + n, json.dumps(record)),
+            )
+        db.close()
+        return state
+
+    def latency(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main.main(["latency", *argv])
+            except SystemExit as e:
+                return e.code, out.getvalue(), err.getvalue()
+        raise AssertionError("latency did not exit")
+
+    def test_upstream_shape_and_our_stages(self):
+        turns = range(100, 2100, 100)
+        records = [{"lastTurnLatencyMs": ms, "lastTurnListenWaitMs": ms // 2} for ms in turns]
+        records += [
+            {"lastTurnLatency": {"stt": 120.5, "reply": 800.0, "total": 1400.25}},
+            {"lastTurnLatency": {"stt": 80.0, "reply": 600.0, "total": 1000.0}},
+            {"turnCount": 3},  # a call with no measured turn still counts as scanned
+        ]
+        state = self.store(records)
+        code, out, err = self.latency("--state-dir", state, "--json")
+        self.assertEqual((code, err), (0, ""))
+        result = json.loads(out)
+        self.assertEqual(result["recordsScanned"], 23)
+        self.assertEqual(
+            result["turnLatency"],
+            {"count": 20, "minMs": 100, "maxMs": 2000, "avgMs": 1050, "p50Ms": 1000}
+            | {"p95Ms": 1900},
+        )
+        self.assertEqual(result["listenWait"]["p95Ms"], 950)
+        self.assertEqual(
+            result["stages"]["total"],
+            {
+                "count": 2,
+                "minMs": 1000.0,
+                "maxMs": 1400.25,
+                "avgMs": 1200,
+                "p50Ms": 1000.0,
+                "p95Ms": 1400.25,
+            },
+        )
+        self.assertEqual(sorted(result["stages"]), ["reply", "stt", "total"])
+        code, out, _ = self.latency("--state-dir", state, "--last", "3", "--json")
+        last = json.loads(out)
+        self.assertEqual((last["recordsScanned"], last["turnLatency"]["count"]), (3, 0))
+        self.assertEqual(last["stages"]["stt"]["count"], 2)
+        code, text, _ = self.latency("--state-dir", state)
+        self.assertEqual(code, 0)
+        self.assertIn("23 calls scanned", text)
+        self.assertIn("turn latency       n=20   min 100  p50 1000  p95 1900  max 2000", text)
+
+    def test_no_records(self):
+        state = self.store([])
+        code, out, err = self.latency("--state-dir", state, "--json")
+        self.assertEqual((code, err), (0, ""))
+        empty = {"count": 0}
+        self.assertEqual(
+            json.loads(out),
+            {"recordsScanned": 0, "turnLatency": empty, "listenWait": empty, "stages": {}},
+        )
+        code, text, _ = self.latency("--state-dir", state)
+        self.assertEqual(
+            text, "0 calls scanned\n  turn latency       no turns\n  listen wait        no turns\n"
+        )
+
+    def test_no_store_and_a_bad_last(self):
+        code, out, err = self.latency("--state-dir", self.mktemp())
+        self.assertEqual((code, out), (1, ""))
+        self.assertTrue(err.startswith("voicecall: STORE_ERROR: no call store at "), err)
+        self.assertEqual(usage_error(["latency", "--last", "0"])[0], 2)
+
+    def test_the_store_is_only_read(self):
+        state = self.store([{"lastTurnLatencyMs": 5}])
+        path = os.path.join(state, "calls.sqlite3")
+        with open(path, "rb") as f:
+            before = os.stat(path).st_mtime_ns, f.read()
+        self.assertEqual(self.latency("--state-dir", state)[0], 0)
+        with open(path, "rb") as f:
+            self.assertEqual((os.stat(path).st_mtime_ns, f.read()), before)
+
+    def test_while_the_daemons_store_is_open(self):
+        from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
+        from voicecalld.values.record import CallRecord
+        from voicecalld.values.states import CallState
+
+        state = self.mktemp()
+        os.makedirs(state)
+        store = SQLiteCallStore(os.path.join(state, "calls.sqlite3"), SynchronousRunner())
+        self.successResultOf(store.open())
+        self.addCleanup(store.close)
+        for n, ms in enumerate((300, 100, 200)):
+            record = CallRecord(
+                call_id=f"c{n}",
+                provider="mock",
+                direction="inbound",
+                mode="conversation",
+                from_number="+15557654321",
+                to_number="+15550000000",
+                state=CallState.ACTIVE,
+                started_at=1_800_000_000.0 + n,
+                metadata={"lastTurnLatency": {"total": ms, "ours": ms / 10}},
+            )
+            self.successResultOf(store.commit(record))
+        code, out, _err = self.latency("--state-dir", state, "--json")
+        result = json.loads(out)
+        self.assertEqual((code, result["recordsScanned"]), (0, 3))
+        self.assertEqual(result["turnLatency"], {"count": 0})
+        self.assertEqual(
+            result["stages"]["total"],
+            {"count": 3, "minMs": 100, "maxMs": 300, "avgMs": 200, "p50Ms": 200, "p95Ms": 300},
+        )

@@ -92,6 +92,25 @@ class CommandTests(TestCase):
         self.assertEqual(str(failure.value), "No call with id nope")
         self.failureResultOf(f.call(client, pump, c.Initiate, message="x"), InvalidArgument)
 
+    def test_transfer(self):
+        f = Fixture(self)
+        call_id = f.h.answered_call()
+        _server, client, pump = connect(f.factory)
+        missing = self.failureResultOf(f.call(client, pump, c.Transfer, callId=call_id, to=""))
+        self.assertEqual(missing.value.code, "INVALID_ARGUMENT")
+        premium = self.failureResultOf(
+            f.call(client, pump, c.Transfer, callId=call_id, to="+19005550100"), NotAllowed
+        )
+        self.assertIn("premium-rate", str(premium.value))
+        answer = self.successResultOf(
+            f.call(client, pump, c.Transfer, callId=call_id, to="+15558675309", message="Bye.")
+        )
+        self.assertEqual(answer["call"]["metadata"]["transferredTo"], "+15558675309")
+        self.assertEqual(answer["call"]["transcript"][-1]["text"], "Bye.")
+        f.h.ok(f.h.provider.emit(ev.Transferred(call_id=call_id)))
+        one = self.successResultOf(f.call(client, pump, c.Status, callId=call_id))
+        self.assertEqual((one["call"]["state"], one["call"]["endReason"]), ("transferred",) * 2)
+
     def test_continue_and_speak(self):
         f = Fixture(self)
         call_id = f.h.answered_call()

@@ -180,3 +180,18 @@ class DocumentTableTests(TestCase):
         self.assertEqual(twiml.native_voice("nova"), "Polly.Salli")
         self.assertEqual(twiml.native_voice("Google.en-US-Neural2-F"), "Google.en-US-Neural2-F")
         self.assertEqual(twiml.native_voice("marin"), "Polly.Joanna")
+
+
+class TransferDocumentTests(TestCase):
+    """The cold transfer's TwiML, built with the SDK: one <Dial> and nothing after it."""
+
+    def test_dial_the_person_from_our_number(self):
+        url = PUBLIC + "?callId=c&type=transfer"
+        document = twiml.transfer("+15558675309", "+15550001111", url)
+        self.assertEqual(
+            document,
+            '<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+15550001111">'
+            '<Number statusCallback="https://voice.example.com/voice/webhook?callId=c&amp;'
+            'type=transfer" statusCallbackEvent="answered" statusCallbackMethod="POST">'
+            "+15558675309</Number></Dial></Response>",
+        )

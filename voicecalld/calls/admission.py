@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.policy import Decision, OutboundGuard, inbound_decision
 from voicecalld.config.model import VoiceCallSettings
+from voicecalld.config.schema import E164_PATTERN
 from voicecalld.errors import InvalidArgument, NotAllowed
 from voicecalld.values import notices
 from voicecalld.values.record import CONVERSATION, INBOUND, MODES, NOTIFY, OUTBOUND, CallRecord
@@ -121,6 +122,24 @@ class Admission:
         self.guard.placed(now)
         return Outbound(to, mode, message, clean(session_key), dtmf_sequence)
 
+    def transfer(self, call_id: str, to: str | None) -> str:
+        """
+        Check where a call may be handed: an E.164 number the toll-fraud guard
+        allows, as for an outbound call (the carrier dials it on our account).
+        """
+        to = clean(to)
+        if to is None:
+            raise InvalidArgument("to required")
+        if re.fullmatch(E164_PATTERN, to) is None:
+            raise InvalidArgument(f"to must be an E.164 number such as +15550001234, got {to!r}")
+        now = self._clock.seconds()
+        decision = self.guard.check(to, now)
+        if not decision.allowed:
+            self._refused(OUTBOUND, None, to, decision.reason, what="transfer of " + call_id)
+            raise NotAllowed(decision.reason)
+        self.guard.placed(now)
+        return to
+
     def inbound(
         self, from_number: str | None, to_number: str | None, live_calls: int, accepting: bool
     ) -> Decision:
@@ -140,7 +159,12 @@ class Admission:
         return decision
 
     def _refused(
-        self, direction: str, from_number: str | None, to_number: str | None, reason: str
+        self,
+        direction: str,
+        from_number: str | None,
+        to_number: str | None,
+        reason: str,
+        what: str | None = None,
     ) -> None:
         self._hub.publish(
             notices.CallRefused(
@@ -152,7 +176,8 @@ class Admission:
             )
         )
         self.log.warn(
-            "refused {direction} call {party}: {reason}",
+            "refused {what} {party}: {reason}",
+            what=what or f"{direction} call",
             direction=direction,
             party=f"to {to_number}" if direction == OUTBOUND else f"from {from_number}",
             reason=reason,

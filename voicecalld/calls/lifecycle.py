@@ -56,6 +56,9 @@ from voicecalld.values.states import CallState
 
 HANGUP_RETRY_DELAYS = (15.0, 30.0, 60.0, 120.0)
 HANGUP_ATTEMPTS = len(HANGUP_RETRY_DELAYS) + 1
+# How long a transfer the carrier took may go without its confirmation
+# (the hand-over's events) before the call counts as handed over anyway.
+TRANSFER_CONFIRM_SECONDS = 120.0
 END_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # Answering-machine detection: how long an answered call waits for the
 # carrier's result before it goes on as if a person answered, and how long a
@@ -99,14 +102,17 @@ class LifeInput(enum.Enum):
     MACHINE = enum.auto()  # a machine answered; its greeting goes on
     BEEP = enum.auto()  # a machine answered and its greeting is over
     NO_MESSAGE = enum.auto()  # a machine or fax answered; no message is left
+    TRANSFERRED = enum.auto()
     # the client
     HANG_UP = enum.auto()
+    TRANSFER = enum.auto()
     # the call's timers
     RING_TIMEOUT = enum.auto()
     MAX_DURATION = enum.auto()
     NOTIFY_DONE = enum.auto()
     STALE = enum.auto()
     DETECTION_TIMEOUT = enum.auto()
+    TRANSFER_UNCONFIRMED = enum.auto()
     # the lifecycle itself
     PLACED = enum.auto()
     HUNG_UP = enum.auto()
@@ -126,6 +132,7 @@ class LifeOutput(enum.Enum):
     GREET_WHEN_READY = enum.auto()
     LEAVE_MESSAGE = enum.auto()
     HANG_UP = enum.auto()
+    TRANSFER = enum.auto()
     FINISH = enum.auto()
 
 
@@ -210,6 +217,13 @@ class Lifecycle:
         keys = tuple(keys)
         if symbol is LifeInput.ENDED and live.hanging_up is not None:
             why = live.hanging_up  # the carrier reports the hang-up we asked for
+        elif live.transferring is not None and symbol is LifeInput.TRANSFERRED:
+            why = live.transferring
+        elif live.transferring is not None and symbol is LifeInput.ENDED:
+            # Our leg ended before the carrier said the person answered.
+            to = live.transferring.detail
+            said = f": {why.detail}" if why is not None and why.detail else ""
+            why = Why(CallState.TRANSFERRED, f"{to} (ended before the carrier confirmed{said})")
         if LifeOutput.FINISH in outputs:
             await self.finish(live, why or Why(CallState.COMPLETED), keys)
             return
@@ -288,6 +302,58 @@ class Lifecycle:
             return work
         work.addErrback(lambda f: self.log.failure("hanging up {call_id}", f, call_id=live.call_id))
         return None
+
+    def _transfer(self, live: LiveCall, why: Why, client: bool) -> Deferred:
+        return Deferred.fromCoroutine(self.transfer(live, why))
+
+    # -- transferring -----------------------------------------------------------
+
+    async def transfer(self, live: LiveCall, why: Why) -> None:
+        """
+        Hand the call to C{why.detail} (an E.164 number the guard allowed): its
+        timers and turns stop, then the carrier is asked.  The call ends as
+        C{transferred} when the carrier confirms (L{LifeInput.TRANSFERRED}, or
+        our leg's end), or after L{TRANSFER_CONFIRM_SECONDS} without a word.
+        A refused request leaves the call as it was, and fails to the client.
+        """
+        to = why.detail or ""
+        live.transferring = why
+        live.timers.cancel_all()
+        self._turns.ended(live, CallState.TRANSFERRED.value)
+        try:
+            await maybeDeferred(self._provider.transfer, live.record, to)
+        except Exception as e:
+            live.transferring = None
+            self.arm_timers(live)
+            error = provider_error(e)
+            self.log.warn(
+                "transferring {call_id} to {to} failed: {error}",
+                call_id=live.call_id,
+                to=to,
+                error=error,
+                log_code="call.transfer_failed",
+            )
+            raise error from None
+        if live.record.ended:
+            return
+        await self._journal.change(live, lambda r: r.with_metadata(transferredTo=to))
+        self.log.info(
+            "call {call_id} handed to {to}; waiting for the carrier to confirm",
+            call_id=live.call_id,
+            to=to,
+            log_code="call.transfer_requested",
+        )
+        unconfirmed = Why(
+            CallState.TRANSFERRED, f"{to} (not confirmed within {TRANSFER_CONFIRM_SECONDS:.0f} s)"
+        )
+        live.timers.set(
+            "transfer",
+            TRANSFER_CONFIRM_SECONDS,
+            self.timer,
+            live,
+            LifeInput.TRANSFER_UNCONFIRMED,
+            unconfirmed,
+        )
 
     # -- hanging up and finishing ----------------------------------------------
 
@@ -564,8 +630,13 @@ LIFE_TABLE = table(
         *(((P.CONNECTED,), symbol, None) for symbol in RESULTS),
         # before the answer (out of order): dropped, and the wait times out
         *((UNANSWERED, symbol, None) for symbol in RESULTS),
+        # a transfer taken (we transfer only connected calls)
+        ((P.CONNECTED,), I.TRANSFERRED, T(P.ENDED, (O.FINISH,))),
+        ((*UNANSWERED, *DETECTING), I.TRANSFERRED, None),
         # the client
         (LIVE, I.HANG_UP, T(STAY, (O.HANG_UP,))),
+        ((P.CONNECTED,), I.TRANSFER, T(STAY, (O.TRANSFER,))),
+        ((*UNANSWERED, *DETECTING), I.TRANSFER, None),  # refused before it gets here
         # timers
         (UNANSWERED, I.RING_TIMEOUT, T(STAY, (O.HANG_UP,))),
         (ANSWERED, I.RING_TIMEOUT, None),
@@ -583,6 +654,8 @@ LIFE_TABLE = table(
             T(P.CONNECTED, (O.STORE_DETECTION, O.LEAVE_MESSAGE)),
         ),
         ((P.CONNECTED,), I.DETECTION_TIMEOUT, None),  # the result came first
+        ((P.CONNECTED,), I.TRANSFER_UNCONFIRMED, T(P.ENDED, (O.FINISH,))),
+        ((*UNANSWERED, *DETECTING), I.TRANSFER_UNCONFIRMED, None),
         # the hang-up asked for
         (LIVE, I.HUNG_UP, T(P.ENDED, (O.FINISH,))),
         # an ended call never moves again

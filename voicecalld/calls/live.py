@@ -32,6 +32,7 @@ class LiveCall:
         self.turn: Turn | None = None
         self.lifecycle_warned: set = set()
         self.hanging_up: Any = None  # the lifecycle's reason, while a hang-up is under way
+        self.transferring: Any = None  # the lifecycle's reason, once a transfer is asked for
         self.end_pending: tuple | None = None  # an end that is still to be stored
         self.media_up = False  # the carrier's media stream is connected
 

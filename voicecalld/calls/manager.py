@@ -26,7 +26,7 @@ from voicecalld.calls import admission
 from voicecalld.calls.admission import Admission
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.journal import Change, Journal
-from voicecalld.calls.lifecycle import Lifecycle, LifeInput, Why
+from voicecalld.calls.lifecycle import Lifecycle, LifeInput, Phase, Why, phase
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.registry import LiveRegistry
 from voicecalld.calls.restore import Restorer
@@ -72,6 +72,7 @@ _LIFE_EVENTS = {
     ev.MediaConnected: LifeInput.MEDIA_UP,
     ev.MediaDisconnected: LifeInput.MEDIA_DOWN,
     ev.Ended: LifeInput.ENDED,
+    ev.Transferred: LifeInput.TRANSFERRED,
 }
 
 
@@ -294,6 +295,44 @@ class CallManager:
         entry = TranscriptEntry(self._clock.seconds(), BOT, digits, kind="dtmf")
         await self._journal.change(live, lambda r: Change(r.with_entry(entry), (entry,)))
 
+    async def transfer(
+        self, call_id: str | None, to: str | None, message: str | None
+    ) -> CallRecord:
+        """
+        Hand a connected call to a person at C{to} (a cold transfer): say
+        C{message} first if given (and wait until it has been played), then
+        ask the carrier; returns once the carrier took the request.  The call
+        ends as C{transferred} when the carrier confirms (L{Lifecycle.transfer}).
+        """
+        call_id = admission.clean(call_id)
+        if call_id is None:
+            raise InvalidArgument("callId required")
+        live = self._registry.find(call_id, call_id)
+        if live is None:
+            record = await self.get(call_id)
+            raise CallEnded(f"Call has ended ({record.end_reason})")
+        if live.record.state not in CONNECTED:
+            raise NotAllowed(
+                f"only a connected call can be transferred (state {live.record.state.value})"
+            )
+        if phase(live.record) is not Phase.CONNECTED:
+            raise NotAllowed("who answered is not known yet (answering-machine detection)")
+        if live.transferring is not None:
+            raise NotAllowed(f"Call is already being transferred to {live.transferring.detail}")
+        message = admission.clean(message)
+        admission.check_length(message)
+        to = self._admission.transfer(live.call_id, to)
+        if message is not None:
+            await self._turns.speak(live, message)
+        if live.record.ended:
+            raise CallEnded(f"Call has ended ({live.record.end_reason})")
+        if live.transferring is not None:
+            raise NotAllowed(f"Call is already being transferred to {live.transferring.detail}")
+        await self._lifecycle.feed(
+            live, LifeInput.TRANSFER, Why(CallState.TRANSFERRED, to), client=True
+        )
+        return live.record
+
     async def end(self, call_id: str) -> CallRecord:
         """
         Hang up; ending a call that already ended succeeds and changes nothing.
@@ -390,8 +429,14 @@ class CallManager:
         symbol = _LIFE_EVENTS.get(type(event))
         if symbol is not None:
             why = Why(event.reason, event.detail) if isinstance(event, ev.Ended) else None
+            if isinstance(event, ev.Transferred):
+                why = Why(CallState.TRANSFERRED, event.detail)
             await self._lifecycle.feed(live, symbol, why, keys)
             return Outcome.APPLIED
+        if live.transferring is not None and not isinstance(event, ev.Failed):
+            # handed over: what the caller says now is for the person, not us
+            await self._journal.change(live, lambda r: None, keys)
+            return Outcome.IGNORED
         if isinstance(event, ev.Speech):
             await self._speech(live, event, keys)
         elif isinstance(event, ev.SpeechStarted):
@@ -571,6 +616,8 @@ class CallManager:
             raise CallEnded(f"Call has ended ({record.end_reason})")
         if live.record.state not in CONNECTED:
             raise NotConnected(f"Call not connected yet (state {live.record.state.value})")
+        if live.transferring is not None:
+            raise NotAllowed(f"Call is being transferred to {live.transferring.detail}")
         return live
 
     def _publish_created(self, record: CallRecord) -> None:

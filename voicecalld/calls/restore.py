@@ -68,6 +68,11 @@ class Restorer:
         if record.provider_call_id is None:
             await self._end(live, CallState.FAILED, "voicecalld stopped before the call was placed")
             return
+        handed = record.metadata.get("transferredTo")
+        if handed:
+            # The carrier took its transfer before the stop: the caller is the person's now.
+            await self._end(live, CallState.TRANSFERRED, f"{handed} (handed over before a restart)")
+            return
         status = await self._status(record)
         if status.liveness is Liveness.ENDED:
             reason = status.end_reason or CallState.COMPLETED

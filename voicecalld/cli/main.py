@@ -71,6 +71,16 @@ def _add_globals(parser: argparse.ArgumentParser, after_command: bool) -> None:
     )
 
 
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line; the global options go before or after the command."""
     top = _Parser(
@@ -106,6 +116,19 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--call-id")
     status.add_argument(
         "--recent", type=int, metavar="N", help="the N most recent calls, ended ones too"
+    )
+
+    transfer = sub.add_parser("transfer", help="hand the call to a person (cold transfer)")
+    transfer.add_argument("--call-id", required=True)
+    transfer.add_argument("--to", required=True, help="E.164 number of the person")
+    transfer.add_argument("--message", "-m", help="said to the caller before the transfer")
+
+    latency = sub.add_parser("latency", help="turn latency over the store's recent calls")
+    latency.add_argument(
+        "--last", type=_at_least_one, default=200, metavar="N", help="the N most recent calls"
+    )
+    latency.add_argument(
+        "--state-dir", help="[default: as the daemon chooses: $VOICECALLD_STATE_DIR, XDG]"
     )
 
     tail = sub.add_parser("tail", help="follow call events until interrupted")
@@ -172,6 +195,20 @@ def check_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return EXIT_OK
 
 
+def latency(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
+    """C{latency}: statistics over the store's most recent calls, read without the daemon."""
+    from voicecalld.cli import latency as figures
+
+    path = figures.store_path(args.state_dir, environ)
+    try:
+        records = figures.read_records(path, args.last)
+    except figures.StoreUnreadable as e:
+        raise Failure(EXIT_REFUSED, f"STORE_ERROR: {e}") from None
+    result = figures.latency(records)
+    render.Printer(args.json, out).value(result, figures.render(result))
+    return EXIT_OK
+
+
 async def run(reactor: Any, args: argparse.Namespace, path: str, out: TextIO) -> int:
     """Run one command against the daemon at C{path}; returns the exit status."""
     printer = render.Printer(args.json, out)
@@ -219,6 +256,9 @@ async def _command(client: ControlClient, args: argparse.Namespace, printer: ren
         printer.ok()
     elif name == "end":
         await _call(client, c.End, callId=args.call_id)
+        printer.ok()
+    elif name == "transfer":
+        await _call(client, c.Transfer, callId=args.call_id, to=args.to, message=args.message)
         printer.ok()
     elif name == "dtmf":
         await _call(client, c.SendDtmf, callId=args.call_id, digits=args.digits)
@@ -308,8 +348,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the C{voicecall} console script."""
     args = parser().parse_args(argv)
     environ = dict(os.environ)
-    if args.command == "check-config":
+    if args.command in ("check-config", "latency"):
         try:
+            if args.command == "latency":
+                raise SystemExit(latency(args, environ, sys.stdout))
             raise SystemExit(check_config(args, environ))
         except Failure as f:
             print(f"voicecall: {f.message}", file=sys.stderr)

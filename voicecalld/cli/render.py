@@ -51,6 +51,9 @@ def call(record: dict[str, Any]) -> str:
     ]
     if record.get("endedAt") is not None:
         lines.append(f"  ended:     {_date(record['endedAt'])}")
+    handed = (record.get("metadata") or {}).get("transferredTo")
+    if handed:
+        lines.append(f"  transfer:  to {handed}")
     latency = (record.get("metadata") or {}).get("lastTurnLatency")
     if latency:
         parts = ", ".join(f"{k} {v} ms" for k, v in latency.items())

@@ -1,7 +1,7 @@
 """
 The control protocol's commands (AMP over the control socket).
 
-Client → daemon: L{Initiate}, L{Continue}, L{Speak}, L{SendDtmf}, L{End},
+Client → daemon: L{Initiate}, L{Continue}, L{Speak}, L{SendDtmf}, L{Transfer}, L{End},
 L{Status}, L{Subscribe}, L{Simulate}, L{RegisterResponder}, L{Ping}.
 Daemon → client: L{Event} (after L{Subscribe}), and L{GenerateReply} and
 L{Consult} (after L{RegisterResponder}).  Every command fails with the stable codes of
@@ -112,6 +112,18 @@ class SendDtmf(amp.Command):
     errors = ERRORS
 
 
+class Transfer(amp.Command):
+    """
+    Hand a connected call to a person at C{to} (a cold transfer, through the
+    toll-fraud guard), after saying C{message} if given; answers once the
+    carrier has taken the transfer.
+    """
+
+    arguments = [(b"callId", _text()), (b"to", _text()), (b"message", _text(True))]
+    response = [(b"call", JSON())]
+    errors = ERRORS
+
+
 class End(amp.Command):
     """Hang up (ending an ended call succeeds)."""
 
@@ -206,6 +218,7 @@ REQUESTS: tuple[type[amp.Command], ...] = (
     Continue,
     Speak,
     SendDtmf,
+    Transfer,
     End,
     Status,
     Subscribe,

@@ -261,6 +261,14 @@ class ControlProtocol(GuardedAMP):
 
         return Deferred.fromCoroutine(run())
 
+    @c.Transfer.responder
+    def transfer(self, callId, to, message=None) -> Deferred:
+        async def run():
+            record = await self.manager.transfer(callId, to, message)
+            return {"call": record.to_json()}
+
+        return Deferred.fromCoroutine(run())
+
     @c.End.responder
     def end(self, callId) -> Deferred:
         async def run():

@@ -70,6 +70,13 @@ class IProvider(Interface):
     def send_dtmf(record, digits):
         """Send touch tones to the far end (C{w} is a half-second pause)."""
 
+    def transfer(record, to):
+        """
+        Hand the connected call to C{to} (E.164), a cold transfer: fires once
+        the carrier took the request.  The carrier's confirmation arrives
+        later as a L{Transferred} event or as the end of our leg.
+        """
+
     def call_status(record):
         """Ask the provider about a restored call; fires with a L{CallStatus}."""
 

@@ -77,6 +77,7 @@ class MockProvider:
         self._playing: dict[str, _Utterance] = {}
         self._timers: dict[str, list[IDelayedCall]] = {}
         self.dtmf_sent: list[tuple[str, str]] = []
+        self.transfers: list[tuple[str, str]] = []
 
     def start(self, sink: Sink, directory: ICallDirectory) -> None:
         # Mock events always name our call id: the directory is not needed.
@@ -170,6 +171,18 @@ class MockProvider:
 
     def send_dtmf(self, record: CallRecord, digits: str) -> Deferred:
         self.dtmf_sent.append((record.call_id, digits))
+        return succeed(None)
+
+    def transfer(self, record: CallRecord, to: str) -> Deferred:
+        # The mock's carrier takes every transfer and confirms it at once.
+        self.transfers.append((record.call_id, to))
+        self._later(
+            record,
+            0,
+            ev.Transferred(
+                call_id=record.call_id, provider_call_id=record.provider_call_id, detail=to
+            ),
+        )
         return succeed(None)
 
     def call_status(self, record: CallRecord) -> Deferred:

@@ -117,6 +117,13 @@ class Ended(CallEvent):
 
 
 @frozen(kw_only=True)
+class Transferred(CallEvent):
+    """The carrier has taken the transfer we asked for: the call is no longer ours."""
+
+    detail: str | None = None
+
+
+@frozen(kw_only=True)
 class Failed(CallEvent):
     """The provider reported an error on the call; fatal unless C{retryable}."""
 

@@ -4,7 +4,8 @@ A call's states, as records, clients and the store name them.
 Upstream's rule, kept: a call only moves forward through
 initiated → ringing → answered → active, then between active, speaking and
 listening as it talks, and may end from anywhere; an ended call never moves
-again.  Unlike upstream, an idle call returns to C{active} after speaking or
+again.  Ours, beyond upstream: C{transferred}, a call handed to a person.
+Unlike upstream, an idle call returns to C{active} after speaking or
 listening, so C{status} says what the call is doing now.  The moves are
 decided by the lifecycle and turn tables (L{voicecalld.calls.lifecycle},
 L{voicecalld.calls.turns}), drawn in C{docs/state-machines/}.
@@ -33,6 +34,7 @@ class CallState(enum.StrEnum):
     NO_ANSWER = "no-answer"
     BUSY = "busy"
     VOICEMAIL = "voicemail"
+    TRANSFERRED = "transferred"
 
     @property
     def terminal(self) -> bool:
@@ -51,6 +53,7 @@ TERMINAL = frozenset(
         CallState.NO_ANSWER,
         CallState.BUSY,
         CallState.VOICEMAIL,
+        CallState.TRANSFERRED,
     }
 )
 

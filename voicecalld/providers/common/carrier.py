@@ -40,6 +40,10 @@ class CarrierCall:
         self.call_id = record.call_id
         self.direction = record.direction
         self.ended = False
+        # Our side of the call: the number we dialled from, or the one dialled.
+        self.our_number = record.from_number if record.direction == "outbound" else record.to_number
+        # The E.164 number the call was handed to (a transfer the carrier took).
+        self.handed_over: str | None = None
 
     def release(self) -> None:
         """The call is over here: settle whatever still waits on the carrier."""
@@ -270,6 +274,22 @@ class CarrierProvider:
             voice = self.voices.for_record(record) if self.voices is not None else None
             self.media.track(record.call_id, voice)
         return call
+
+    async def hand_over(self, record: CallRecord, to: str, request: Callable[[Any], Any]) -> None:
+        """
+        Transfer the call to C{to} with the carrier's C{request(call)}: from
+        now on nothing of ours runs on it (its documents dial C{to}), and once
+        the carrier took the request its media stream stops.  A refused
+        request leaves the call ours.
+        """
+        call = self._call(record)
+        call.handed_over = to
+        try:
+            await request(call)
+        except Exception:
+            call.handed_over = None
+            raise
+        self.media.forget(record.call_id)
 
     def _call(self, record: CallRecord) -> Any:
         call = self._calls.get(record.call_id)

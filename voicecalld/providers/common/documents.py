@@ -82,6 +82,10 @@ class DocumentProvider(CarrierProvider):
         """The document that connects the call to our media stream."""
         raise NotImplementedError
 
+    def handover_document(self, call: Any) -> str:
+        """The document that dials the person a transferred call was handed to."""
+        raise NotImplementedError
+
     # -- IProvider ---------------------------------------------------------------
 
     def speak(self, record: CallRecord, text: str) -> Deferred:
@@ -124,6 +128,9 @@ class DocumentProvider(CarrierProvider):
         The document for a call that was just answered (or whose stream
         ended); C{carrier_id} is the call's, from the carrier's request.
         """
+        if call.handed_over is not None:
+            # handed over, even once it ended for us: a late fetch must not undo it
+            return self.handover_document(call)
         if call.ended:
             return self.markup.hangup()
         if self.streaming:
@@ -137,6 +144,9 @@ class DocumentProvider(CarrierProvider):
 
     def document(self, call: Any) -> str:
         """The next document for a call without a media stream: say, listen or hold."""
+        if call.handed_over is not None:
+            # handed over, even once it ended for us: a late fetch must not undo it
+            return self.handover_document(call)
         if call.ended:
             return self.markup.hangup()
         if call.waiting:
@@ -172,6 +182,8 @@ class DocumentProvider(CarrierProvider):
 
     def restart_stream(self, call: Any, carrier_id: str | None) -> str:
         """A media stream ended while the call goes on: start another, a few times."""
+        if call.handed_over is not None:
+            return self.handover_document(call)
         if call.ended or self._stopping:
             return self.markup.hangup()
         if not self.streaming:

@@ -89,6 +89,20 @@ class PlivoDialect:
                 answer=lambda: document(provider.answer_document(call, uuid)),
                 events=(ev.Answered(dedupe_key=f"plivo:answered:{uuid}", **ids),),
             )
+        if kind == "transfer":
+            # Plivo fetched the Dial document of the transfer: the call is handed over.
+            return Reading(
+                answer=lambda: document(provider.document(call)),
+                events=(
+                    ev.Transferred(
+                        call_id=call.call_id,
+                        detail=f"{call.handed_over} (Plivo)",
+                        dedupe_key=f"plivo:transferred:{uuid}",
+                    ),
+                )
+                if call.handed_over is not None
+                else (),
+            )
         if kind == "input":
             return Reading(
                 answer=lambda: document(provider.document(call)),

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from plivo.xml import (
+    DialElement,
     GetInputElement,
     HangupElement,
+    NumberElement,
     RedirectElement,
     ResponseElement,
     SpeakElement,
@@ -92,6 +94,13 @@ def listen(action_url: str, idle_url: str) -> str:
 def hold(idle_url: str) -> str:
     """Keep the line open quietly, then ask again what to do."""
     return _xml(WaitElement(length=HOLD_SECONDS), RedirectElement(idle_url, method="POST"))
+
+
+def transfer(number: str, caller_id: str) -> str:
+    """Dial C{number} from C{caller_id} (a cold transfer); when they hang up, the call ends."""
+    dial = DialElement(caller_id=caller_id)
+    dial.add(NumberElement(number))
+    return _xml(dial)
 
 
 def reject() -> str:

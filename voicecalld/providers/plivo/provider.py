@@ -42,6 +42,7 @@ from voicecalld.providers.plivo.rest import (
     MIN_RING,
     PlivoRest,
     create_body,
+    plivo_number,
 )
 from voicecalld.values import events as ev
 from voicecalld.values.playback import CallStatus, Liveness
@@ -236,6 +237,14 @@ class PlivoProvider(DocumentProvider):
         reason = CallState.COMPLETED if ended.get("answer_time") else CallState.NO_ANSWER
         return CallStatus(Liveness.ENDED, reason, detail=f"Plivo: {cause}")
 
+    async def transfer(self, record: CallRecord, to: str) -> None:
+        uuid = self.carrier_id(record)
+        await self.hand_over(
+            record,
+            to,
+            lambda call: self.rest.transfer(uuid, self.url(callId=call.call_id, type="transfer")),
+        )
+
     # -- callbacks (called by the dialect) ----------------------------------------
 
     def answer_document(self, call: _Call, carrier_id: str | None) -> str:
@@ -249,6 +258,10 @@ class PlivoProvider(DocumentProvider):
             )
             call.no_machine = self.clock.callLater(NO_MACHINE_AFTER, self.emit_later, person)
         return super().answer_document(call, carrier_id)
+
+    def handover_document(self, call: _Call) -> str:
+        """C{<Dial>} the person the call is handed to, from our number."""
+        return plivoxml.transfer(plivo_number(call.handed_over), plivo_number(call.our_number))
 
     def stream_document(self, call: _Call, uuid: str | None) -> str:
         """C{<Stream>}: the call's audio stream, and our URL for when it ends."""
@@ -271,7 +284,7 @@ class PlivoProvider(DocumentProvider):
         transfer's fetch is still to come, it will pick up anything queued
         meanwhile, so no second transfer is sent.
         """
-        if call.moving:
+        if call.moving or call.handed_over is not None:
             return
         moved = list(call.waiting)
         try:

@@ -22,7 +22,7 @@ from zope.interface import implementer
 from voicecalld.providers.common.replay import Answer
 from voicecalld.providers.common.webhook import BadBody, Hook, IWebhookDialect, Params, Reading
 from voicecalld.providers.telnyx.provider import TelnyxProvider
-from voicecalld.providers.telnyx.rest import call_id_from_state
+from voicecalld.providers.telnyx.rest import TRANSFER_LEG, call_id_from_state
 from voicecalld.values import events as ev
 from voicecalld.values.record import INBOUND
 from voicecalld.values.states import CallState
@@ -106,12 +106,14 @@ class TelnyxDialect:
         provider = self.provider
         body: Envelope = hook.params  # type: ignore[assignment]
         kind, payload = body.event_type, body.payload
+        dedupe = f"telnyx:{body.event_id}" if body.event_id else hook.key
         ccid = payload.get("call_control_id")
         ccid = ccid if isinstance(ccid, str) and ccid else None
         ours = call_id_from_state(payload.get("client_state"))
+        if ours is not None and ours.startswith(TRANSFER_LEG):
+            return self._transfer_leg(kind, ours[len(TRANSFER_LEG) :], payload, dedupe)
         call = provider.call_for(ours, ccid)
         ids = {"call_id": call.call_id if call else ours, "provider_call_id": ccid}
-        dedupe = f"telnyx:{body.event_id}" if body.event_id else hook.key
         if kind == "call.initiated":
             if call is None and payload.get("direction") == "incoming":
                 return self._inbound(payload, ccid, dedupe)
@@ -161,6 +163,16 @@ class TelnyxDialect:
                     log_code="telnyx.stream_failed",
                 )
             return Reading(answer=lambda: (provider.stream_stopped(call, ccid, stream_id), OK)[1])
+        if kind == "call.bridged" and call.handed_over is not None:
+            # Our leg is bridged to the one the transfer dialled: the person answered.
+            return Reading.of(
+                OK,
+                ev.Transferred(
+                    call_id=call.call_id,
+                    detail=f"{call.handed_over} answered (Telnyx)",
+                    dedupe_key=dedupe,
+                ),
+            )
         if kind in DETECTION_ENDED or kind in GREETING_ENDED:
             return Reading.of(OK, self._detected(call, kind, payload, dedupe, ids))
         return Reading.of(OK)
@@ -178,6 +190,23 @@ class TelnyxDialect:
         call.machine = raw in MACHINE_RESULTS
         answered_by = ANSWERED_BY.get(raw, ev.UNKNOWN)
         return ev.MachineDetected(answered_by=answered_by, raw=raw, dedupe_key=dedupe, **ids)
+
+    def _transfer_leg(
+        self, kind: str, call_id: str, payload: dict[str, Any], dedupe: str
+    ) -> Reading:
+        """The leg a transfer dialled: its answer confirms the transfer, its early end fails it."""
+        call = self.provider.call_for(call_id, None)
+        if call is None or call.handed_over is None:
+            return Reading.of(OK)
+        if kind == "call.answered":
+            detail = f"{call.handed_over} answered (Telnyx)"
+            return Reading.of(
+                OK, ev.Transferred(call_id=call.call_id, detail=detail, dedupe_key=dedupe)
+            )
+        if kind == "call.hangup":
+            cause = str(payload.get("hangup_cause") or "hangup")
+            return Reading(answer=lambda: (self.provider.transfer_failed(call, cause), OK)[1])
+        return Reading.of(OK)
 
     def _inbound(self, payload: dict[str, Any], ccid: str | None, dedupe: str) -> Reading:
         return Reading(

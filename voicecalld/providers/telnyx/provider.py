@@ -44,6 +44,7 @@ from voicecalld.providers.telnyx.rest import (
     client_state,
     dial_params,
     stream_params,
+    transfer_state,
 )
 from voicecalld.values import events as ev
 from voicecalld.values.playback import CallStatus, Liveness, Playback
@@ -93,6 +94,8 @@ class _Call(CarrierCall):
         self.turn: str | None = None
         self.transcribing = False
         self.machine = False
+        # Our leg's call control id when it was transferred.
+        self.transfer_from: str | None = None
 
     def release(self) -> None:
         for say in self.says:
@@ -267,6 +270,37 @@ class TelnyxProvider(CarrierProvider):
             self._tolerant(record.provider_call_id, "transcription_stop", {})
         )
 
+    async def transfer(self, record: CallRecord, to: str) -> None:
+        ccid = self.carrier_id(record)
+        call = self._call(record)
+        call.transfer_from = ccid
+        params = {
+            "to": to,
+            "from": call.our_number,
+            # the new leg's webhooks name our call, so that its end can be told apart
+            "target_leg_client_state": transfer_state(record.call_id),
+        }
+        await self.hand_over(record, to, lambda call: self.rest.command(ccid, "transfer", params))
+
+    def transfer_failed(self, call: _Call, cause: str) -> None:
+        """
+        The leg a transfer dialled ended before the person answered; Telnyx
+        leaves our caller's leg up, alone.  A cold transfer ends there (as on
+        the other carriers): hang it up.
+        """
+        self.log.warn(
+            "transfer of {call_id} to {to} failed ({cause}): hanging up the caller",
+            call_id=call.call_id,
+            to=call.handed_over,
+            cause=cause,
+            log_code="telnyx.transfer_failed",
+        )
+        if call.transfer_from is not None:
+            self._background(
+                self._tolerant(call.transfer_from, "hangup", {}),
+                "hanging up after a failed transfer",
+            )
+
     async def dial_digits(self, call: _Call, record: CallRecord, digits: str) -> None:
         await self.rest.command(self.carrier_id(record), "send_dtmf", {"digits": digits})
 
@@ -319,7 +353,7 @@ class TelnyxProvider(CarrierProvider):
 
     def stream_stopped(self, call: _Call, ccid: str, stream_id: str | None) -> None:
         """A media stream stopped while the call goes on: start another, a few times."""
-        if call.ended or self._stopping or not self.streaming:
+        if call.ended or self._stopping or not self.streaming or call.handed_over is not None:
             return
         session = self.media.session(call.call_id)
         if session is not None and stream_id and session.socket.stream_id != stream_id:

@@ -41,6 +41,16 @@ def client_state(call_id: str) -> str:
     return base64.b64encode(call_id.encode("utf-8")).decode("ascii")
 
 
+# What the leg a transfer dials carries as its client_state (the transfer's
+# target_leg_client_state): this, then our call id.
+TRANSFER_LEG = "transfer:"
+
+
+def transfer_state(call_id: str) -> str:
+    """The C{client_state} of the leg that a transfer of our call C{call_id} dials."""
+    return client_state(TRANSFER_LEG + call_id)
+
+
 def call_id_from_state(value: Any) -> str | None:
     """Our call id from a webhook's C{client_state}, if it holds one."""
     if not isinstance(value, str) or not value:

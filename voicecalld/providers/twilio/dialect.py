@@ -78,6 +78,8 @@ class TwilioDialect:
                 answer=lambda: document(provider.answer_document(call, sid)),
                 events=(ev.Answered(dedupe_key=f"twilio:answered:{sid}", **ids),),
             )
+        if kind == "transfer":
+            return Reading.of(NO_CONTENT, *self._handed_over(call, status, params))
         if kind == "gather":
             return Reading(
                 answer=lambda: document(provider.document(call)),
@@ -116,6 +118,19 @@ class TwilioDialect:
                 raw=raw,
                 dedupe_key=f"twilio:amd:{ids['provider_call_id']}:{raw}",
                 **ids,
+            )
+        ]
+
+    def _handed_over(self, call: Any, status: str, params: Params) -> list[ev.CallEvent]:
+        # The status callback of the leg our <Dial> placed: its own SID, our call as its parent.
+        if call.handed_over is None or status not in ("in-progress", "answered"):
+            return []
+        leg = params.get("CallSid")
+        return [
+            ev.Transferred(
+                call_id=call.call_id,
+                detail=f"{call.handed_over} answered (Twilio leg {leg})",
+                dedupe_key=f"twilio:transferred:{leg}",
             )
         ]
 

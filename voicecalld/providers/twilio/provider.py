@@ -61,6 +61,9 @@ ANSWERED_BY = {
     "unknown": (ev.UNKNOWN, False),
 }
 
+# The time limit of a handed-over call: Twilio's own default (4 hours).
+HANDED_OVER_TIME_LIMIT = 14400
+
 
 def twilio_status(value: Any) -> str:
     """One of Twilio's enumerated values, as we compare it: trimmed, lower-case."""
@@ -200,6 +203,27 @@ class TwilioProvider(DocumentProvider):
         )
         call.document = "digits"
 
+    async def transfer(self, record: CallRecord, to: str) -> None:
+        sid = self.carrier_id(record)
+        await self.hand_over(
+            record,
+            to,
+            lambda call: self.rest.update_call(
+                sid,
+                [
+                    ("Twiml", self.handover_document(call)),
+                    # Our backstop (maxDurationSeconds + 60) is not the person's limit.
+                    ("TimeLimit", str(HANDED_OVER_TIME_LIMIT)),
+                ],
+            ),
+        )
+
+    def handover_document(self, call: _Call) -> str:
+        """C{<Dial>} the person; Twilio reports their answer to our C{transfer} URL."""
+        return twiml.transfer(
+            call.handed_over, call.our_number, self.url(callId=call.call_id, type="transfer")
+        )
+
     async def call_status(self, record: CallRecord) -> CallStatus:
         self._track(record)
         if record.provider_call_id is None:
@@ -231,6 +255,8 @@ class TwilioProvider(DocumentProvider):
         order, so a redirect asked for meanwhile is sent after this one, if it
         is still needed then.
         """
+        if call.handed_over is not None:
+            return
         if call.updating:
             call.update_again = True
             return

@@ -84,6 +84,22 @@ def play_digits(digits: str, then_url: str) -> str:
     return response.to_xml()
 
 
+def transfer(to: str, caller_id: str, answered_url: str) -> str:
+    """
+    Dial C{to} from C{caller_id} (a cold transfer); Twilio tells C{answered_url}
+    when the person answers.  Nothing follows: when they hang up, the call ends.
+    """
+    response = VoiceResponse()
+    dial = response.dial(caller_id=caller_id)
+    dial.number(
+        to,
+        status_callback=answered_url,
+        status_callback_event="answered",
+        status_callback_method="POST",
+    )
+    return response.to_xml()
+
+
 def reject() -> str:
     """Refuse an inbound call without answering it."""
     response = VoiceResponse()
