@@ -43,9 +43,9 @@ from voicecalld.realtime.interface import (
     IRealtimeVoice,
     RealtimeSetup,
 )
-from voicecalld.voice import openai_ws
-from voicecalld.voice.openai_ws import OpenAIClientFactory, OpenAIClientProtocol
+from voicecalld.voice import openai_ws, vendor_socket
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND
+from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from dialing to a configured session."""
@@ -145,13 +145,14 @@ class OpenAIRealtimeVoice:
         """Start a session for one call; it connects at once."""
         return OpenAIRealtimeConversation(self, listener, setup)
 
-    def client_factory(self, session: OpenAIRealtimeConversation) -> OpenAIClientFactory:
+    def client_factory(self, session: OpenAIRealtimeConversation) -> VendorClientFactory:
         """The autobahn client factory for C{session}'s socket."""
-        return openai_ws.client_factory(session, self.url, self.settings.api_key, self.reactor)
+        headers = openai_ws.bearer_headers(self.settings.api_key)
+        return vendor_socket.client_factory(session, self.url, headers, self.reactor)
 
     def connect(self, factory: WebSocketClientFactory) -> Deferred:
         """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
-        return openai_ws.connect(self.reactor, factory, CONNECT_TIMEOUT)
+        return vendor_socket.connect(self.reactor, factory, CONNECT_TIMEOUT)
 
     def audio_wire(self) -> AudioWire:
         """A fresh converter for one session's audio."""
@@ -178,7 +179,7 @@ class OpenAIRealtimeConversation:
         self._factory = voice.client_factory(self)
         self._host = self._factory.host
         self._state = _CONNECTING
-        self._proto: OpenAIClientProtocol | None = None
+        self._proto: VendorClientProtocol | None = None
         self._gone: list[Deferred] = []
         self._socket_open = False
         self._flush_call: IDelayedCall | None = None
@@ -299,11 +300,11 @@ class OpenAIRealtimeConversation:
 
     # Connecting
 
-    def _connected(self, proto: OpenAIClientProtocol) -> None:
+    def _connected(self, proto: VendorClientProtocol) -> None:
         self._attempt = None
         self._socket_open = True
         if self._state == _CLOSED:
-            openai_ws.close_socket(proto)
+            vendor_socket.close_socket(proto)
             return
         self._proto = proto
 
@@ -328,7 +329,7 @@ class OpenAIRealtimeConversation:
         self._end(f"realtime session failed: {detail}")
 
     def _ready(self) -> None:
-        self._cancel(self._connect_timeout)
+        vendor_socket.cancel(self._connect_timeout)
         self._connect_timeout = None
         self._state = _READY
         self.log.info(
@@ -348,14 +349,14 @@ class OpenAIRealtimeConversation:
         """Become closed: stop timers, close the socket, tell the listener once."""
         self._state = _CLOSED
         for call in (self._flush_call, self._connect_timeout):
-            self._cancel(call)
+            vendor_socket.cancel(call)
         self._flush_call = self._connect_timeout = None
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
         proto, self._proto = self._proto, None
         if proto is not None:
-            openai_ws.close_socket(proto)
+            vendor_socket.close_socket(proto)
         self._pending.clear()
         self._speeches.clear()
         try:
@@ -367,8 +368,8 @@ class OpenAIRealtimeConversation:
 
     def _flush(self) -> None:
         call, self._flush_call = self._flush_call, None
-        self._cancel(call)
-        if not self._pending or not openai_ws.is_open(self._proto):
+        vendor_socket.cancel(call)
+        if not self._pending or not vendor_socket.is_open(self._proto):
             return
         audio = self._wire.to_vendor(bytes(self._pending))
         self._pending.clear()
@@ -376,7 +377,7 @@ class OpenAIRealtimeConversation:
             self._proto.sendMessage(openai_ws.append_message(audio), isBinary=False)
 
     def _send(self, event: dict[str, Any]) -> None:
-        if openai_ws.is_open(self._proto):
+        if vendor_socket.is_open(self._proto):
             self._proto.sendMessage(openai_ws.encode_event(event), isBinary=False)
 
     def _next_response(self) -> None:
@@ -400,14 +401,14 @@ class OpenAIRealtimeConversation:
 
     # Called by the protocol
 
-    def _opened(self, proto: OpenAIClientProtocol) -> None:
+    def _opened(self, proto: VendorClientProtocol) -> None:
         if self._state == _CLOSED:
-            openai_ws.close_socket(proto)
+            vendor_socket.close_socket(proto)
             return
         self._proto = proto
         proto.sendMessage(self._update, isBinary=False)
 
-    def _received(self, proto: OpenAIClientProtocol, payload: bytes, is_binary: bool) -> None:
+    def _received(self, proto: VendorClientProtocol, payload: bytes, is_binary: bool) -> None:
         if proto is not self._proto or self._state == _CLOSED:
             return
         event = openai_ws.decode_event(payload, is_binary)
@@ -422,7 +423,7 @@ class OpenAIRealtimeConversation:
         except Exception:
             self._fault(f"could not handle a {event.get('type')!r} event")
 
-    def _lost(self, proto: OpenAIClientProtocol, detail: str) -> None:
+    def _lost(self, proto: VendorClientProtocol, detail: str) -> None:
         self._socket_open = False
         if self._state == _CLOSED:
             gone, self._gone = self._gone, []
@@ -563,11 +564,6 @@ class OpenAIRealtimeConversation:
         if not self._fault_logged:
             self._fault_logged = True
             self.log.failure("realtime session {what}", what=what, code="realtime.fault")
-
-    @staticmethod
-    def _cancel(call: IDelayedCall | None) -> None:
-        if call is not None and call.active():
-            call.cancel()
 
 
 def _arguments(raw: Any) -> dict[str, Any]:

@@ -27,13 +27,8 @@ from zope.interface import implementer
 
 from voicecalld.config.model import DeepgramStreamingSettings
 from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
-from voicecalld.voice.stt_socket import (
-    OPEN,
-    StreamingSession,
-    StreamingSTT,
-    cancel,
-    with_query,
-)
+from voicecalld.voice.stt_socket import OPEN, StreamingSession, StreamingSTT
+from voicecalld.voice.vendor_socket import cancel, with_query
 
 KEEPALIVE_CHECK = 2.0
 """How often an open socket is checked for silence on our side."""

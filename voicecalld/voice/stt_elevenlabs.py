@@ -21,7 +21,8 @@ from zope.interface import implementer
 
 from voicecalld.config.model import ElevenLabsStreamingSettings
 from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
-from voicecalld.voice.stt_socket import StreamingSession, StreamingSTT, with_query
+from voicecalld.voice.stt_socket import StreamingSession, StreamingSTT
+from voicecalld.voice.vendor_socket import with_query
 
 REALTIME_PATH = "/v1/speech-to-text/realtime"
 

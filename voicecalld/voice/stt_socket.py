@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import json
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
+from voicecalld.voice import vendor_socket
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND, ITranscriptListener
+from voicecalld.voice.vendor_socket import VendorClientFactory, cancel, close_socket, is_open
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from starting a connection to a ready session."""
@@ -45,11 +43,6 @@ MAX_BUFFER_BYTES = 5 * ULAW_BYTES_PER_SECOND
 
 IDLE_AFTER = 5.0
 """A socket lost after this long without audio was closed for idling: reopen on demand."""
-
-PING_INTERVAL = 15.0
-PING_TIMEOUT = 10.0
-
-USER_AGENT = "voicecalld"
 
 CONNECTING = "connecting"
 OPEN = "open"
@@ -75,27 +68,11 @@ class StreamingSTT:
 
     def client_factory(self, session: StreamingSession) -> VendorClientFactory:
         """The autobahn client factory for C{session}'s sockets."""
-        factory = VendorClientFactory(
-            session,
-            url=self.url,
-            headers=self.headers(),
-            useragent=USER_AGENT,
-            reactor=self.reactor,
-        )
-        # The connect timeout runs on our clock, covering the handshake too.
-        factory.setProtocolOptions(
-            openHandshakeTimeout=0, autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT
-        )
-        return factory
+        return vendor_socket.client_factory(session, self.url, self.headers(), self.reactor)
 
     def connect(self, factory: WebSocketClientFactory) -> Deferred:
         """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
-        endpoint = HostnameEndpoint(
-            self.reactor, factory.host, factory.port, timeout=CONNECT_TIMEOUT
-        )
-        if factory.isSecure:
-            endpoint = wrapClientTLS(optionsForClientTLS(factory.host), endpoint)
-        return endpoint.connect(factory)
+        return vendor_socket.connect(self.reactor, factory, CONNECT_TIMEOUT)
 
 
 class StreamingSession:
@@ -202,7 +179,7 @@ class StreamingSession:
             if attempt is not None:
                 attempt.cancel()
             proto = self._proto
-            if proto is not None and proto.state == WebSocketProtocol.STATE_OPEN:
+            if is_open(proto):
                 try:
                     self.goodbye(proto)
                 except Exception:
@@ -254,7 +231,7 @@ class StreamingSession:
     def send_json(self, message: dict[str, Any]) -> bool:
         """Send C{message} on the open socket; whether it went."""
         proto = self._proto
-        if proto is None or proto.state != WebSocketProtocol.STATE_OPEN:
+        if not is_open(proto):
             return False
         proto.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
         return True
@@ -379,7 +356,7 @@ class StreamingSession:
         if call is not None and call.active():
             call.cancel()
         proto = self._proto
-        if not self._pending or proto is None or proto.state != WebSocketProtocol.STATE_OPEN:
+        if not self._pending or not is_open(proto):
             return
         payload, is_binary = self.encode(bytes(self._pending))
         self._pending.clear()
@@ -429,55 +406,3 @@ class StreamingSession:
             self._go_idle(detail)
         else:
             self._outage("connection lost", detail)
-
-
-class VendorClientProtocol(WebSocketClientProtocol):
-    """Hands socket happenings to the session that owns the factory."""
-
-    factory: VendorClientFactory
-
-    def onOpen(self) -> None:
-        self.factory.session._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.session._received(self, payload, isBinary)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if wasClean:
-            detail = f"closed by the server (code {code}{': ' + reason if reason else ''})"
-        else:
-            detail = reason or "connection dropped"
-        self.factory.session._lost(self, detail)
-
-
-class VendorClientFactory(WebSocketClientFactory):
-    """Builds L{VendorClientProtocol}s for one session."""
-
-    protocol = VendorClientProtocol
-    noisy = False
-
-    def __init__(self, session: StreamingSession, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session = session
-
-
-def close_socket(proto: WebSocketClientProtocol) -> None:
-    """Close C{proto} with a handshake if it is open, else drop it."""
-    if proto.state == WebSocketProtocol.STATE_OPEN:
-        proto.sendClose(code=1000)
-    else:
-        proto.dropConnection(abort=True)
-
-
-def cancel(call: IDelayedCall | None) -> None:
-    """Cancel C{call} if it is still pending."""
-    if call is not None and call.active():
-        call.cancel()
-
-
-def with_query(url: str, params: list[tuple[str, str]]) -> str:
-    """C{url} with C{params} added to its query string."""
-    if not params:
-        return url
-    joiner = "&" if "?" in url else "?"
-    return url + joiner + urlencode(params)
