@@ -43,25 +43,23 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from voicecalld.config.model import GoogleRealtimeSettings
-from voicecalld.media.codec import Resampler, ulaw_decode, ulaw_encode
+from voicecalld.realtime.audio import PHONE_RATE, PcmToPhone, PhoneToPcm
 from voicecalld.realtime.interface import (
     IRealtimeListener,
     IRealtimeSession,
     IRealtimeVoice,
     RealtimeSetup,
 )
+from voicecalld.voice import vendor_socket
+from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
-PHONE_RATE = 8000
 INPUT_RATE = 16000
 OUTPUT_RATE = 24000
 """Gemini Live hears 16 kHz PCM and speaks 24 kHz PCM (the rate in each part's mimeType wins)."""
@@ -82,11 +80,6 @@ RESUME_WINDOW = 60.0
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from dialling to C{setupComplete}."""
-
-PING_INTERVAL = 15.0
-PING_TIMEOUT = 10.0
-
-USER_AGENT = "voicecalld"
 
 SPEAK_PROMPT = "Say exactly the following words, as they are, and nothing else:\n\n"
 """How L{GeminiLiveSession.speak} asks the model to say a given text."""
@@ -193,59 +186,17 @@ class GeminiLiveVoice:
         """Start a session for one call; it connects at once."""
         return GeminiLiveSession(self, listener, setup)
 
-    def client_factory(self, session: GeminiLiveSession) -> _LiveClientFactory:
+    def client_factory(self, session: GeminiLiveSession) -> VendorClientFactory:
         """The autobahn client factory for C{session}'s socket."""
         headers = {}
         if self.settings.api_key is not None:
             headers["x-goog-api-key"] = self.settings.api_key.reveal()
-        factory = _LiveClientFactory(
-            session, url=self.url, headers=headers, useragent=USER_AGENT, reactor=self.reactor
-        )
         # The connect timeout runs on our clock, covering the handshake and setup too.
-        factory.setProtocolOptions(
-            openHandshakeTimeout=0, autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT
-        )
-        return factory
+        return vendor_socket.client_factory(session, self.url, headers, self.reactor)
 
     def connect(self, factory: WebSocketClientFactory) -> Deferred:
         """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
-        endpoint = HostnameEndpoint(
-            self.reactor, factory.host, factory.port, timeout=CONNECT_TIMEOUT
-        )
-        if factory.isSecure:
-            endpoint = wrapClientTLS(optionsForClientTLS(factory.host), endpoint)
-        return endpoint.connect(factory)
-
-
-class PhoneToPcm:
-    """Caller audio for a vendor: 8 kHz mu-law in, s16le PCM at C{rate} out (streaming)."""
-
-    def __init__(self, rate: int) -> None:
-        self._resampler = Resampler(PHONE_RATE, rate)
-
-    def convert(self, ulaw: bytes | bytearray) -> bytes:
-        """Convert one piece; the resampler keeps its state between pieces."""
-        return self._resampler.feed(ulaw_decode(bytes(ulaw)))
-
-
-class PcmToPhone:
-    """Vendor audio for the phone: s16le PCM at C{rate} in, 8 kHz mu-law out (streaming)."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self._resampler = Resampler(rate, PHONE_RATE)
-
-    def convert(self, pcm: bytes) -> bytes:
-        """Convert one piece (an odd byte waits for the next)."""
-        return ulaw_encode(self._resampler.feed(pcm))
-
-    def finish(self) -> bytes:
-        """The response is over: the audio still held in the filter, and a fresh start."""
-        return ulaw_encode(self._resampler.flush())
-
-    def discard(self) -> None:
-        """The response was cut: forget what is held."""
-        self._resampler.flush()
+        return vendor_socket.connect(self.reactor, factory, CONNECT_TIMEOUT)
 
 
 @implementer(IRealtimeSession)
@@ -267,8 +218,8 @@ class GeminiLiveSession:
         self._state = _CONNECTING
         self._told_closed = False
         self._attempt: Deferred | None = None
-        self._proto: _LiveClientProtocol | None = None
-        self._sockets: set[_LiveClientProtocol] = set()
+        self._proto: VendorClientProtocol | None = None
+        self._sockets: set[VendorClientProtocol] = set()
         self._gone: list[Deferred] = []
         self._connect_timeout: IDelayedCall | None = None
         self._flush_call: IDelayedCall | None = None
@@ -394,11 +345,11 @@ class GeminiLiveSession:
         self._attempt = attempt
         attempt.addCallbacks(self._connected, self._connect_failed)
 
-    def _connected(self, proto: _LiveClientProtocol) -> None:
+    def _connected(self, proto: VendorClientProtocol) -> None:
         self._attempt = None
         self._sockets.add(proto)
         if self._state == _CLOSED:
-            _close_socket(proto)
+            vendor_socket.close_socket(proto)
             return
         self._proto = proto
 
@@ -427,8 +378,8 @@ class GeminiLiveSession:
         self._resumed_at.append(self._clock.seconds())
         old, self._proto = self._proto, None
         if old is not None:
-            _close_socket(old)
-        _cancel(self._flush_call)
+            vendor_socket.close_socket(old)
+        vendor_socket.cancel(self._flush_call)
         self._flush_call = None
         # What the old socket was saying is lost; the listener hears its end now.
         self._cut_response()
@@ -450,7 +401,7 @@ class GeminiLiveSession:
         return json.dumps(setup).encode("utf-8")
 
     def _ready(self) -> None:
-        _cancel(self._connect_timeout)
+        vendor_socket.cancel(self._connect_timeout)
         self._connect_timeout = None
         resumed = self._state == _RESUMING
         self._state = _OPEN
@@ -486,13 +437,13 @@ class GeminiLiveSession:
             return
         self._state = _CLOSED
         for call in (self._flush_call, self._connect_timeout):
-            _cancel(call)
+            vendor_socket.cancel(call)
         self._flush_call = self._connect_timeout = None
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
         for proto in list(self._sockets):
-            _close_socket(proto)
+            vendor_socket.close_socket(proto)
         self._pending.clear()
         self._queued.clear()
         self._up = self._down = None
@@ -517,7 +468,7 @@ class GeminiLiveSession:
         if call is not None and call.active():
             call.cancel()
         proto = self._proto
-        if not self._pending or proto is None or proto.state != WebSocketProtocol.STATE_OPEN:
+        if not self._pending or not vendor_socket.is_open(proto):
             return
         chunk = bytes(self._pending[:BATCH_BYTES])
         del self._pending[:BATCH_BYTES]
@@ -547,16 +498,16 @@ class GeminiLiveSession:
 
     def _send(self, data: bytes) -> None:
         proto = self._proto
-        if proto is not None and proto.state == WebSocketProtocol.STATE_OPEN:
+        if vendor_socket.is_open(proto):
             proto.sendMessage(data, isBinary=False)
 
     # Called by the protocol
 
-    def _opened(self, proto: _LiveClientProtocol) -> None:
+    def _opened(self, proto: VendorClientProtocol) -> None:
         if proto is self._proto and self._state in _SETTING_UP:
             proto.sendMessage(self._setup_bytes(), isBinary=False)
 
-    def _received(self, proto: _LiveClientProtocol, payload: bytes) -> None:
+    def _received(self, proto: VendorClientProtocol, payload: bytes, is_binary: bool) -> None:
         # Google sends its JSON in binary frames as often as in text ones.
         if proto is not self._proto or self._state == _CLOSED:
             return
@@ -581,7 +532,7 @@ class GeminiLiveSession:
                 code="realtime.fault",
             )
 
-    def _lost(self, proto: _LiveClientProtocol, detail: str) -> None:
+    def _lost(self, proto: VendorClientProtocol, detail: str) -> None:
         self._sockets.discard(proto)
         if proto is self._proto:
             self._proto = None
@@ -767,48 +718,6 @@ class GeminiLiveSession:
             getattr(self._listener, method)(*args)
         except Exception:
             self.log.failure("realtime listener failed in {method}", method=method, call=self._call)
-
-
-class _LiveClientProtocol(WebSocketClientProtocol):
-    """Hands socket happenings to the session that owns the factory."""
-
-    factory: _LiveClientFactory
-
-    def onOpen(self) -> None:
-        self.factory.session._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.session._received(self, payload)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if wasClean:
-            detail = f"closed by the server (code {code}{': ' + reason if reason else ''})"
-        else:
-            detail = reason or "connection dropped"
-        self.factory.session._lost(self, detail)
-
-
-class _LiveClientFactory(WebSocketClientFactory):
-    """Builds L{_LiveClientProtocol}s for one session."""
-
-    protocol = _LiveClientProtocol
-    noisy = False
-
-    def __init__(self, session: GeminiLiveSession, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session = session
-
-
-def _close_socket(proto: WebSocketClientProtocol) -> None:
-    if proto.state == WebSocketProtocol.STATE_OPEN:
-        proto.sendClose(code=1000)
-    elif proto.state != WebSocketProtocol.STATE_CLOSED:
-        proto.dropConnection(abort=True)
-
-
-def _cancel(call: IDelayedCall | None) -> None:
-    if call is not None and call.active():
-        call.cancel()
 
 
 def _text(transcription: Any) -> str:
