@@ -58,6 +58,7 @@ from voicecalld.realtime.interface import (
     RealtimeSetup,
 )
 from voicecalld.voice import vendor_socket
+from voicecalld.voice.audio_batch import AudioBatcher
 from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
 INPUT_RATE = 16000
@@ -222,10 +223,15 @@ class GeminiLiveSession:
         self._sockets: set[VendorClientProtocol] = set()
         self._gone: list[Deferred] = []
         self._connect_timeout: IDelayedCall | None = None
-        self._flush_call: IDelayedCall | None = None
-        self._pending = bytearray()
+        self._audio = AudioBatcher(
+            self._clock,
+            self._send_audio,
+            lambda: vendor_socket.is_open(self._proto),
+            BATCH_SECONDS,
+            MAX_BUFFER_BYTES,
+            chunked=True,
+        )
         self._queued: list[bytes] = []
-        self._dropped = 0
         self._fault_logged = False
         # Converters are made when audio first flows, and dropped at the end.
         self._up: PhoneToPcm | None = None
@@ -255,18 +261,7 @@ class GeminiLiveSession:
             state = self._state
             if state == _CLOSED:
                 return
-            pending = self._pending
-            pending += ulaw
-            if state == _OPEN:
-                if len(pending) >= BATCH_BYTES:
-                    self._flush()
-                elif self._flush_call is None:
-                    self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
-                return
-            excess = len(pending) - MAX_BUFFER_BYTES
-            if excess > 0:
-                del pending[:excess]
-                self._dropped += excess
+            self._audio.add(ulaw, state == _OPEN)
         except Exception:
             if not self._fault_logged:
                 self._fault_logged = True
@@ -379,8 +374,7 @@ class GeminiLiveSession:
         old, self._proto = self._proto, None
         if old is not None:
             vendor_socket.close_socket(old)
-        vendor_socket.cancel(self._flush_call)
-        self._flush_call = None
+        self._audio.stop()
         # What the old socket was saying is lost; the listener hears its end now.
         self._cut_response()
         self._discarding = False
@@ -413,20 +407,17 @@ class GeminiLiveSession:
             call=self._call,
             code="realtime.resumed" if resumed else "realtime.open",
         )
-        if self._dropped:
+        if self._audio.dropped:
             self.log.warn(
                 "realtime session dropped {dropped_ms} ms of caller audio while connecting",
-                dropped_ms=self._dropped * 1000 // PHONE_RATE,
+                dropped_ms=self._audio.dropped * 1000 // PHONE_RATE,
                 call=self._call,
                 code="realtime.dropped",
             )
-            self._dropped = 0
+            self._audio.dropped = 0
         if not resumed:
             self._tell("ready")
-        while len(self._pending) >= BATCH_BYTES and self._state == _OPEN:
-            self._flush()
-        if self._pending and self._flush_call is None and self._state == _OPEN:
-            self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
+        self._audio.release()
         queued, self._queued = self._queued, []
         for message in queued:
             self._send(message)
@@ -436,15 +427,14 @@ class GeminiLiveSession:
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
-        for call in (self._flush_call, self._connect_timeout):
-            vendor_socket.cancel(call)
-        self._flush_call = self._connect_timeout = None
+        vendor_socket.cancel(self._connect_timeout)
+        self._connect_timeout = None
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
         for proto in list(self._sockets):
             vendor_socket.close_socket(proto)
-        self._pending.clear()
+        self._audio.clear()
         self._queued.clear()
         self._up = self._down = None
         getattr(self.log, level)(
@@ -463,22 +453,12 @@ class GeminiLiveSession:
 
     # Sending
 
-    def _flush(self) -> None:
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
-        proto = self._proto
-        if not self._pending or not vendor_socket.is_open(proto):
-            return
-        chunk = bytes(self._pending[:BATCH_BYTES])
-        del self._pending[:BATCH_BYTES]
+    def _send_audio(self, ulaw: bytes) -> None:
         if self._up is None:
             self._up = PhoneToPcm(INPUT_RATE)
-        pcm = self._up.convert(chunk)
+        pcm = self._up.convert(ulaw)
         if pcm:
-            proto.sendMessage(_AUDIO_HEAD + b64encode(pcm) + _AUDIO_TAIL, isBinary=False)
-        if self._pending and self._flush_call is None:
-            self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
+            self._proto.sendMessage(_AUDIO_HEAD + b64encode(pcm) + _AUDIO_TAIL, isBinary=False)
 
     def _send_json(self, message: dict[str, Any]) -> None:
         if self._state == _CLOSED:

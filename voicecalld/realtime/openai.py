@@ -44,6 +44,7 @@ from voicecalld.realtime.interface import (
     RealtimeSetup,
 )
 from voicecalld.voice import openai_ws, vendor_socket
+from voicecalld.voice.audio_batch import AudioBatcher
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND
 from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
@@ -182,12 +183,16 @@ class OpenAIRealtimeConversation:
         self._proto: VendorClientProtocol | None = None
         self._gone: list[Deferred] = []
         self._socket_open = False
-        self._flush_call: IDelayedCall | None = None
         self._connect_timeout: IDelayedCall | None = self._clock.callLater(
             CONNECT_TIMEOUT, self._timed_out
         )
-        self._pending = bytearray()
-        self._dropped = 0
+        self._audio = AudioBatcher(
+            self._clock,
+            self._send_audio,
+            lambda: vendor_socket.is_open(self._proto),
+            BATCH_SECONDS,
+            MAX_BUFFER_BYTES,
+        )
         self._fault_logged = False
         # Responses: one runs at a time; what was asked meanwhile waits for its end.
         self._responding = False
@@ -223,18 +228,7 @@ class OpenAIRealtimeConversation:
             state = self._state
             if state == _CLOSED:
                 return
-            pending = self._pending
-            pending += ulaw
-            if state == _READY:
-                if len(pending) >= BATCH_BYTES:
-                    self._flush()
-                elif self._flush_call is None:
-                    self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
-                return
-            excess = len(pending) - MAX_BUFFER_BYTES
-            if excess > 0:
-                del pending[:excess]
-                self._dropped += excess
+            self._audio.add(ulaw, state == _READY)
         except Exception:
             self._fault("could not take audio")
 
@@ -337,27 +331,25 @@ class OpenAIRealtimeConversation:
             " dropped)",
             call=self._call,
             host=self._host,
-            dropped_ms=self._dropped * 1000 // ULAW_BYTES_PER_SECOND,
+            dropped_ms=self._audio.dropped * 1000 // ULAW_BYTES_PER_SECOND,
             code="realtime.ready",
         )
         self._tell("ready")
-        if self._pending:
-            self._flush()
+        self._audio.release()
         self._next_response()
 
     def _end(self, reason: str) -> None:
         """Become closed: stop timers, close the socket, tell the listener once."""
         self._state = _CLOSED
-        for call in (self._flush_call, self._connect_timeout):
-            vendor_socket.cancel(call)
-        self._flush_call = self._connect_timeout = None
+        vendor_socket.cancel(self._connect_timeout)
+        self._connect_timeout = None
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
         proto, self._proto = self._proto, None
         if proto is not None:
             vendor_socket.close_socket(proto)
-        self._pending.clear()
+        self._audio.clear()
         self._speeches.clear()
         try:
             self._listener.closed(reason)
@@ -366,13 +358,8 @@ class OpenAIRealtimeConversation:
 
     # Sending
 
-    def _flush(self) -> None:
-        call, self._flush_call = self._flush_call, None
-        vendor_socket.cancel(call)
-        if not self._pending or not vendor_socket.is_open(self._proto):
-            return
-        audio = self._wire.to_vendor(bytes(self._pending))
-        self._pending.clear()
+    def _send_audio(self, ulaw: bytes) -> None:
+        audio = self._wire.to_vendor(ulaw)
         if audio:
             self._proto.sendMessage(openai_ws.append_message(audio), isBinary=False)
 

@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from voicecalld.voice import vendor_socket
+from voicecalld.voice.audio_batch import AudioBatcher
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND, ITranscriptListener
 from voicecalld.voice.vendor_socket import VendorClientFactory, cancel, close_socket, is_open
 
@@ -96,7 +97,6 @@ class StreamingSession:
         self._stt = stt
         self._listener = listener
         self._clock = stt.clock
-        self._batch_bytes = int(ULAW_BYTES_PER_SECOND * self.batch_seconds)
         self._factory = stt.client_factory(self)
         self._host = self._factory.host
         self._state = CONNECTING
@@ -106,13 +106,17 @@ class StreamingSession:
         self._gone: list[Deferred] = []
         self._connect_timeout: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
-        self._flush_call: IDelayedCall | None = None
-        self._pending = bytearray()
+        self._audio = AudioBatcher(
+            self._clock,
+            self._send_audio,
+            lambda: is_open(self._proto),
+            self.batch_seconds,
+            MAX_BUFFER_BYTES,
+        )
         self._last_fed = self._clock.seconds()
         self._last_sent = self._clock.seconds()
         self._failures = 0
         self._outage_since: float | None = None
-        self._dropped = 0
         self._fault_logged = False
         self._connect()
 
@@ -151,18 +155,7 @@ class StreamingSession:
             if state == CLOSED:
                 return
             self._last_fed = self._clock.seconds()
-            pending = self._pending
-            pending += ulaw
-            if state == OPEN:
-                if len(pending) >= self._batch_bytes:
-                    self._flush()
-                elif self._flush_call is None:
-                    self._flush_call = self._clock.callLater(self.batch_seconds, self._flush)
-                return
-            excess = len(pending) - MAX_BUFFER_BYTES
-            if excess > 0:
-                del pending[:excess]
-                self._dropped += excess
+            self._audio.add(ulaw, state == OPEN)
             if state == IDLE:
                 self._connect()
         except Exception:
@@ -187,7 +180,7 @@ class StreamingSession:
             self._proto = None
             for each in list(self._sockets):
                 close_socket(each)
-            self._pending.clear()
+            self._audio.clear()
             self.socket_gone()
             self.log.info(
                 "speech-to-text session closed ({host})", host=self._host, log_code="stt.closed"
@@ -218,15 +211,14 @@ class StreamingSession:
                 " ({dropped_ms} ms of audio dropped)",
                 host=self._host,
                 seconds=self._clock.seconds() - self._outage_since,
-                dropped_ms=self._dropped * 1000 // ULAW_BYTES_PER_SECOND,
+                dropped_ms=self._audio.dropped * 1000 // ULAW_BYTES_PER_SECOND,
                 log_code="stt.recovered",
             )
             self._outage_since = None
-            self._dropped = 0
+            self._audio.dropped = 0
         self._last_sent = self._clock.seconds()
         self.became_ready()
-        if self._pending:
-            self._flush()
+        self._audio.release()
 
     def send_json(self, message: dict[str, Any]) -> bool:
         """Send C{message} on the open socket; whether it went."""
@@ -265,9 +257,10 @@ class StreamingSession:
 
     def cancel_timers(self) -> None:
         """Cancel the session's timers (subclasses extend this with their own)."""
-        for call in (self._flush_call, self._retry, self._connect_timeout):
+        self._audio.stop()
+        for call in (self._retry, self._connect_timeout):
             cancel(call)
-        self._flush_call = self._retry = self._connect_timeout = None
+        self._retry = self._connect_timeout = None
 
     # Connecting
 
@@ -333,7 +326,7 @@ class StreamingSession:
         self._retry = None
         if self._quiet():
             self._go_idle("no audio during the outage")
-            self._pending.clear()
+            self._audio.clear()
             return
         self._connect()
 
@@ -351,16 +344,9 @@ class StreamingSession:
 
     # Sending
 
-    def _flush(self) -> None:
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
-        proto = self._proto
-        if not self._pending or not is_open(proto):
-            return
-        payload, is_binary = self.encode(bytes(self._pending))
-        self._pending.clear()
-        proto.sendMessage(payload, isBinary=is_binary)
+    def _send_audio(self, audio: bytes) -> None:
+        payload, is_binary = self.encode(audio)
+        self._proto.sendMessage(payload, isBinary=is_binary)
         self._last_sent = self._clock.seconds()
 
     # Called by the protocol
@@ -399,8 +385,7 @@ class StreamingSession:
         if self._state == CONNECTING:
             self._attempt_failed(detail)
             return
-        cancel(self._flush_call)
-        self._flush_call = None
+        self._audio.stop()
         self.socket_gone()
         if self._quiet():
             self._go_idle(detail)
