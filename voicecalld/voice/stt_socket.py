@@ -93,6 +93,9 @@ class StreamingSession:
 
     ready_on_open: ClassVar[bool] = True
 
+    _in_turn = False
+    """Whether the caller's turn began (L{start_turn}) and has not ended yet."""
+
     def __init__(self, stt: StreamingSTT, listener: ITranscriptListener) -> None:
         self._stt = stt
         self._listener = listener
@@ -240,6 +243,21 @@ class StreamingSession:
                 method=method,
                 log_code="stt.listener_fault",
             )
+
+    def start_turn(self) -> None:
+        """The caller is speaking: C{speech_started}, once a turn."""
+        if not self._in_turn:
+            self._in_turn = True
+            self.tell("speech_started")
+
+    def end_turn(self, text: str) -> None:
+        """The caller's turn is over: C{speech_stopped}, then C{text} as its final (if any)."""
+        if not (self._in_turn or text):
+            return
+        self._in_turn = False
+        self.tell("speech_stopped")
+        if text:
+            self.tell("final", text)
 
     @property
     def clock(self) -> IReactorTime:
