@@ -778,7 +778,7 @@ class LiveTests(TestCase):
         yield bounded(session.close())
         self.assertNotIn(KEY, self.logs.text())
         self.assertNotIn("?alt", self.logs.text())
-        self.assertEqual(self.fake.queries, [{"alt": ["json"]}])
+        self.assertEqual(self.fake.queries, [{"alt": "json"}])
 
 
 class TlsTests(TestCase):
