@@ -784,7 +784,7 @@ class LiveTests(TestCase):
 class TlsTests(TestCase):
     def test_wss_connects_with_tls(self):
         """Google's C{wss} URL dials port 443 and opens TLS naming the host; the key is no query."""
-        from tests.unit.test_stt import FixedResolver
+        from tests.unit.vendor_rigs import FixedResolver
 
         memory = MemoryReactorClock()
         memory.installNameResolver(FixedResolver("192.0.2.7"))

@@ -19,7 +19,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fakes.openai_s2s import FakeS2SServer
-from tests.unit.test_stt import Waitable
+from tests.unit.vendor_rigs import Waitable
 from voicecalld.config import parse_config
 from voicecalld.config.loader import ConfigError
 from voicecalld.config.model import OPENAI_S2S_URL, OpenAIRealtimeSettings

@@ -12,11 +12,12 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.fakes.deepgram import FakeDeepgramServer
-from tests.unit.test_stt import (
+from tests.unit.vendor_rigs import (
     FRAME,
+    LiveFakeCase,
     LogCapture,
-    MemoryNet,
     RecordingListener,
+    ScriptedDials,
     delays,
     frames,
     stub_protocol,
@@ -43,40 +44,13 @@ def deepgram_settings(**overrides: Any) -> DeepgramStreamingSettings:
     return DeepgramStreamingSettings(**values)
 
 
-class LiveFakeTests(TestCase):
+class LiveFakeTests(LiveFakeCase):
     """Our real client against the fake Deepgram, in memory, timers on a L{Clock}."""
 
-    def setUp(self) -> None:
-        self.net = MemoryNet(self, FakeDeepgramServer)
-        self.fake: FakeDeepgramServer = self.net.fake
-        self.clock = Clock()
-        self.listener = RecordingListener()
-        self.logs = LogCapture(self)
+    fake_class = FakeDeepgramServer
 
-    def open(self, **settings: Any) -> Any:
-        stt = DeepgramSTT(deepgram_settings(**settings), self.net.reactor, self.clock)
-        session = stt.open_session(self.listener)
-        self.addCleanup(self.closed, session)
-        return session
-
-    def closed(self, session: Any) -> None:
-        closing = session.close()
-        self.net.pump()
-        self.successResultOf(closing)
-        self.assertFalse(self.fake.connected)
-
-    def wait(self, d: Any) -> Any:
-        self.net.pump()
-        return self.successResultOf(d)
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.net.pump()
-
-    def opened(self) -> Any:
-        session = self.open()
-        self.wait(self.logs.code_count("stt.open", 1))
-        return session
+    def make_stt(self, **settings: Any) -> Any:
+        return DeepgramSTT(deepgram_settings(**settings), self.net.reactor, self.clock)
 
     def test_handshake(self):
         """The settings ride in the query, the key in a Token header, and never in a log."""
@@ -257,14 +231,14 @@ class LiveFakeTests(TestCase):
         self.assertIn("NET-0001", self.listener.of("problem")[0])
 
 
-class InMemoryTests(TestCase):
+class InMemoryTests(ScriptedDials, TestCase):
     """Message handling with the socket replaced by a recorder."""
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.stt = DeepgramSTT(deepgram_settings(), None, self.clock)
         self.attempts: list[Any] = []
-        self.stt.connect = self._connect  # type: ignore[method-assign]
+        self.stt.connect = self.dial  # type: ignore[method-assign]
         self.listener = RecordingListener()
         self.session = self.stt.open_session(self.listener)
         self.proto = stub_protocol(self.factory)
@@ -272,14 +246,6 @@ class InMemoryTests(TestCase):
         self.sent: list[Any] = []
         self.attempts[-1].callback(self.proto)
         self.proto.onOpen()
-
-    def _connect(self, factory: Any) -> Any:
-        from twisted.internet.defer import Deferred
-
-        self.factory = factory
-        d: Deferred = Deferred()
-        self.attempts.append(d)
-        return d
 
     def _record(self, payload: bytes, isBinary: bool = False) -> None:
         self.sent.append(payload if isBinary else json.loads(payload))

@@ -13,11 +13,12 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.fakes.elevenlabs_stt import FakeElevenLabsSTTServer
-from tests.unit.test_stt import (
+from tests.unit.vendor_rigs import (
     FRAME,
+    LiveFakeCase,
     LogCapture,
-    MemoryNet,
     RecordingListener,
+    ScriptedDials,
     delays,
     frames,
     stub_protocol,
@@ -41,40 +42,13 @@ def eleven_settings(**overrides: Any) -> ElevenLabsStreamingSettings:
     return ElevenLabsStreamingSettings(**values)
 
 
-class LiveFakeTests(TestCase):
+class LiveFakeTests(LiveFakeCase):
     """Our real client against the fake ElevenLabs, in memory, timers on a L{Clock}."""
 
-    def setUp(self) -> None:
-        self.net = MemoryNet(self, FakeElevenLabsSTTServer)
-        self.fake: FakeElevenLabsSTTServer = self.net.fake
-        self.clock = Clock()
-        self.listener = RecordingListener()
-        self.logs = LogCapture(self)
+    fake_class = FakeElevenLabsSTTServer
 
-    def open(self, **settings: Any) -> Any:
-        stt = ElevenLabsRealtimeSTT(eleven_settings(**settings), self.net.reactor, self.clock)
-        session = stt.open_session(self.listener)
-        self.addCleanup(self.closed, session)
-        return session
-
-    def closed(self, session: Any) -> None:
-        closing = session.close()
-        self.net.pump()
-        self.successResultOf(closing)
-        self.assertFalse(self.fake.connected)
-
-    def wait(self, d: Deferred) -> Any:
-        self.net.pump()
-        return self.successResultOf(d)
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.net.pump()
-
-    def opened(self) -> Any:
-        session = self.open()
-        self.wait(self.logs.code_count("stt.open", 1))
-        return session
+    def make_stt(self, **settings: Any) -> Any:
+        return ElevenLabsRealtimeSTT(eleven_settings(**settings), self.net.reactor, self.clock)
 
     def test_handshake(self):
         """Path, query and the xi-api-key header as the API wants; the key in no log."""
@@ -215,22 +189,16 @@ class LiveFakeTests(TestCase):
         self.assertEqual(len(self.fake.requests), 1)
 
 
-class InMemoryTests(TestCase):
+class InMemoryTests(ScriptedDials, TestCase):
     """The provider and session without a network."""
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.stt = ElevenLabsRealtimeSTT(eleven_settings(), None, self.clock)
         self.attempts: list[Deferred] = []
-        self.stt.connect = self._connect  # type: ignore[method-assign]
+        self.stt.connect = self.dial  # type: ignore[method-assign]
         self.listener = RecordingListener()
         self.session = self.stt.open_session(self.listener)
-
-    def _connect(self, factory: Any) -> Deferred:
-        self.factory = factory
-        d: Deferred = Deferred()
-        self.attempts.append(d)
-        return d
 
     def test_interfaces(self):
         """The provider and session provide their interfaces."""
