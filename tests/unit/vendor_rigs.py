@@ -24,6 +24,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from voicecalld.realtime.interface import IRealtimeListener
 from voicecalld.voice.stt import ITranscriptListener
 
 FRAME = 160  # 20 ms of 8 kHz mu-law
@@ -92,6 +93,48 @@ class RecordingListener(Waitable):
     def count(self, n: int) -> Deferred:
         """Fires once C{n} calls have been made."""
         return self.when(lambda: len(self.events) >= n)
+
+
+@implementer(IRealtimeListener)
+class RealtimeRecorder:
+    """Hands every realtime listener call to L{record} as C{(kind, *args)}; subclasses keep them."""
+
+    def ready(self) -> None:
+        self.record("ready")
+
+    def audio(self, ulaw: bytes) -> None:
+        self.record("audio", ulaw)
+
+    def speech_started(self) -> None:
+        self.record("speech_started")
+
+    def speech_stopped(self) -> None:
+        self.record("speech_stopped")
+
+    def user_transcript(self, text: str) -> None:
+        self.record("user_transcript", text)
+
+    def response_started(self) -> None:
+        self.record("response_started")
+
+    def assistant_transcript(self, text: str) -> None:
+        self.record("assistant_transcript", text)
+
+    def response_done(self) -> None:
+        self.record("response_done")
+
+    def tool_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
+        self.record("tool_call", call_id, name, arguments)
+
+    def problem(self, message: str) -> None:
+        self.record("problem", message)
+
+    def closed(self, reason: str) -> None:
+        self.record("closed", reason)
+
+    def record(self, *event: Any) -> None:
+        """Keep one call."""
+        raise NotImplementedError
 
 
 class LogCapture(Waitable):
