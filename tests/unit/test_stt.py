@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -22,8 +22,8 @@ from tests.unit.vendor_rigs import (
     FRAME,
     FixedResolver,
     LiveFakeCase,
-    LogCapture,
     RecordingListener,
+    SttFactoryCase,
     delays,
     frames,
     stub_protocol,
@@ -689,19 +689,8 @@ class InMemoryTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
 
-class MakeSttTests(TestCase):
+class MakeSttTests(SttFactoryCase):
     """Choosing the provider from the config."""
-
-    def setUp(self) -> None:
-        self.logs = LogCapture(self)
-
-    def warnings(self) -> list[str]:
-        return [
-            formatEvent(e)
-            for e in self.logs.events
-            if e.get("log_level") == LogLevel.warn
-            and e.get("log_namespace") == "voicecalld.voice.stt"
-        ]
 
     def test_openai(self):
         """With a key, unset or openai/openai-realtime provider gives the OpenAI STT."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -15,9 +15,9 @@ from tests.fakes.deepgram import FakeDeepgramServer
 from tests.unit.vendor_rigs import (
     FRAME,
     LiveFakeCase,
-    LogCapture,
     RecordingListener,
     ScriptedDials,
+    SttFactoryCase,
     delays,
     frames,
     stub_protocol,
@@ -390,19 +390,8 @@ class ConfigTests(TestCase):
         self.assertIn("$DEEPGRAM_BASE_URL", str(raised.exception))
 
 
-class FactoryTests(TestCase):
+class FactoryTests(SttFactoryCase):
     """make_stt picks Deepgram by C{streaming.provider}."""
-
-    def setUp(self) -> None:
-        self.logs = LogCapture(self)
-
-    def warnings(self) -> list[str]:
-        return [
-            formatEvent(e)
-            for e in self.logs.events
-            if e.get("log_level") == LogLevel.warn
-            and e.get("log_namespace") == "voicecalld.voice.stt"
-        ]
 
     def test_deepgram(self):
         """With a key: a DeepgramSTT dialling the base URL with the settings."""

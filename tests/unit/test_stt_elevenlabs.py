@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -16,9 +16,9 @@ from tests.fakes.elevenlabs_stt import FakeElevenLabsSTTServer
 from tests.unit.vendor_rigs import (
     FRAME,
     LiveFakeCase,
-    LogCapture,
     RecordingListener,
     ScriptedDials,
+    SttFactoryCase,
     delays,
     frames,
     stub_protocol,
@@ -324,19 +324,8 @@ class ConfigTests(TestCase):
         self.assertIn("'deepgram'", notes)
 
 
-class FactoryTests(TestCase):
+class FactoryTests(SttFactoryCase):
     """make_stt picks ElevenLabs by C{streaming.provider}; unknown providers are skipped."""
-
-    def setUp(self) -> None:
-        self.logs = LogCapture(self)
-
-    def warnings(self) -> list[str]:
-        return [
-            formatEvent(e)
-            for e in self.logs.events
-            if e.get("log_level") == LogLevel.warn
-            and e.get("log_namespace") == "voicecalld.voice.stt"
-        ]
 
     def test_elevenlabs(self):
         """With a key: an ElevenLabsRealtimeSTT for the base URL."""

@@ -18,7 +18,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import TestCase
@@ -339,3 +339,19 @@ class LiveFakeCase(TestCase):
         session = self.open()
         self.wait(self.logs.code_count("stt.open", 1))
         return session
+
+
+class SttFactoryCase(TestCase):
+    """Base of the tests of C{make_stt}: the speech-to-text warnings it logs."""
+
+    def setUp(self) -> None:
+        self.logs = LogCapture(self)
+
+    def warnings(self) -> list[str]:
+        """The text of each speech-to-text warning so far."""
+        return [
+            formatEvent(e)
+            for e in self.logs.events
+            if e.get("log_level") == LogLevel.warn
+            and e.get("log_namespace") == "voicecalld.voice.stt"
+        ]
