@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -220,8 +220,7 @@ class GeminiLiveSession:
         self._told_closed = False
         self._attempt: Deferred | None = None
         self._proto: VendorClientProtocol | None = None
-        self._sockets: set[VendorClientProtocol] = set()
-        self._gone: list[Deferred] = []
+        self._sockets = vendor_socket.SocketSet()
         self._connect_timeout: IDelayedCall | None = None
         self._audio = AudioBatcher(
             self._clock,
@@ -320,11 +319,7 @@ class GeminiLiveSession:
     def close(self) -> Deferred:
         """Stop for good; fires once the socket is gone."""
         self._end("closed by voicecalld", level="info")
-        if not self._sockets:
-            return succeed(None)
-        gone: Deferred = Deferred()
-        self._gone.append(gone)
-        return gone
+        return self._sockets.gone()
 
     # Connecting
 
@@ -432,8 +427,7 @@ class GeminiLiveSession:
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
-        for proto in list(self._sockets):
-            vendor_socket.close_socket(proto)
+        self._sockets.close_all()
         self._audio.clear()
         self._queued.clear()
         self._up = self._down = None
@@ -523,10 +517,6 @@ class GeminiLiveSession:
                 self._end(f"could not reconnect to {self._host}: {detail}")
             else:
                 self._end(detail)
-        if self._state == _CLOSED and not self._sockets:
-            gone, self._gone = self._gone, []
-            for d in gone:
-                d.callback(None)
 
     # Server messages
 

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -181,8 +181,7 @@ class OpenAIRealtimeConversation:
         self._host = self._factory.host
         self._state = _CONNECTING
         self._proto: VendorClientProtocol | None = None
-        self._gone: list[Deferred] = []
-        self._socket_open = False
+        self._sockets = vendor_socket.SocketSet()
         self._connect_timeout: IDelayedCall | None = self._clock.callLater(
             CONNECT_TIMEOUT, self._timed_out
         )
@@ -286,17 +285,13 @@ class OpenAIRealtimeConversation:
             self.log.info(
                 "realtime session for call {call} closed", call=self._call, code="realtime.closed"
             )
-        if not self._socket_open:
-            return succeed(None)
-        gone: Deferred = Deferred()
-        self._gone.append(gone)
-        return gone
+        return self._sockets.gone()
 
     # Connecting
 
     def _connected(self, proto: VendorClientProtocol) -> None:
         self._attempt = None
-        self._socket_open = True
+        self._sockets.add(proto)
         if self._state == _CLOSED:
             vendor_socket.close_socket(proto)
             return
@@ -411,11 +406,8 @@ class OpenAIRealtimeConversation:
             self._fault(f"could not handle a {event.get('type')!r} event")
 
     def _lost(self, proto: VendorClientProtocol, detail: str) -> None:
-        self._socket_open = False
+        self._sockets.discard(proto)
         if self._state == _CLOSED:
-            gone, self._gone = self._gone, []
-            for d in gone:
-                d.callback(None)
             return
         self._proto = None
         if self._state == _CONNECTING:

@@ -24,14 +24,20 @@ import json
 from typing import Any, ClassVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from voicecalld.voice import vendor_socket
 from voicecalld.voice.audio_batch import AudioBatcher
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND, ITranscriptListener
-from voicecalld.voice.vendor_socket import VendorClientFactory, cancel, close_socket, is_open
+from voicecalld.voice.vendor_socket import (
+    SocketSet,
+    VendorClientFactory,
+    cancel,
+    close_socket,
+    is_open,
+)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from starting a connection to a ready session."""
@@ -105,8 +111,7 @@ class StreamingSession:
         self._state = CONNECTING
         self._attempt: Deferred | None = None
         self._proto: WebSocketClientProtocol | None = None
-        self._sockets: set[WebSocketClientProtocol] = set()
-        self._gone: list[Deferred] = []
+        self._sockets = SocketSet()
         self._connect_timeout: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
         self._audio = AudioBatcher(
@@ -181,18 +186,13 @@ class StreamingSession:
                 except Exception:
                     self.log.failure("speech-to-text goodbye failed", log_code="stt.fault")
             self._proto = None
-            for each in list(self._sockets):
-                close_socket(each)
+            self._sockets.close_all()
             self._audio.clear()
             self.socket_gone()
             self.log.info(
                 "speech-to-text session closed ({host})", host=self._host, log_code="stt.closed"
             )
-        if not self._sockets:
-            return succeed(None)
-        gone: Deferred = Deferred()
-        self._gone.append(gone)
-        return gone
+        return self._sockets.gone()
 
     # For subclasses
 
@@ -392,10 +392,6 @@ class StreamingSession:
     def _lost(self, proto: WebSocketClientProtocol, detail: str) -> None:
         self._sockets.discard(proto)
         if self._state == CLOSED:
-            if not self._sockets:
-                gone, self._gone = self._gone, []
-                for d in gone:
-                    d.callback(None)
             return
         if proto is not self._proto:
             return

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.ssl import optionsForClientTLS
@@ -114,3 +114,42 @@ def with_query(url: str, params: list[tuple[str, str]]) -> str:
         return url
     joiner = "&" if "?" in url else "?"
     return url + joiner + urlencode(params)
+
+
+class SocketSet:
+    """
+    The sockets one session has connected and not yet seen go, and the
+    Deferreds of L{gone} waiting for the last of them.
+    """
+
+    def __init__(self) -> None:
+        self._live: set[WebSocketClientProtocol] = set()
+        self._waiting: list[Deferred] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._live)
+
+    def add(self, proto: WebSocketClientProtocol) -> None:
+        """C{proto} connected."""
+        self._live.add(proto)
+
+    def discard(self, proto: WebSocketClientProtocol) -> None:
+        """C{proto} is gone; once none is left, whoever waits in L{gone} hears so."""
+        self._live.discard(proto)
+        if not self._live and self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def close_all(self) -> None:
+        """Close every socket (politely where it is open)."""
+        for proto in list(self._live):
+            close_socket(proto)
+
+    def gone(self) -> Deferred:
+        """Fires once no socket is left."""
+        if not self._live:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        return d
