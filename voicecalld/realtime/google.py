@@ -57,15 +57,19 @@ from voicecalld.realtime.interface import (
     IRealtimeVoice,
     RealtimeSetup,
 )
+from voicecalld.realtime.socket_session import (
+    BATCH_SECONDS,
+    CLOSED,
+    CONNECTING,
+    RealtimeSocketSession,
+)
 from voicecalld.voice import vendor_socket
-from voicecalld.voice.audio_batch import AudioBatcher
 from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
 INPUT_RATE = 16000
 OUTPUT_RATE = 24000
 """Gemini Live hears 16 kHz PCM and speaks 24 kHz PCM (the rate in each part's mimeType wins)."""
 
-BATCH_SECONDS = 0.1
 BATCH_BYTES = int(PHONE_RATE * BATCH_SECONDS)
 """Caller audio goes up once 100 ms (800 mu-law bytes) has gathered, or 100 ms after it began."""
 
@@ -88,10 +92,10 @@ SPEAK_PROMPT = "Say exactly the following words, as they are, and nothing else:\
 _AUDIO_HEAD = b'{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
 _AUDIO_TAIL = b'"}}}'
 
-_CONNECTING = "connecting"
+_CONNECTING = CONNECTING
 _RESUMING = "resuming"
 _OPEN = "open"
-_CLOSED = "closed"
+_CLOSED = CLOSED
 _SETTING_UP = (_CONNECTING, _RESUMING)
 
 
@@ -201,37 +205,27 @@ class GeminiLiveVoice:
 
 
 @implementer(IRealtimeSession)
-class GeminiLiveSession:
-    """One call's conversation with Gemini Live, over one WebSocket at a time."""
+class GeminiLiveSession(RealtimeSocketSession):
+    """
+    One call's conversation with Gemini Live, over one WebSocket at a time.
+    Its state is C{connecting}, C{open}, C{resuming} (on a new socket) or C{closed}.
+    """
 
     log = Logger()
+
+    sending_state = _OPEN
 
     def __init__(
         self, voice: GeminiLiveVoice, listener: IRealtimeListener, setup: RealtimeSetup
     ) -> None:
+        super().__init__(listener, setup.call_id, voice.clock, MAX_BUFFER_BYTES, chunked=True)
         self._voice = voice
-        self._listener = listener
-        self._clock = voice.clock
-        self._call = setup.call_id
         self._setup = setup_message(voice.settings, setup)
         self._factory = voice.client_factory(self)
         self._host = urlsplit(voice.url).hostname or "?"
-        self._state = _CONNECTING
         self._told_closed = False
-        self._attempt: Deferred | None = None
-        self._proto: VendorClientProtocol | None = None
-        self._sockets = vendor_socket.SocketSet()
         self._connect_timeout: IDelayedCall | None = None
-        self._audio = AudioBatcher(
-            self._clock,
-            self._send_audio,
-            lambda: vendor_socket.is_open(self._proto),
-            BATCH_SECONDS,
-            MAX_BUFFER_BYTES,
-            chunked=True,
-        )
         self._queued: list[bytes] = []
-        self._fault_logged = False
         # Converters are made when audio first flows, and dropped at the end.
         self._up: PhoneToPcm | None = None
         self._down: PcmToPhone | None = None
@@ -247,26 +241,7 @@ class GeminiLiveSession:
         self._resumed_at: list[float] = []
         self._connect()
 
-    @property
-    def state(self) -> str:
-        """C{connecting}, C{open}, C{resuming} (on a new socket) or C{closed}."""
-        return self._state
-
     # IRealtimeSession
-
-    def feed(self, ulaw: bytes) -> None:
-        """Queue caller audio: sent in ~100 ms batches once ready, buffered (5 s) before."""
-        try:
-            state = self._state
-            if state == _CLOSED:
-                return
-            self._audio.add(ulaw, state == _OPEN)
-        except Exception:
-            if not self._fault_logged:
-                self._fault_logged = True
-                self.log.failure(
-                    "realtime session could not take audio", code="realtime.fault", call=self._call
-                )
 
     def speak(self, text: str) -> None:
         """Ask the model, as a user turn, to say C{text} word for word."""
@@ -334,14 +309,6 @@ class GeminiLiveSession:
         attempt = maybeDeferred(self._voice.connect, self._factory)
         self._attempt = attempt
         attempt.addCallbacks(self._connected, self._connect_failed)
-
-    def _connected(self, proto: VendorClientProtocol) -> None:
-        self._attempt = None
-        self._sockets.add(proto)
-        if self._state == _CLOSED:
-            vendor_socket.close_socket(proto)
-            return
-        self._proto = proto
 
     def _connect_failed(self, failure: Any) -> None:
         self._attempt = None
@@ -678,16 +645,6 @@ class GeminiLiveSession:
         if text:
             self._tell("assistant_transcript", text)
         self._tell("response_done")
-
-    # Helpers
-
-    def _tell(self, method: str, *args: Any) -> None:
-        if self._state == _CLOSED:
-            return
-        try:
-            getattr(self._listener, method)(*args)
-        except Exception:
-            self.log.failure("realtime listener failed in {method}", method=method, call=self._call)
 
 
 def _text(transcription: Any) -> str:

@@ -43,16 +43,18 @@ from voicecalld.realtime.interface import (
     IRealtimeVoice,
     RealtimeSetup,
 )
+from voicecalld.realtime.socket_session import (
+    BATCH_SECONDS,
+    CLOSED,
+    CONNECTING,
+    RealtimeSocketSession,
+)
 from voicecalld.voice import openai_ws, vendor_socket
-from voicecalld.voice.audio_batch import AudioBatcher
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND
 from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from dialing to a configured session."""
-
-BATCH_SECONDS = 0.1
-"""Caller audio is sent once this much has gathered, or this long after the oldest unsent frame."""
 
 BATCH_BYTES = int(ULAW_BYTES_PER_SECOND * BATCH_SECONDS)
 
@@ -69,9 +71,9 @@ SPEAK_INSTRUCTIONS = (
 
 _CANCEL_NOT_ACTIVE = "response_cancel_not_active"
 
-_CONNECTING = "connecting"
+_CONNECTING = CONNECTING
 _READY = "ready"
-_CLOSED = "closed"
+_CLOSED = CLOSED
 
 
 def audio_format(settings: OpenAIRealtimeSettings) -> dict[str, Any]:
@@ -163,36 +165,25 @@ class OpenAIRealtimeVoice:
 
 
 @implementer(IRealtimeSession)
-class OpenAIRealtimeConversation:
+class OpenAIRealtimeConversation(RealtimeSocketSession):
     """One call's conversation with an OpenAI Realtime model."""
 
     log = Logger()
 
+    sending_state = _READY
+
     def __init__(
         self, voice: OpenAIRealtimeVoice, listener: IRealtimeListener, setup: RealtimeSetup
     ) -> None:
+        super().__init__(listener, setup.call_id, voice.clock, MAX_BUFFER_BYTES)
         self._voice = voice
-        self._listener = listener
-        self._call = setup.call_id
-        self._clock = voice.clock
         self._wire = voice.audio_wire()
         self._update = openai_ws.encode_event(session_update(voice.settings, setup))
         self._factory = voice.client_factory(self)
         self._host = self._factory.host
-        self._state = _CONNECTING
-        self._proto: VendorClientProtocol | None = None
-        self._sockets = vendor_socket.SocketSet()
         self._connect_timeout: IDelayedCall | None = self._clock.callLater(
             CONNECT_TIMEOUT, self._timed_out
         )
-        self._audio = AudioBatcher(
-            self._clock,
-            self._send_audio,
-            lambda: vendor_socket.is_open(self._proto),
-            BATCH_SECONDS,
-            MAX_BUFFER_BYTES,
-        )
-        self._fault_logged = False
         # Responses: one runs at a time; what was asked meanwhile waits for its end.
         self._responding = False
         self._requested = False
@@ -211,25 +202,10 @@ class OpenAIRealtimeConversation:
             host=self._host,
             code="realtime.connect",
         )
-        self._attempt: Deferred | None = maybeDeferred(voice.connect, self._factory)
+        self._attempt = maybeDeferred(voice.connect, self._factory)
         self._attempt.addCallbacks(self._connected, self._connect_failed)
 
-    @property
-    def state(self) -> str:
-        """C{connecting}, C{ready} or C{closed}."""
-        return self._state
-
     # IRealtimeSession
-
-    def feed(self, ulaw: bytes) -> None:
-        """Queue caller audio: sent in ~100 ms batches once ready, kept (5 s at most) before."""
-        try:
-            state = self._state
-            if state == _CLOSED:
-                return
-            self._audio.add(ulaw, state == _READY)
-        except Exception:
-            self._fault("could not take audio")
 
     def speak(self, text: str) -> None:
         """Have the model say C{text} as its own response, after any response running now."""
@@ -288,14 +264,6 @@ class OpenAIRealtimeConversation:
         return self._sockets.gone()
 
     # Connecting
-
-    def _connected(self, proto: VendorClientProtocol) -> None:
-        self._attempt = None
-        self._sockets.add(proto)
-        if self._state == _CLOSED:
-            vendor_socket.close_socket(proto)
-            return
-        self._proto = proto
 
     def _connect_failed(self, failure: Any) -> None:
         self._attempt = None
@@ -523,26 +491,9 @@ class OpenAIRealtimeConversation:
 
     # Helpers
 
-    def _tell(self, method: str, *args: Any) -> None:
-        if self._state == _CLOSED:
-            return
-        try:
-            getattr(self._listener, method)(*args)
-        except Exception:
-            self.log.failure(
-                "realtime listener failed in {method}",
-                method=method,
-                code="realtime.listener_error",
-            )
-
     def _tell_text(self, method: str, text: Any) -> None:
         if isinstance(text, str) and text.strip():
             self._tell(method, text.strip())
-
-    def _fault(self, what: str) -> None:
-        if not self._fault_logged:
-            self._fault_logged = True
-            self.log.failure("realtime session {what}", what=what, code="realtime.fault")
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
