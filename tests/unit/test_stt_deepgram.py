@@ -7,9 +7,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
-from zope.interface.verify import verifyObject
 
 from tests.fakes.deepgram import FakeDeepgramServer
 from tests.unit.vendor_rigs import (
@@ -17,6 +15,7 @@ from tests.unit.vendor_rigs import (
     LiveFakeCase,
     RecordingListener,
     ScriptedDials,
+    SessionBasics,
     SttFactoryCase,
     delays,
     frames,
@@ -25,7 +24,6 @@ from tests.unit.vendor_rigs import (
 from voicecalld.config import ConfigError, parse_config
 from voicecalld.config.model import DeepgramStreamingSettings, StreamingSettings
 from voicecalld.config.secret import Secret
-from voicecalld.voice.stt import ISTT, ISTTSession
 from voicecalld.voice.stt_deepgram import KEEPALIVE_AFTER, KEEPALIVE_CHECK, DeepgramSTT
 from voicecalld.voice.stt_factory import make_stt
 from voicecalld.voice.stt_socket import MAX_BUFFER_BYTES
@@ -75,9 +73,7 @@ class LiveFakeTests(LiveFakeCase):
             },
         )
         self.assertEqual(session.state, "open")
-        for event in self.logs.events:
-            self.assertNotIn(KEY, formatEvent(event))
-            self.assertNotIn(KEY, repr(event))
+        self.assert_secret_unlogged(KEY)
 
     def test_no_interim_results_means_no_utterance_end(self):
         """Without interim results Deepgram refuses utterance_end_ms, so it is left out."""
@@ -90,15 +86,8 @@ class LiveFakeTests(LiveFakeCase):
     def test_audio_is_binary_in_order_and_batched(self):
         """Audio fed while connecting, then live, arrives untouched as ~100 ms binary frames."""
         session = self.open()
-        early, late = frames(3), frames(12, start=3)
-        for frame in early:
-            session.feed(frame)
-        self.wait(self.fake.audio_at_least(3 * FRAME))
-        for frame in late:
-            session.feed(frame)
-        self.advance(0.1)
-        self.wait(self.fake.audio_at_least(15 * FRAME))
-        self.assertEqual(bytes(self.fake.audio), b"".join(early + late))
+        fed = self.feed_early_and_late(session)
+        self.assertEqual(bytes(self.fake.audio), b"".join(fed))
         self.assertEqual(self.fake.frames, [3 * FRAME, BATCH, BATCH, 2 * FRAME])
         self.assertEqual(self.fake.bad_messages, [])
 
@@ -231,7 +220,7 @@ class LiveFakeTests(LiveFakeCase):
         self.assertIn("NET-0001", self.listener.of("problem")[0])
 
 
-class InMemoryTests(ScriptedDials, TestCase):
+class InMemoryTests(ScriptedDials, SessionBasics, TestCase):
     """Message handling with the socket replaced by a recorder."""
 
     def setUp(self) -> None:
@@ -253,11 +242,6 @@ class InMemoryTests(ScriptedDials, TestCase):
     def event(self, **event: Any) -> None:
         self.proto.onMessage(json.dumps(event).encode(), False)
 
-    def test_interfaces(self):
-        """The provider and session provide their interfaces."""
-        verifyObject(ISTT, self.stt)
-        verifyObject(ISTTSession, self.session)
-
     def test_error_and_junk(self):
         """An Error message is a problem; junk, Metadata and unknown types change nothing."""
         self.proto.onMessage(b"not json", False)
@@ -270,12 +254,6 @@ class InMemoryTests(ScriptedDials, TestCase):
         self.event(type="Error", description="Model not found", variant="model")
         self.assertEqual(self.listener.of("problem"), ["speech-to-text error: Model not found"])
         self.assertEqual(self.session.state, "open")
-
-    def test_feed_never_raises(self):
-        """A bad argument to feed is logged once, not raised."""
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
     def test_keepalive_timer_stops_with_the_socket(self):
         """The keepalive check runs only while open; close() leaves no timer."""

@@ -8,25 +8,21 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
-from zope.interface.verify import verifyObject
 
 from tests.fakes.elevenlabs_stt import FakeElevenLabsSTTServer
 from tests.unit.vendor_rigs import (
-    FRAME,
     LiveFakeCase,
     RecordingListener,
     ScriptedDials,
+    SessionBasics,
     SttFactoryCase,
     delays,
-    frames,
     stub_protocol,
 )
 from voicecalld.config import ConfigError, parse_config
 from voicecalld.config.model import ElevenLabsStreamingSettings, StreamingSettings
 from voicecalld.config.secret import Secret
-from voicecalld.voice.stt import ISTT, ISTTSession
 from voicecalld.voice.stt_elevenlabs import ElevenLabsRealtimeSTT, realtime_url
 from voicecalld.voice.stt_factory import make_stt
 from voicecalld.voice.stt_socket import CONNECT_TIMEOUT
@@ -67,22 +63,13 @@ class LiveFakeTests(LiveFakeCase):
             },
         )
         self.assertEqual(session.state, "open")
-        for event in self.logs.events:
-            self.assertNotIn(KEY, formatEvent(event))
-            self.assertNotIn(KEY, repr(event))
+        self.assert_secret_unlogged(KEY)
 
     def test_audio_chunks_in_order_and_batched(self):
         """Audio fed while connecting, then live, arrives untouched in ~100 ms chunks."""
         session = self.open()
-        early, late = frames(3), frames(12, start=3)
-        for frame in early:
-            session.feed(frame)
-        self.wait(self.fake.audio_at_least(3 * FRAME))
-        for frame in late:
-            session.feed(frame)
-        self.advance(0.1)
-        self.wait(self.fake.audio_at_least(15 * FRAME))
-        self.assertEqual(bytes(self.fake.audio), b"".join(early + late))
+        fed = self.feed_early_and_late(session)
+        self.assertEqual(bytes(self.fake.audio), b"".join(fed))
         self.assertEqual(
             self.fake.chunks,
             [{"message_type": "input_audio_chunk", "commit": False, "sample_rate": 8000}] * 4,
@@ -189,7 +176,7 @@ class LiveFakeTests(LiveFakeCase):
         self.assertEqual(len(self.fake.requests), 1)
 
 
-class InMemoryTests(ScriptedDials, TestCase):
+class InMemoryTests(ScriptedDials, SessionBasics, TestCase):
     """The provider and session without a network."""
 
     def setUp(self) -> None:
@@ -199,11 +186,6 @@ class InMemoryTests(ScriptedDials, TestCase):
         self.stt.connect = self.dial  # type: ignore[method-assign]
         self.listener = RecordingListener()
         self.session = self.stt.open_session(self.listener)
-
-    def test_interfaces(self):
-        """The provider and session provide their interfaces."""
-        verifyObject(ISTT, self.stt)
-        verifyObject(ISTTSession, self.session)
 
     def test_chunk_is_valid_json(self):
         """The hand-built chunk message is the JSON the API documents."""
@@ -249,12 +231,6 @@ class InMemoryTests(ScriptedDials, TestCase):
         proto.onMessage(json.dumps(["not", "an", "object"]).encode(), False)
         self.assertEqual(self.listener.events, [])
         self.assertEqual(proto.sent, [])
-
-    def test_feed_never_raises(self):
-        """A bad argument to feed is logged once, not raised."""
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
 
 class ConfigTests(TestCase):

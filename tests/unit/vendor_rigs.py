@@ -23,9 +23,10 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from voicecalld.realtime.interface import IRealtimeListener
-from voicecalld.voice.stt import ITranscriptListener
+from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
 
 FRAME = 160  # 20 ms of 8 kHz mu-law
 
@@ -291,6 +292,24 @@ class ScriptedDials:
         return d
 
 
+class SessionBasics:
+    """Tests every STT provider passes, mixed into a test case with C{stt} and C{session}."""
+
+    stt: Any
+    session: Any
+
+    def test_interfaces(self) -> None:
+        """The provider and session provide their interfaces."""
+        verifyObject(ISTT, self.stt)
+        verifyObject(ISTTSession, self.session)
+
+    def test_feed_never_raises(self) -> None:
+        """A bad argument to feed is logged once, not raised."""
+        self.session.feed(None)  # type: ignore[arg-type]
+        self.session.feed(None)  # type: ignore[arg-type]
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)  # type: ignore[attr-defined]
+
+
 class LiveFakeCase(TestCase):
     """
     Base of the tests of our real client against a vendor fake, in memory:
@@ -333,6 +352,24 @@ class LiveFakeCase(TestCase):
         """Let C{seconds} pass on our clock, then move what that made happen."""
         self.clock.advance(seconds)
         self.net.pump()
+
+    def assert_secret_unlogged(self, secret: str) -> None:
+        """C{secret} is in no log event so far, formatted or raw."""
+        for event in self.logs.events:
+            self.assertNotIn(secret, formatEvent(event))
+            self.assertNotIn(secret, repr(event))
+
+    def feed_early_and_late(self, session: Any) -> list[bytes]:
+        """Three frames while connecting, twelve once open; all of them, once they arrived."""
+        early, late = frames(3), frames(12, start=3)
+        for frame in early:
+            session.feed(frame)
+        self.wait(self.fake.audio_at_least(3 * FRAME))
+        for frame in late:
+            session.feed(frame)
+        self.advance(0.1)
+        self.wait(self.fake.audio_at_least(15 * FRAME))
+        return early + late
 
     def opened(self) -> Any:
         """A session that has said it is open."""
