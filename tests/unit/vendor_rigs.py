@@ -8,12 +8,11 @@ base of the "real client against the fake" test cases.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from twisted.internet.task import Clock
@@ -25,6 +24,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.fakes.ws_vendor import Waitable
 from voicecalld.realtime.interface import IRealtimeListener
 from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
 
@@ -34,30 +34,6 @@ FRAME = 160  # 20 ms of 8 kHz mu-law
 def frames(count: int, start: int = 0) -> list[bytes]:
     """C{count} 20 ms frames, each filled with its own byte so order shows."""
     return [bytes([(start + i) % 251]) * FRAME for i in range(count)]
-
-
-class Waitable:
-    """Deferreds that fire once a condition holds, re-checked on every change."""
-
-    def __init__(self) -> None:
-        self.waiters: list[tuple[Callable[[], bool], Deferred]] = []
-
-    def when(self, condition: Callable[[], bool]) -> Deferred:
-        """Fires as soon as C{condition()} is true."""
-        if condition():
-            return succeed(None)
-        d: Deferred = Deferred()
-        self.waiters.append((condition, d))
-        return d
-
-    def changed(self) -> None:
-        """Fire the waiters whose condition now holds."""
-        waiting, self.waiters = self.waiters, []
-        for condition, d in waiting:
-            if condition():
-                d.callback(None)
-            else:
-                self.waiters.append((condition, d))
 
 
 @implementer(ITranscriptListener)
