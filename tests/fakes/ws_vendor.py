@@ -21,20 +21,44 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 
-class FakeVendorServer:
+class Waitable:
+    """Deferreds that fire once a condition holds, re-checked on every change."""
+
+    def __init__(self) -> None:
+        self.waiters: list[tuple[Callable[[], bool], Deferred]] = []
+
+    def when(self, condition: Callable[[], bool]) -> Deferred:
+        """Fires as soon as C{condition()} is true."""
+        if condition():
+            return succeed(None)
+        d: Deferred = Deferred()
+        self.waiters.append((condition, d))
+        return d
+
+    def changed(self) -> None:
+        """Fire the waiters whose condition now holds."""
+        waiting, self.waiters = self.waiters, []
+        for condition, d in waiting:
+            if condition():
+                d.callback(None)
+            else:
+                self.waiters.append((condition, d))
+
+
+class FakeVendorServer(Waitable):
     """A vendor's WebSocket side, for tests; subclasses speak the protocol."""
 
     url_path = "/"
     """The path (and query) of the URL L{start} fires with."""
 
     def __init__(self, reactor: Any = None) -> None:
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self._port: Any = None
         self._live: list[VendorServerProtocol] = []
         self._sockets: set[VendorServerProtocol] = set()
-        self._waiters: list[tuple[Callable[[], bool], Deferred]] = []
         self.url = ""
         self.requests: list[dict[str, str]] = []
         self.paths: list[str] = []
@@ -85,14 +109,6 @@ class FakeVendorServer:
         """The latest handshake's query parameters."""
         return self.queries[-1] if self.queries else {}
 
-    def when(self, condition: Callable[[], bool]) -> Deferred:
-        """A Deferred that fires (with None) as soon as C{condition()} is true."""
-        if condition():
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._waiters.append((condition, d))
-        return d
-
     # The vendor's side
 
     def send(self, event: dict[str, Any]) -> None:
@@ -129,15 +145,6 @@ class FakeVendorServer:
     def reply(self, proto: VendorServerProtocol, event: dict[str, Any]) -> None:
         """Send C{event} as JSON text on C{proto}."""
         proto.sendMessage(json.dumps(event).encode("utf-8"), isBinary=False)
-
-    def changed(self) -> None:
-        """Fire the waiters whose condition now holds."""
-        waiting, self._waiters = self._waiters, []
-        for condition, d in waiting:
-            if condition():
-                d.callback(None)
-            else:
-                self._waiters.append((condition, d))
 
     # From the protocol
 

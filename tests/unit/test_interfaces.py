@@ -104,12 +104,6 @@ def _realtime_stt(test: TestCase) -> Any:
     return OpenAIRealtimeSTT(settings, "ws://127.0.0.1:9/v1/realtime", MemoryReactorClock())
 
 
-def _realtime_session(test: TestCase) -> Any:
-    session = _realtime_stt(test).open_session(SimpleNamespace())
-    test.addCleanup(session.close)
-    return session
-
-
 def _realtime_voice(test: TestCase) -> Any:
     from voicecalld.config.model import OpenAIRealtimeSettings
     from voicecalld.realtime.openai import OpenAIRealtimeVoice
@@ -120,30 +114,12 @@ def _realtime_voice(test: TestCase) -> Any:
     return OpenAIRealtimeVoice(settings, MemoryReactorClock())
 
 
-def _realtime_conversation(test: TestCase) -> Any:
-    from voicecalld.realtime.interface import RealtimeSetup
-
-    listener = SimpleNamespace(closed=lambda reason: None)
-    session = _realtime_voice(test).open_session(listener, RealtimeSetup("Hi"))
-    test.addCleanup(session.close)
-    return session
-
-
 def _gemini_voice(test: TestCase) -> Any:
     from voicecalld.config.model import GoogleRealtimeSettings
     from voicecalld.realtime.google import GeminiLiveVoice
 
     settings = GoogleRealtimeSettings(api_key=Secret("AIza-test"), base_url="ws://127.0.0.1:9/ws")
     return GeminiLiveVoice(settings, MemoryReactorClock())
-
-
-def _gemini_session(test: TestCase) -> Any:
-    from voicecalld.realtime.interface import RealtimeSetup
-
-    listener = SimpleNamespace(closed=lambda reason: None)
-    session = _gemini_voice(test).open_session(listener, RealtimeSetup(instructions=""))
-    test.addCleanup(session.close)
-    return session
 
 
 def _deepgram_stt(test: TestCase) -> Any:
@@ -165,6 +141,18 @@ def _elevenlabs_stt(test: TestCase) -> Any:
 def _session_of(make: Callable[[TestCase], Any]) -> Callable[[TestCase], Any]:
     def build(test: TestCase) -> Any:
         session = make(test).open_session(SimpleNamespace())
+        test.addCleanup(session.close)
+        return session
+
+    return build
+
+
+def _realtime_session_of(make: Callable[[TestCase], Any]) -> Callable[[TestCase], Any]:
+    def build(test: TestCase) -> Any:
+        from voicecalld.realtime.interface import RealtimeSetup
+
+        listener = SimpleNamespace(closed=lambda reason: None)
+        session = make(test).open_session(listener, RealtimeSetup(instructions="Hi"))
         test.addCleanup(session.close)
         return session
 
@@ -345,9 +333,9 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.providers.telnyx.signature:TelnyxVerifier": _plain(
         "voicecalld.providers.telnyx.signature:TelnyxVerifier", lambda: None
     ),
-    "voicecalld.realtime.openai:OpenAIRealtimeConversation": _realtime_conversation,
+    "voicecalld.realtime.openai:OpenAIRealtimeConversation": _realtime_session_of(_realtime_voice),
     "voicecalld.realtime.openai:OpenAIRealtimeVoice": _realtime_voice,
-    "voicecalld.realtime.google:GeminiLiveSession": _gemini_session,
+    "voicecalld.realtime.google:GeminiLiveSession": _realtime_session_of(_gemini_voice),
     "voicecalld.realtime.google:GeminiLiveVoice": _gemini_voice,
     "voicecalld.realtime.bridge:RealtimeBridge": _realtime_bridge,
     "tests.fakes.realtime_voice:ScriptedVoice": _plain("tests.fakes.realtime_voice:ScriptedVoice"),
@@ -355,7 +343,7 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,
-    "voicecalld.voice.stt_openai:OpenAIRealtimeSession": _realtime_session,
+    "voicecalld.voice.stt_openai:OpenAIRealtimeSession": _session_of(_realtime_stt),
     "voicecalld.voice.stt_deepgram:DeepgramSTT": _deepgram_stt,
     "voicecalld.voice.stt_deepgram:DeepgramSession": _session_of(_deepgram_stt),
     "voicecalld.voice.stt_elevenlabs:ElevenLabsRealtimeSTT": _elevenlabs_stt,

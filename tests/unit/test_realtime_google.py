@@ -18,10 +18,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fakes.gemini_live import INPUT_MIME, PATH, FakeGeminiLive
+from tests.unit.vendor_rigs import RealtimeRecorder
 from tests.waiting import wait_for
 from voicecalld.config import ConfigError, parse_config
 from voicecalld.config.model import GEMINI_LIVE_URL, GoogleRealtimeSettings
@@ -82,8 +82,7 @@ def bounded(d: Deferred, timeout: float = WAIT) -> Deferred:
     return d.addTimeout(timeout, reactor)
 
 
-@implementer(IRealtimeListener)
-class RecordingListener:
+class RecordingListener(RealtimeRecorder):
     """Keeps every listener call in order as a tuple; the audio itself goes to C{played}."""
 
     def __init__(self) -> None:
@@ -91,39 +90,9 @@ class RecordingListener:
         self.played = bytearray()
         self._waiters: list[tuple[Any, Deferred]] = []
 
-    def ready(self) -> None:
-        self.record("ready")
-
     def audio(self, ulaw: bytes) -> None:
         self.played += ulaw
         self.record("audio")
-
-    def speech_started(self) -> None:
-        self.record("speech_started")
-
-    def speech_stopped(self) -> None:
-        self.record("speech_stopped")
-
-    def user_transcript(self, text: str) -> None:
-        self.record("user_transcript", text)
-
-    def response_started(self) -> None:
-        self.record("response_started")
-
-    def assistant_transcript(self, text: str) -> None:
-        self.record("assistant_transcript", text)
-
-    def response_done(self) -> None:
-        self.record("response_done")
-
-    def tool_call(self, call_id: str, name: str, arguments: dict) -> None:
-        self.record("tool_call", call_id, name, arguments)
-
-    def problem(self, message: str) -> None:
-        self.record("problem", message)
-
-    def closed(self, reason: str) -> None:
-        self.record("closed", reason)
 
     def record(self, *event: Any) -> None:
         self.events.append(event)
@@ -778,13 +747,13 @@ class LiveTests(TestCase):
         yield bounded(session.close())
         self.assertNotIn(KEY, self.logs.text())
         self.assertNotIn("?alt", self.logs.text())
-        self.assertEqual(self.fake.queries, [{"alt": ["json"]}])
+        self.assertEqual(self.fake.queries, [{"alt": "json"}])
 
 
 class TlsTests(TestCase):
     def test_wss_connects_with_tls(self):
         """Google's C{wss} URL dials port 443 and opens TLS naming the host; the key is no query."""
-        from tests.unit.test_stt import FixedResolver
+        from tests.unit.vendor_rigs import FixedResolver
 
         memory = MemoryReactorClock()
         memory.installNameResolver(FixedResolver("192.0.2.7"))

@@ -15,18 +15,16 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fakes.openai_s2s import FakeS2SServer
-from tests.unit.test_stt import Waitable
+from tests.unit.vendor_rigs import RealtimeRecorder, Waitable
 from voicecalld.config import parse_config
 from voicecalld.config.loader import ConfigError
 from voicecalld.config.model import OPENAI_S2S_URL, OpenAIRealtimeSettings
 from voicecalld.config.secret import Secret
 from voicecalld.media.codec import ulaw_decode, ulaw_encode
 from voicecalld.realtime.interface import (
-    IRealtimeListener,
     IRealtimeSession,
     IRealtimeVoice,
     RealtimeSetup,
@@ -82,46 +80,12 @@ def frames_of(ulaw: bytes) -> list[bytes]:
     return [ulaw[i : i + FRAME] for i in range(0, len(ulaw), FRAME)]
 
 
-@implementer(IRealtimeListener)
-class RecordingListener(Waitable):
+class RecordingListener(Waitable, RealtimeRecorder):
     """Keeps every listener call, in order, as a tuple."""
 
     def __init__(self) -> None:
         super().__init__()
         self.events: list[tuple[Any, ...]] = []
-
-    def ready(self) -> None:
-        self.record("ready")
-
-    def audio(self, ulaw: bytes) -> None:
-        self.record("audio", ulaw)
-
-    def speech_started(self) -> None:
-        self.record("speech_started")
-
-    def speech_stopped(self) -> None:
-        self.record("speech_stopped")
-
-    def user_transcript(self, text: str) -> None:
-        self.record("user_transcript", text)
-
-    def response_started(self) -> None:
-        self.record("response_started")
-
-    def assistant_transcript(self, text: str) -> None:
-        self.record("assistant_transcript", text)
-
-    def response_done(self) -> None:
-        self.record("response_done")
-
-    def tool_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
-        self.record("tool_call", call_id, name, arguments)
-
-    def problem(self, message: str) -> None:
-        self.record("problem", message)
-
-    def closed(self, reason: str) -> None:
-        self.record("closed", reason)
 
     def record(self, *event: Any) -> None:
         self.events.append(event)

@@ -4,31 +4,37 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.test import iosim
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fakes.openai_realtime import FakeRealtimeServer
+from tests.unit.vendor_rigs import (
+    FRAME,
+    FixedResolver,
+    LiveFakeCase,
+    RecordingListener,
+    SessionBasics,
+    SttFactoryCase,
+    delays,
+    frames,
+    stub_protocol,
+)
 from voicecalld.config.model import (
     OPENAI_REALTIME_URL,
     OpenAIStreamingSettings,
     StreamingSettings,
 )
 from voicecalld.config.secret import Secret
-from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
+from voicecalld.voice.stt import ISTT
 from voicecalld.voice.stt_factory import make_stt
 from voicecalld.voice.stt_openai import (
     BATCH_BYTES,
@@ -40,7 +46,6 @@ from voicecalld.voice.stt_openai import (
 )
 
 KEY = "sk-test-not-a-real-key"
-FRAME = 160  # 20 ms of 8 kHz mu-law
 
 
 def openai_settings(**overrides: Any) -> OpenAIStreamingSettings:
@@ -55,230 +60,22 @@ def openai_settings(**overrides: Any) -> OpenAIStreamingSettings:
     return OpenAIStreamingSettings(**values)
 
 
-def frames(count: int, start: int = 0) -> list[bytes]:
-    """C{count} 20 ms frames, each filled with its own byte so order shows."""
-    return [bytes([(start + i) % 251]) * FRAME for i in range(count)]
-
-
-class Waitable:
-    """Deferreds that fire once a condition holds, re-checked on every change."""
-
-    def __init__(self) -> None:
-        self.waiters: list[tuple[Callable[[], bool], Deferred]] = []
-
-    def when(self, condition: Callable[[], bool]) -> Deferred:
-        """Fires as soon as C{condition()} is true."""
-        if condition():
-            return succeed(None)
-        d: Deferred = Deferred()
-        self.waiters.append((condition, d))
-        return d
-
-    def changed(self) -> None:
-        """Fire the waiters whose condition now holds."""
-        waiting, self.waiters = self.waiters, []
-        for condition, d in waiting:
-            if condition():
-                d.callback(None)
-            else:
-                self.waiters.append((condition, d))
-
-
-@implementer(ITranscriptListener)
-class RecordingListener(Waitable):
-    """Keeps every listener call, in order, as a tuple."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple[str, ...]] = []
-
-    def speech_started(self) -> None:
-        self.record("speech_started")
-
-    def speech_stopped(self) -> None:
-        self.record("speech_stopped")
-
-    def partial(self, text: str) -> None:
-        self.record("partial", text)
-
-    def final(self, text: str) -> None:
-        self.record("final", text)
-
-    def problem(self, message: str) -> None:
-        self.record("problem", message)
-
-    def record(self, *event: str) -> None:
-        self.events.append(event)
-        self.changed()
-
-    def of(self, kind: str) -> list[str]:
-        """The texts of every call of one kind."""
-        return [e[1] for e in self.events if e[0] == kind]
-
-    def count(self, n: int) -> Deferred:
-        """Fires once C{n} calls have been made."""
-        return self.when(lambda: len(self.events) >= n)
-
-
-class LogCapture(Waitable):
-    """Every log event while a test runs, and the codes of voicecalld's STT events."""
-
-    def __init__(self, test: TestCase) -> None:
-        super().__init__()
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self)
-        test.addCleanup(globalLogPublisher.removeObserver, self)
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        self.changed()
-
-    @property
-    def codes(self) -> list[str]:
-        """The C{log_code} of each STT event, in order."""
-        return [
-            e["log_code"]
-            for e in self.events
-            if "log_code" in e and e.get("log_namespace", "").startswith("voicecalld.voice.stt")
-        ]
-
-    def code_count(self, code: str, n: int) -> Deferred:
-        """Fires once C{code} has been logged C{n} times."""
-        return self.when(lambda: self.codes.count(code) >= n)
-
-
 OPENAI_PATH = "/v1/realtime?intent=transcription"
 
 
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
+class LiveFakeTests(LiveFakeCase):
+    """Our real WebSocket client against the fake OpenAI, in memory."""
 
-    def cancel(self) -> None:
-        """Nothing to cancel: the answer is immediate."""
+    fake_class = FakeRealtimeServer
 
-
-@implementer(IHostnameResolver)
-class FixedResolver:
-    """Resolves every name to one address, so that no test asks DNS."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-
-    def resolveHostName(
-        self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"
-    ):
-        receiver.resolutionBegan(_Resolution(hostName))
-        receiver.addressResolved(IPv4Address("TCP", self.address, portNumber))
-        receiver.resolutionComplete()
-        return receiver
-
-
-def delays(clock: Clock) -> list[float]:
-    """Seconds until each pending call on C{clock}."""
-    return sorted(c.getTime() - clock.seconds() for c in clock.getDelayedCalls())
-
-
-class MemoryNet:
-    """
-    The fake vendor and our client on one L{MemoryReactorClock}: each dial
-    the client makes is answered by the fake's factory over an in-memory
-    transport (C{twisted.test.iosim}), and L{pump} moves the bytes.
-    """
-
-    def __init__(self, test: TestCase, fake_class: type = FakeRealtimeServer) -> None:
-        self.reactor = MemoryReactorClock()
-        self.fake = fake_class(self.reactor)
-        test.successResultOf(self.fake.start())
-        # Any address will do: every dial reaches the fake.
-        self.url = "ws://127.0.0.1:8443/v1/realtime?intent=transcription"
-        ((_port, self.server_factory, _backlog, _interface),) = self.reactor.tcpServers
-        self.answered = 0
-        self.pumps: list[iosim.IOPump] = []
-        self.refuse_dials = False
-
-    def pump(self) -> None:
-        """Answer new dials and move bytes both ways until nothing moves."""
-        for _ in range(1000):
-            moved = self.answer()
-            for pump in self.pumps:
-                moved = pump.flush() or moved
-            self.pumps = [
-                p for p in self.pumps if not (p.clientIO.disconnected and p.serverIO.disconnected)
-            ]
-            if not moved:
-                return
-        raise AssertionError("the sockets never went quiet")
-
-    def answer(self) -> bool:
-        dials = self.reactor.tcpClients[self.answered :]
-        connectors = self.reactor.connectors[self.answered :]
-        self.answered = len(self.reactor.tcpClients)
-        for (host, port, factory, _timeout, _bind), connector in zip(
-            dials, connectors, strict=True
-        ):
-            if connector.stoppedConnecting:
-                continue
-            if self.refuse_dials:
-                factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
-                # The name endpoint gives up once its attempt delay has passed.
-                self.reactor.advance(1)
-                continue
-            server_address = IPv4Address("TCP", host, port)
-            client_address = IPv4Address("TCP", "127.0.0.1", 40000 + self.answered)
-            server = self.server_factory.buildProtocol(client_address)
-            client = factory.buildProtocol(server_address)
-            self.pumps.append(
-                iosim.connect(
-                    server,
-                    iosim.FakeTransport(server, True, server_address, client_address),
-                    client,
-                    iosim.FakeTransport(client, False, client_address, server_address),
-                    greet=False,
-                )
-            )
-        return bool(dials)
-
-
-class LiveFakeTests(TestCase):
-    """
-    Our real WebSocket client against the fake vendor, in memory: the bytes
-    move over C{iosim} transports, our timers run on a L{Clock}.
-    """
-
-    def setUp(self):
-        self.net = MemoryNet(self)
-        self.fake = self.net.fake
+    def setUp(self) -> None:
+        super().setUp()
         self.url = self.net.url
-        self.clock = Clock()
-        self.listener = RecordingListener()
-        self.logs = LogCapture(self)
 
-    def open(self, url: str | None = None, **settings: Any) -> Any:
-        stt = OpenAIRealtimeSTT(
+    def make_stt(self, url: str | None = None, **settings: Any) -> Any:
+        return OpenAIRealtimeSTT(
             openai_settings(**settings), url or self.url, self.net.reactor, self.clock
         )
-        session = stt.open_session(self.listener)
-        self.addCleanup(self.closed, session)
-        return session
-
-    def closed(self, session: Any) -> None:
-        """Close C{session} and see it done, with no socket left open."""
-        closing = session.close()
-        self.net.pump()
-        self.successResultOf(closing)
-        self.assertFalse(self.fake.connected)
-
-    def wait(self, d: Deferred) -> Any:
-        """Move every byte there is to move; C{d} must have fired by then."""
-        self.net.pump()
-        return self.successResultOf(d)
-
-    def advance(self, seconds: float) -> None:
-        """Let C{seconds} pass on our clock, then move what that made happen."""
-        self.clock.advance(seconds)
-        self.net.pump()
 
     def feed_for(self, session: Any, seconds: int) -> list[bytes]:
         """Feed a frame, then let a second pass, C{seconds} times (audio keeps flowing)."""
@@ -322,9 +119,7 @@ class LiveFakeTests(TestCase):
         )
         self.assertEqual(session.state, "open")
         self.assertEqual(delays(self.clock), [])
-        for event in self.logs.events:
-            self.assertNotIn(KEY, formatEvent(event))
-            self.assertNotIn(KEY, repr(event))
+        self.assert_secret_unlogged(KEY)
 
     def test_optional_fields_left_out(self):
         """Without a language or prompt the transcription block names only the model."""
@@ -518,28 +313,6 @@ class LiveFakeTests(TestCase):
         self.wait(self.fake.when(lambda: not self.fake.connected))
 
 
-def stub_protocol(factory: Any) -> Any:
-    """The real client protocol with its socket side replaced by recorders."""
-    proto = factory.buildProtocol(None)
-    proto.state = WebSocketProtocol.STATE_OPEN
-    proto.sent = []
-    proto.closed_with = None
-
-    def send_message(payload: bytes, isBinary: bool = False) -> None:
-        proto.sent.append(json.loads(payload))
-
-    def send_close(code: int | None = None, reason: str | None = None) -> None:
-        proto.closed_with = ("close", code)
-
-    def drop_connection(abort: bool = False) -> None:
-        proto.closed_with = ("drop", abort)
-
-    proto.sendMessage = send_message
-    proto.sendClose = send_close
-    proto.dropConnection = drop_connection
-    return proto
-
-
 class ScriptedSTT(OpenAIRealtimeSTT):
     """Connections are Deferreds the test fires by hand."""
 
@@ -554,7 +327,7 @@ class ScriptedSTT(OpenAIRealtimeSTT):
         return d
 
 
-class InMemoryTests(TestCase):
+class InMemoryTests(SessionBasics, TestCase):
     """The session's rules with the socket replaced: batching, events, backoff, ordering."""
 
     def setUp(self) -> None:
@@ -583,11 +356,6 @@ class InMemoryTests(TestCase):
             for m in proto.sent
             if m["type"] == "input_audio_buffer.append"
         ]
-
-    def test_interfaces(self):
-        """The provider and session provide their interfaces."""
-        verifyObject(ISTT, self.stt)
-        verifyObject(ISTTSession, self.session)
 
     def test_wss_factory(self):
         """The factory carries the URL's host, TLS and the bearer header."""
@@ -907,26 +675,9 @@ class InMemoryTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         session.close()
 
-    def test_feed_never_raises(self):
-        """Even a bad argument to feed is logged once, not raised."""
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
-
-class MakeSttTests(TestCase):
+class MakeSttTests(SttFactoryCase):
     """Choosing the provider from the config."""
-
-    def setUp(self) -> None:
-        self.logs = LogCapture(self)
-
-    def warnings(self) -> list[str]:
-        return [
-            formatEvent(e)
-            for e in self.logs.events
-            if e.get("log_level") == LogLevel.warn
-            and e.get("log_namespace") == "voicecalld.voice.stt"
-        ]
 
     def test_openai(self):
         """With a key, unset or openai/openai-realtime provider gives the OpenAI STT."""

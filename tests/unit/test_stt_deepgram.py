@@ -7,16 +7,16 @@ from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent
 from twisted.trial.unittest import TestCase
-from zope.interface.verify import verifyObject
 
 from tests.fakes.deepgram import FakeDeepgramServer
-from tests.unit.test_stt import (
+from tests.unit.vendor_rigs import (
     FRAME,
-    LogCapture,
-    MemoryNet,
+    LiveFakeCase,
     RecordingListener,
+    ScriptedDials,
+    SessionBasics,
+    SttFactoryCase,
     delays,
     frames,
     stub_protocol,
@@ -24,7 +24,6 @@ from tests.unit.test_stt import (
 from voicecalld.config import ConfigError, parse_config
 from voicecalld.config.model import DeepgramStreamingSettings, StreamingSettings
 from voicecalld.config.secret import Secret
-from voicecalld.voice.stt import ISTT, ISTTSession
 from voicecalld.voice.stt_deepgram import KEEPALIVE_AFTER, KEEPALIVE_CHECK, DeepgramSTT
 from voicecalld.voice.stt_factory import make_stt
 from voicecalld.voice.stt_socket import MAX_BUFFER_BYTES
@@ -43,40 +42,13 @@ def deepgram_settings(**overrides: Any) -> DeepgramStreamingSettings:
     return DeepgramStreamingSettings(**values)
 
 
-class LiveFakeTests(TestCase):
+class LiveFakeTests(LiveFakeCase):
     """Our real client against the fake Deepgram, in memory, timers on a L{Clock}."""
 
-    def setUp(self) -> None:
-        self.net = MemoryNet(self, FakeDeepgramServer)
-        self.fake: FakeDeepgramServer = self.net.fake
-        self.clock = Clock()
-        self.listener = RecordingListener()
-        self.logs = LogCapture(self)
+    fake_class = FakeDeepgramServer
 
-    def open(self, **settings: Any) -> Any:
-        stt = DeepgramSTT(deepgram_settings(**settings), self.net.reactor, self.clock)
-        session = stt.open_session(self.listener)
-        self.addCleanup(self.closed, session)
-        return session
-
-    def closed(self, session: Any) -> None:
-        closing = session.close()
-        self.net.pump()
-        self.successResultOf(closing)
-        self.assertFalse(self.fake.connected)
-
-    def wait(self, d: Any) -> Any:
-        self.net.pump()
-        return self.successResultOf(d)
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.net.pump()
-
-    def opened(self) -> Any:
-        session = self.open()
-        self.wait(self.logs.code_count("stt.open", 1))
-        return session
+    def make_stt(self, **settings: Any) -> Any:
+        return DeepgramSTT(deepgram_settings(**settings), self.net.reactor, self.clock)
 
     def test_handshake(self):
         """The settings ride in the query, the key in a Token header, and never in a log."""
@@ -101,9 +73,7 @@ class LiveFakeTests(TestCase):
             },
         )
         self.assertEqual(session.state, "open")
-        for event in self.logs.events:
-            self.assertNotIn(KEY, formatEvent(event))
-            self.assertNotIn(KEY, repr(event))
+        self.assert_secret_unlogged(KEY)
 
     def test_no_interim_results_means_no_utterance_end(self):
         """Without interim results Deepgram refuses utterance_end_ms, so it is left out."""
@@ -116,15 +86,8 @@ class LiveFakeTests(TestCase):
     def test_audio_is_binary_in_order_and_batched(self):
         """Audio fed while connecting, then live, arrives untouched as ~100 ms binary frames."""
         session = self.open()
-        early, late = frames(3), frames(12, start=3)
-        for frame in early:
-            session.feed(frame)
-        self.wait(self.fake.audio_at_least(3 * FRAME))
-        for frame in late:
-            session.feed(frame)
-        self.advance(0.1)
-        self.wait(self.fake.audio_at_least(15 * FRAME))
-        self.assertEqual(bytes(self.fake.audio), b"".join(early + late))
+        fed = self.feed_early_and_late(session)
+        self.assertEqual(bytes(self.fake.audio), b"".join(fed))
         self.assertEqual(self.fake.frames, [3 * FRAME, BATCH, BATCH, 2 * FRAME])
         self.assertEqual(self.fake.bad_messages, [])
 
@@ -257,14 +220,14 @@ class LiveFakeTests(TestCase):
         self.assertIn("NET-0001", self.listener.of("problem")[0])
 
 
-class InMemoryTests(TestCase):
+class InMemoryTests(ScriptedDials, SessionBasics, TestCase):
     """Message handling with the socket replaced by a recorder."""
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.stt = DeepgramSTT(deepgram_settings(), None, self.clock)
         self.attempts: list[Any] = []
-        self.stt.connect = self._connect  # type: ignore[method-assign]
+        self.stt.connect = self.dial  # type: ignore[method-assign]
         self.listener = RecordingListener()
         self.session = self.stt.open_session(self.listener)
         self.proto = stub_protocol(self.factory)
@@ -273,24 +236,11 @@ class InMemoryTests(TestCase):
         self.attempts[-1].callback(self.proto)
         self.proto.onOpen()
 
-    def _connect(self, factory: Any) -> Any:
-        from twisted.internet.defer import Deferred
-
-        self.factory = factory
-        d: Deferred = Deferred()
-        self.attempts.append(d)
-        return d
-
     def _record(self, payload: bytes, isBinary: bool = False) -> None:
         self.sent.append(payload if isBinary else json.loads(payload))
 
     def event(self, **event: Any) -> None:
         self.proto.onMessage(json.dumps(event).encode(), False)
-
-    def test_interfaces(self):
-        """The provider and session provide their interfaces."""
-        verifyObject(ISTT, self.stt)
-        verifyObject(ISTTSession, self.session)
 
     def test_error_and_junk(self):
         """An Error message is a problem; junk, Metadata and unknown types change nothing."""
@@ -304,12 +254,6 @@ class InMemoryTests(TestCase):
         self.event(type="Error", description="Model not found", variant="model")
         self.assertEqual(self.listener.of("problem"), ["speech-to-text error: Model not found"])
         self.assertEqual(self.session.state, "open")
-
-    def test_feed_never_raises(self):
-        """A bad argument to feed is logged once, not raised."""
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
     def test_keepalive_timer_stops_with_the_socket(self):
         """The keepalive check runs only while open; close() leaves no timer."""
@@ -424,19 +368,8 @@ class ConfigTests(TestCase):
         self.assertIn("$DEEPGRAM_BASE_URL", str(raised.exception))
 
 
-class FactoryTests(TestCase):
+class FactoryTests(SttFactoryCase):
     """make_stt picks Deepgram by C{streaming.provider}."""
-
-    def setUp(self) -> None:
-        self.logs = LogCapture(self)
-
-    def warnings(self) -> list[str]:
-        return [
-            formatEvent(e)
-            for e in self.logs.events
-            if e.get("log_level") == LogLevel.warn
-            and e.get("log_namespace") == "voicecalld.voice.stt"
-        ]
 
     def test_deepgram(self):
         """With a key: a DeepgramSTT dialling the base URL with the settings."""

@@ -8,24 +8,21 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent
 from twisted.trial.unittest import TestCase
-from zope.interface.verify import verifyObject
 
 from tests.fakes.elevenlabs_stt import FakeElevenLabsSTTServer
-from tests.unit.test_stt import (
-    FRAME,
-    LogCapture,
-    MemoryNet,
+from tests.unit.vendor_rigs import (
+    LiveFakeCase,
     RecordingListener,
+    ScriptedDials,
+    SessionBasics,
+    SttFactoryCase,
     delays,
-    frames,
     stub_protocol,
 )
 from voicecalld.config import ConfigError, parse_config
 from voicecalld.config.model import ElevenLabsStreamingSettings, StreamingSettings
 from voicecalld.config.secret import Secret
-from voicecalld.voice.stt import ISTT, ISTTSession
 from voicecalld.voice.stt_elevenlabs import ElevenLabsRealtimeSTT, realtime_url
 from voicecalld.voice.stt_factory import make_stt
 from voicecalld.voice.stt_socket import CONNECT_TIMEOUT
@@ -41,40 +38,13 @@ def eleven_settings(**overrides: Any) -> ElevenLabsStreamingSettings:
     return ElevenLabsStreamingSettings(**values)
 
 
-class LiveFakeTests(TestCase):
+class LiveFakeTests(LiveFakeCase):
     """Our real client against the fake ElevenLabs, in memory, timers on a L{Clock}."""
 
-    def setUp(self) -> None:
-        self.net = MemoryNet(self, FakeElevenLabsSTTServer)
-        self.fake: FakeElevenLabsSTTServer = self.net.fake
-        self.clock = Clock()
-        self.listener = RecordingListener()
-        self.logs = LogCapture(self)
+    fake_class = FakeElevenLabsSTTServer
 
-    def open(self, **settings: Any) -> Any:
-        stt = ElevenLabsRealtimeSTT(eleven_settings(**settings), self.net.reactor, self.clock)
-        session = stt.open_session(self.listener)
-        self.addCleanup(self.closed, session)
-        return session
-
-    def closed(self, session: Any) -> None:
-        closing = session.close()
-        self.net.pump()
-        self.successResultOf(closing)
-        self.assertFalse(self.fake.connected)
-
-    def wait(self, d: Deferred) -> Any:
-        self.net.pump()
-        return self.successResultOf(d)
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.net.pump()
-
-    def opened(self) -> Any:
-        session = self.open()
-        self.wait(self.logs.code_count("stt.open", 1))
-        return session
+    def make_stt(self, **settings: Any) -> Any:
+        return ElevenLabsRealtimeSTT(eleven_settings(**settings), self.net.reactor, self.clock)
 
     def test_handshake(self):
         """Path, query and the xi-api-key header as the API wants; the key in no log."""
@@ -93,22 +63,13 @@ class LiveFakeTests(TestCase):
             },
         )
         self.assertEqual(session.state, "open")
-        for event in self.logs.events:
-            self.assertNotIn(KEY, formatEvent(event))
-            self.assertNotIn(KEY, repr(event))
+        self.assert_secret_unlogged(KEY)
 
     def test_audio_chunks_in_order_and_batched(self):
         """Audio fed while connecting, then live, arrives untouched in ~100 ms chunks."""
         session = self.open()
-        early, late = frames(3), frames(12, start=3)
-        for frame in early:
-            session.feed(frame)
-        self.wait(self.fake.audio_at_least(3 * FRAME))
-        for frame in late:
-            session.feed(frame)
-        self.advance(0.1)
-        self.wait(self.fake.audio_at_least(15 * FRAME))
-        self.assertEqual(bytes(self.fake.audio), b"".join(early + late))
+        fed = self.feed_early_and_late(session)
+        self.assertEqual(bytes(self.fake.audio), b"".join(fed))
         self.assertEqual(
             self.fake.chunks,
             [{"message_type": "input_audio_chunk", "commit": False, "sample_rate": 8000}] * 4,
@@ -215,27 +176,16 @@ class LiveFakeTests(TestCase):
         self.assertEqual(len(self.fake.requests), 1)
 
 
-class InMemoryTests(TestCase):
+class InMemoryTests(ScriptedDials, SessionBasics, TestCase):
     """The provider and session without a network."""
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.stt = ElevenLabsRealtimeSTT(eleven_settings(), None, self.clock)
         self.attempts: list[Deferred] = []
-        self.stt.connect = self._connect  # type: ignore[method-assign]
+        self.stt.connect = self.dial  # type: ignore[method-assign]
         self.listener = RecordingListener()
         self.session = self.stt.open_session(self.listener)
-
-    def _connect(self, factory: Any) -> Deferred:
-        self.factory = factory
-        d: Deferred = Deferred()
-        self.attempts.append(d)
-        return d
-
-    def test_interfaces(self):
-        """The provider and session provide their interfaces."""
-        verifyObject(ISTT, self.stt)
-        verifyObject(ISTTSession, self.session)
 
     def test_chunk_is_valid_json(self):
         """The hand-built chunk message is the JSON the API documents."""
@@ -281,12 +231,6 @@ class InMemoryTests(TestCase):
         proto.onMessage(json.dumps(["not", "an", "object"]).encode(), False)
         self.assertEqual(self.listener.events, [])
         self.assertEqual(proto.sent, [])
-
-    def test_feed_never_raises(self):
-        """A bad argument to feed is logged once, not raised."""
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.session.feed(None)  # type: ignore[arg-type]
-        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
 
 class ConfigTests(TestCase):
@@ -356,19 +300,8 @@ class ConfigTests(TestCase):
         self.assertIn("'deepgram'", notes)
 
 
-class FactoryTests(TestCase):
+class FactoryTests(SttFactoryCase):
     """make_stt picks ElevenLabs by C{streaming.provider}; unknown providers are skipped."""
-
-    def setUp(self) -> None:
-        self.logs = LogCapture(self)
-
-    def warnings(self) -> list[str]:
-        return [
-            formatEvent(e)
-            for e in self.logs.events
-            if e.get("log_level") == LogLevel.warn
-            and e.get("log_namespace") == "voicecalld.voice.stt"
-        ]
 
     def test_elevenlabs(self):
         """With a key: an ElevenLabsRealtimeSTT for the base URL."""

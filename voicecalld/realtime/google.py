@@ -43,30 +43,33 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from autobahn.twisted.websocket import WebSocketClientFactory
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from voicecalld.config.model import GoogleRealtimeSettings
-from voicecalld.media.codec import Resampler, ulaw_decode, ulaw_encode
+from voicecalld.realtime.audio import PHONE_RATE, PcmToPhone, PhoneToPcm
 from voicecalld.realtime.interface import (
     IRealtimeListener,
     IRealtimeSession,
     IRealtimeVoice,
     RealtimeSetup,
 )
+from voicecalld.realtime.socket_session import (
+    BATCH_SECONDS,
+    CLOSED,
+    CONNECTING,
+    RealtimeSocketSession,
+)
+from voicecalld.voice import vendor_socket
+from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
-PHONE_RATE = 8000
 INPUT_RATE = 16000
 OUTPUT_RATE = 24000
 """Gemini Live hears 16 kHz PCM and speaks 24 kHz PCM (the rate in each part's mimeType wins)."""
 
-BATCH_SECONDS = 0.1
 BATCH_BYTES = int(PHONE_RATE * BATCH_SECONDS)
 """Caller audio goes up once 100 ms (800 mu-law bytes) has gathered, or 100 ms after it began."""
 
@@ -83,21 +86,16 @@ RESUME_WINDOW = 60.0
 CONNECT_TIMEOUT = 10.0
 """Seconds from dialling to C{setupComplete}."""
 
-PING_INTERVAL = 15.0
-PING_TIMEOUT = 10.0
-
-USER_AGENT = "voicecalld"
-
 SPEAK_PROMPT = "Say exactly the following words, as they are, and nothing else:\n\n"
 """How L{GeminiLiveSession.speak} asks the model to say a given text."""
 
 _AUDIO_HEAD = b'{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
 _AUDIO_TAIL = b'"}}}'
 
-_CONNECTING = "connecting"
+_CONNECTING = CONNECTING
 _RESUMING = "resuming"
 _OPEN = "open"
-_CLOSED = "closed"
+_CLOSED = CLOSED
 _SETTING_UP = (_CONNECTING, _RESUMING)
 
 
@@ -193,89 +191,41 @@ class GeminiLiveVoice:
         """Start a session for one call; it connects at once."""
         return GeminiLiveSession(self, listener, setup)
 
-    def client_factory(self, session: GeminiLiveSession) -> _LiveClientFactory:
+    def client_factory(self, session: GeminiLiveSession) -> VendorClientFactory:
         """The autobahn client factory for C{session}'s socket."""
         headers = {}
         if self.settings.api_key is not None:
             headers["x-goog-api-key"] = self.settings.api_key.reveal()
-        factory = _LiveClientFactory(
-            session, url=self.url, headers=headers, useragent=USER_AGENT, reactor=self.reactor
-        )
         # The connect timeout runs on our clock, covering the handshake and setup too.
-        factory.setProtocolOptions(
-            openHandshakeTimeout=0, autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT
-        )
-        return factory
+        return vendor_socket.client_factory(session, self.url, headers, self.reactor)
 
     def connect(self, factory: WebSocketClientFactory) -> Deferred:
         """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
-        endpoint = HostnameEndpoint(
-            self.reactor, factory.host, factory.port, timeout=CONNECT_TIMEOUT
-        )
-        if factory.isSecure:
-            endpoint = wrapClientTLS(optionsForClientTLS(factory.host), endpoint)
-        return endpoint.connect(factory)
-
-
-class PhoneToPcm:
-    """Caller audio for a vendor: 8 kHz mu-law in, s16le PCM at C{rate} out (streaming)."""
-
-    def __init__(self, rate: int) -> None:
-        self._resampler = Resampler(PHONE_RATE, rate)
-
-    def convert(self, ulaw: bytes | bytearray) -> bytes:
-        """Convert one piece; the resampler keeps its state between pieces."""
-        return self._resampler.feed(ulaw_decode(bytes(ulaw)))
-
-
-class PcmToPhone:
-    """Vendor audio for the phone: s16le PCM at C{rate} in, 8 kHz mu-law out (streaming)."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self._resampler = Resampler(rate, PHONE_RATE)
-
-    def convert(self, pcm: bytes) -> bytes:
-        """Convert one piece (an odd byte waits for the next)."""
-        return ulaw_encode(self._resampler.feed(pcm))
-
-    def finish(self) -> bytes:
-        """The response is over: the audio still held in the filter, and a fresh start."""
-        return ulaw_encode(self._resampler.flush())
-
-    def discard(self) -> None:
-        """The response was cut: forget what is held."""
-        self._resampler.flush()
+        return vendor_socket.connect(self.reactor, factory, CONNECT_TIMEOUT)
 
 
 @implementer(IRealtimeSession)
-class GeminiLiveSession:
-    """One call's conversation with Gemini Live, over one WebSocket at a time."""
+class GeminiLiveSession(RealtimeSocketSession):
+    """
+    One call's conversation with Gemini Live, over one WebSocket at a time.
+    Its state is C{connecting}, C{open}, C{resuming} (on a new socket) or C{closed}.
+    """
 
     log = Logger()
+
+    sending_state = _OPEN
 
     def __init__(
         self, voice: GeminiLiveVoice, listener: IRealtimeListener, setup: RealtimeSetup
     ) -> None:
+        super().__init__(listener, setup.call_id, voice.clock, MAX_BUFFER_BYTES, chunked=True)
         self._voice = voice
-        self._listener = listener
-        self._clock = voice.clock
-        self._call = setup.call_id
         self._setup = setup_message(voice.settings, setup)
         self._factory = voice.client_factory(self)
         self._host = urlsplit(voice.url).hostname or "?"
-        self._state = _CONNECTING
         self._told_closed = False
-        self._attempt: Deferred | None = None
-        self._proto: _LiveClientProtocol | None = None
-        self._sockets: set[_LiveClientProtocol] = set()
-        self._gone: list[Deferred] = []
         self._connect_timeout: IDelayedCall | None = None
-        self._flush_call: IDelayedCall | None = None
-        self._pending = bytearray()
         self._queued: list[bytes] = []
-        self._dropped = 0
-        self._fault_logged = False
         # Converters are made when audio first flows, and dropped at the end.
         self._up: PhoneToPcm | None = None
         self._down: PcmToPhone | None = None
@@ -291,37 +241,7 @@ class GeminiLiveSession:
         self._resumed_at: list[float] = []
         self._connect()
 
-    @property
-    def state(self) -> str:
-        """C{connecting}, C{open}, C{resuming} (on a new socket) or C{closed}."""
-        return self._state
-
     # IRealtimeSession
-
-    def feed(self, ulaw: bytes) -> None:
-        """Queue caller audio: sent in ~100 ms batches once ready, buffered (5 s) before."""
-        try:
-            state = self._state
-            if state == _CLOSED:
-                return
-            pending = self._pending
-            pending += ulaw
-            if state == _OPEN:
-                if len(pending) >= BATCH_BYTES:
-                    self._flush()
-                elif self._flush_call is None:
-                    self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
-                return
-            excess = len(pending) - MAX_BUFFER_BYTES
-            if excess > 0:
-                del pending[:excess]
-                self._dropped += excess
-        except Exception:
-            if not self._fault_logged:
-                self._fault_logged = True
-                self.log.failure(
-                    "realtime session could not take audio", code="realtime.fault", call=self._call
-                )
 
     def speak(self, text: str) -> None:
         """Ask the model, as a user turn, to say C{text} word for word."""
@@ -374,11 +294,7 @@ class GeminiLiveSession:
     def close(self) -> Deferred:
         """Stop for good; fires once the socket is gone."""
         self._end("closed by voicecalld", level="info")
-        if not self._sockets:
-            return succeed(None)
-        gone: Deferred = Deferred()
-        self._gone.append(gone)
-        return gone
+        return self._sockets.gone()
 
     # Connecting
 
@@ -393,14 +309,6 @@ class GeminiLiveSession:
         attempt = maybeDeferred(self._voice.connect, self._factory)
         self._attempt = attempt
         attempt.addCallbacks(self._connected, self._connect_failed)
-
-    def _connected(self, proto: _LiveClientProtocol) -> None:
-        self._attempt = None
-        self._sockets.add(proto)
-        if self._state == _CLOSED:
-            _close_socket(proto)
-            return
-        self._proto = proto
 
     def _connect_failed(self, failure: Any) -> None:
         self._attempt = None
@@ -427,9 +335,8 @@ class GeminiLiveSession:
         self._resumed_at.append(self._clock.seconds())
         old, self._proto = self._proto, None
         if old is not None:
-            _close_socket(old)
-        _cancel(self._flush_call)
-        self._flush_call = None
+            vendor_socket.close_socket(old)
+        self._audio.stop()
         # What the old socket was saying is lost; the listener hears its end now.
         self._cut_response()
         self._discarding = False
@@ -450,7 +357,7 @@ class GeminiLiveSession:
         return json.dumps(setup).encode("utf-8")
 
     def _ready(self) -> None:
-        _cancel(self._connect_timeout)
+        vendor_socket.cancel(self._connect_timeout)
         self._connect_timeout = None
         resumed = self._state == _RESUMING
         self._state = _OPEN
@@ -462,20 +369,17 @@ class GeminiLiveSession:
             call=self._call,
             code="realtime.resumed" if resumed else "realtime.open",
         )
-        if self._dropped:
+        if self._audio.dropped:
             self.log.warn(
                 "realtime session dropped {dropped_ms} ms of caller audio while connecting",
-                dropped_ms=self._dropped * 1000 // PHONE_RATE,
+                dropped_ms=self._audio.dropped * 1000 // PHONE_RATE,
                 call=self._call,
                 code="realtime.dropped",
             )
-            self._dropped = 0
+            self._audio.dropped = 0
         if not resumed:
             self._tell("ready")
-        while len(self._pending) >= BATCH_BYTES and self._state == _OPEN:
-            self._flush()
-        if self._pending and self._flush_call is None and self._state == _OPEN:
-            self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
+        self._audio.release()
         queued, self._queued = self._queued, []
         for message in queued:
             self._send(message)
@@ -485,15 +389,13 @@ class GeminiLiveSession:
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
-        for call in (self._flush_call, self._connect_timeout):
-            _cancel(call)
-        self._flush_call = self._connect_timeout = None
+        vendor_socket.cancel(self._connect_timeout)
+        self._connect_timeout = None
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
-        for proto in list(self._sockets):
-            _close_socket(proto)
-        self._pending.clear()
+        self._sockets.close_all()
+        self._audio.clear()
         self._queued.clear()
         self._up = self._down = None
         getattr(self.log, level)(
@@ -512,22 +414,12 @@ class GeminiLiveSession:
 
     # Sending
 
-    def _flush(self) -> None:
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
-        proto = self._proto
-        if not self._pending or proto is None or proto.state != WebSocketProtocol.STATE_OPEN:
-            return
-        chunk = bytes(self._pending[:BATCH_BYTES])
-        del self._pending[:BATCH_BYTES]
+    def _send_audio(self, ulaw: bytes) -> None:
         if self._up is None:
             self._up = PhoneToPcm(INPUT_RATE)
-        pcm = self._up.convert(chunk)
+        pcm = self._up.convert(ulaw)
         if pcm:
-            proto.sendMessage(_AUDIO_HEAD + b64encode(pcm) + _AUDIO_TAIL, isBinary=False)
-        if self._pending and self._flush_call is None:
-            self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
+            self._proto.sendMessage(_AUDIO_HEAD + b64encode(pcm) + _AUDIO_TAIL, isBinary=False)
 
     def _send_json(self, message: dict[str, Any]) -> None:
         if self._state == _CLOSED:
@@ -547,16 +439,16 @@ class GeminiLiveSession:
 
     def _send(self, data: bytes) -> None:
         proto = self._proto
-        if proto is not None and proto.state == WebSocketProtocol.STATE_OPEN:
+        if vendor_socket.is_open(proto):
             proto.sendMessage(data, isBinary=False)
 
     # Called by the protocol
 
-    def _opened(self, proto: _LiveClientProtocol) -> None:
+    def _opened(self, proto: VendorClientProtocol) -> None:
         if proto is self._proto and self._state in _SETTING_UP:
             proto.sendMessage(self._setup_bytes(), isBinary=False)
 
-    def _received(self, proto: _LiveClientProtocol, payload: bytes) -> None:
+    def _received(self, proto: VendorClientProtocol, payload: bytes, is_binary: bool) -> None:
         # Google sends its JSON in binary frames as often as in text ones.
         if proto is not self._proto or self._state == _CLOSED:
             return
@@ -581,7 +473,7 @@ class GeminiLiveSession:
                 code="realtime.fault",
             )
 
-    def _lost(self, proto: _LiveClientProtocol, detail: str) -> None:
+    def _lost(self, proto: VendorClientProtocol, detail: str) -> None:
         self._sockets.discard(proto)
         if proto is self._proto:
             self._proto = None
@@ -592,10 +484,6 @@ class GeminiLiveSession:
                 self._end(f"could not reconnect to {self._host}: {detail}")
             else:
                 self._end(detail)
-        if self._state == _CLOSED and not self._sockets:
-            gone, self._gone = self._gone, []
-            for d in gone:
-                d.callback(None)
 
     # Server messages
 
@@ -757,58 +645,6 @@ class GeminiLiveSession:
         if text:
             self._tell("assistant_transcript", text)
         self._tell("response_done")
-
-    # Helpers
-
-    def _tell(self, method: str, *args: Any) -> None:
-        if self._state == _CLOSED:
-            return
-        try:
-            getattr(self._listener, method)(*args)
-        except Exception:
-            self.log.failure("realtime listener failed in {method}", method=method, call=self._call)
-
-
-class _LiveClientProtocol(WebSocketClientProtocol):
-    """Hands socket happenings to the session that owns the factory."""
-
-    factory: _LiveClientFactory
-
-    def onOpen(self) -> None:
-        self.factory.session._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.session._received(self, payload)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if wasClean:
-            detail = f"closed by the server (code {code}{': ' + reason if reason else ''})"
-        else:
-            detail = reason or "connection dropped"
-        self.factory.session._lost(self, detail)
-
-
-class _LiveClientFactory(WebSocketClientFactory):
-    """Builds L{_LiveClientProtocol}s for one session."""
-
-    protocol = _LiveClientProtocol
-    noisy = False
-
-    def __init__(self, session: GeminiLiveSession, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session = session
-
-
-def _close_socket(proto: WebSocketClientProtocol) -> None:
-    if proto.state == WebSocketProtocol.STATE_OPEN:
-        proto.sendClose(code=1000)
-    elif proto.state != WebSocketProtocol.STATE_CLOSED:
-        proto.dropConnection(abort=True)
-
-
-def _cancel(call: IDelayedCall | None) -> None:
-    if call is not None and call.active():
-        call.cancel()
 
 
 def _text(transcription: Any) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -43,15 +43,18 @@ from voicecalld.realtime.interface import (
     IRealtimeVoice,
     RealtimeSetup,
 )
-from voicecalld.voice import openai_ws
-from voicecalld.voice.openai_ws import OpenAIClientFactory, OpenAIClientProtocol
+from voicecalld.realtime.socket_session import (
+    BATCH_SECONDS,
+    CLOSED,
+    CONNECTING,
+    RealtimeSocketSession,
+)
+from voicecalld.voice import openai_ws, vendor_socket
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND
+from voicecalld.voice.vendor_socket import VendorClientFactory, VendorClientProtocol
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from dialing to a configured session."""
-
-BATCH_SECONDS = 0.1
-"""Caller audio is sent once this much has gathered, or this long after the oldest unsent frame."""
 
 BATCH_BYTES = int(ULAW_BYTES_PER_SECOND * BATCH_SECONDS)
 
@@ -68,9 +71,9 @@ SPEAK_INSTRUCTIONS = (
 
 _CANCEL_NOT_ACTIVE = "response_cancel_not_active"
 
-_CONNECTING = "connecting"
+_CONNECTING = CONNECTING
 _READY = "ready"
-_CLOSED = "closed"
+_CLOSED = CLOSED
 
 
 def audio_format(settings: OpenAIRealtimeSettings) -> dict[str, Any]:
@@ -145,13 +148,14 @@ class OpenAIRealtimeVoice:
         """Start a session for one call; it connects at once."""
         return OpenAIRealtimeConversation(self, listener, setup)
 
-    def client_factory(self, session: OpenAIRealtimeConversation) -> OpenAIClientFactory:
+    def client_factory(self, session: OpenAIRealtimeConversation) -> VendorClientFactory:
         """The autobahn client factory for C{session}'s socket."""
-        return openai_ws.client_factory(session, self.url, self.settings.api_key, self.reactor)
+        headers = openai_ws.bearer_headers(self.settings.api_key)
+        return vendor_socket.client_factory(session, self.url, headers, self.reactor)
 
     def connect(self, factory: WebSocketClientFactory) -> Deferred:
         """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
-        return openai_ws.connect(self.reactor, factory, CONNECT_TIMEOUT)
+        return vendor_socket.connect(self.reactor, factory, CONNECT_TIMEOUT)
 
     def audio_wire(self) -> AudioWire:
         """A fresh converter for one session's audio."""
@@ -161,33 +165,25 @@ class OpenAIRealtimeVoice:
 
 
 @implementer(IRealtimeSession)
-class OpenAIRealtimeConversation:
+class OpenAIRealtimeConversation(RealtimeSocketSession):
     """One call's conversation with an OpenAI Realtime model."""
 
     log = Logger()
 
+    sending_state = _READY
+
     def __init__(
         self, voice: OpenAIRealtimeVoice, listener: IRealtimeListener, setup: RealtimeSetup
     ) -> None:
+        super().__init__(listener, setup.call_id, voice.clock, MAX_BUFFER_BYTES)
         self._voice = voice
-        self._listener = listener
-        self._call = setup.call_id
-        self._clock = voice.clock
         self._wire = voice.audio_wire()
         self._update = openai_ws.encode_event(session_update(voice.settings, setup))
         self._factory = voice.client_factory(self)
         self._host = self._factory.host
-        self._state = _CONNECTING
-        self._proto: OpenAIClientProtocol | None = None
-        self._gone: list[Deferred] = []
-        self._socket_open = False
-        self._flush_call: IDelayedCall | None = None
         self._connect_timeout: IDelayedCall | None = self._clock.callLater(
             CONNECT_TIMEOUT, self._timed_out
         )
-        self._pending = bytearray()
-        self._dropped = 0
-        self._fault_logged = False
         # Responses: one runs at a time; what was asked meanwhile waits for its end.
         self._responding = False
         self._requested = False
@@ -206,36 +202,10 @@ class OpenAIRealtimeConversation:
             host=self._host,
             code="realtime.connect",
         )
-        self._attempt: Deferred | None = maybeDeferred(voice.connect, self._factory)
+        self._attempt = maybeDeferred(voice.connect, self._factory)
         self._attempt.addCallbacks(self._connected, self._connect_failed)
 
-    @property
-    def state(self) -> str:
-        """C{connecting}, C{ready} or C{closed}."""
-        return self._state
-
     # IRealtimeSession
-
-    def feed(self, ulaw: bytes) -> None:
-        """Queue caller audio: sent in ~100 ms batches once ready, kept (5 s at most) before."""
-        try:
-            state = self._state
-            if state == _CLOSED:
-                return
-            pending = self._pending
-            pending += ulaw
-            if state == _READY:
-                if len(pending) >= BATCH_BYTES:
-                    self._flush()
-                elif self._flush_call is None:
-                    self._flush_call = self._clock.callLater(BATCH_SECONDS, self._flush)
-                return
-            excess = len(pending) - MAX_BUFFER_BYTES
-            if excess > 0:
-                del pending[:excess]
-                self._dropped += excess
-        except Exception:
-            self._fault("could not take audio")
 
     def speak(self, text: str) -> None:
         """Have the model say C{text} as its own response, after any response running now."""
@@ -291,21 +261,9 @@ class OpenAIRealtimeConversation:
             self.log.info(
                 "realtime session for call {call} closed", call=self._call, code="realtime.closed"
             )
-        if not self._socket_open:
-            return succeed(None)
-        gone: Deferred = Deferred()
-        self._gone.append(gone)
-        return gone
+        return self._sockets.gone()
 
     # Connecting
-
-    def _connected(self, proto: OpenAIClientProtocol) -> None:
-        self._attempt = None
-        self._socket_open = True
-        if self._state == _CLOSED:
-            openai_ws.close_socket(proto)
-            return
-        self._proto = proto
 
     def _connect_failed(self, failure: Any) -> None:
         self._attempt = None
@@ -328,7 +286,7 @@ class OpenAIRealtimeConversation:
         self._end(f"realtime session failed: {detail}")
 
     def _ready(self) -> None:
-        self._cancel(self._connect_timeout)
+        vendor_socket.cancel(self._connect_timeout)
         self._connect_timeout = None
         self._state = _READY
         self.log.info(
@@ -336,27 +294,25 @@ class OpenAIRealtimeConversation:
             " dropped)",
             call=self._call,
             host=self._host,
-            dropped_ms=self._dropped * 1000 // ULAW_BYTES_PER_SECOND,
+            dropped_ms=self._audio.dropped * 1000 // ULAW_BYTES_PER_SECOND,
             code="realtime.ready",
         )
         self._tell("ready")
-        if self._pending:
-            self._flush()
+        self._audio.release()
         self._next_response()
 
     def _end(self, reason: str) -> None:
         """Become closed: stop timers, close the socket, tell the listener once."""
         self._state = _CLOSED
-        for call in (self._flush_call, self._connect_timeout):
-            self._cancel(call)
-        self._flush_call = self._connect_timeout = None
+        vendor_socket.cancel(self._connect_timeout)
+        self._connect_timeout = None
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             attempt.cancel()
         proto, self._proto = self._proto, None
         if proto is not None:
-            openai_ws.close_socket(proto)
-        self._pending.clear()
+            vendor_socket.close_socket(proto)
+        self._audio.clear()
         self._speeches.clear()
         try:
             self._listener.closed(reason)
@@ -365,18 +321,13 @@ class OpenAIRealtimeConversation:
 
     # Sending
 
-    def _flush(self) -> None:
-        call, self._flush_call = self._flush_call, None
-        self._cancel(call)
-        if not self._pending or not openai_ws.is_open(self._proto):
-            return
-        audio = self._wire.to_vendor(bytes(self._pending))
-        self._pending.clear()
+    def _send_audio(self, ulaw: bytes) -> None:
+        audio = self._wire.to_vendor(ulaw)
         if audio:
             self._proto.sendMessage(openai_ws.append_message(audio), isBinary=False)
 
     def _send(self, event: dict[str, Any]) -> None:
-        if openai_ws.is_open(self._proto):
+        if vendor_socket.is_open(self._proto):
             self._proto.sendMessage(openai_ws.encode_event(event), isBinary=False)
 
     def _next_response(self) -> None:
@@ -400,14 +351,14 @@ class OpenAIRealtimeConversation:
 
     # Called by the protocol
 
-    def _opened(self, proto: OpenAIClientProtocol) -> None:
+    def _opened(self, proto: VendorClientProtocol) -> None:
         if self._state == _CLOSED:
-            openai_ws.close_socket(proto)
+            vendor_socket.close_socket(proto)
             return
         self._proto = proto
         proto.sendMessage(self._update, isBinary=False)
 
-    def _received(self, proto: OpenAIClientProtocol, payload: bytes, is_binary: bool) -> None:
+    def _received(self, proto: VendorClientProtocol, payload: bytes, is_binary: bool) -> None:
         if proto is not self._proto or self._state == _CLOSED:
             return
         event = openai_ws.decode_event(payload, is_binary)
@@ -422,12 +373,9 @@ class OpenAIRealtimeConversation:
         except Exception:
             self._fault(f"could not handle a {event.get('type')!r} event")
 
-    def _lost(self, proto: OpenAIClientProtocol, detail: str) -> None:
-        self._socket_open = False
+    def _lost(self, proto: VendorClientProtocol, detail: str) -> None:
+        self._sockets.discard(proto)
         if self._state == _CLOSED:
-            gone, self._gone = self._gone, []
-            for d in gone:
-                d.callback(None)
             return
         self._proto = None
         if self._state == _CONNECTING:
@@ -543,31 +491,9 @@ class OpenAIRealtimeConversation:
 
     # Helpers
 
-    def _tell(self, method: str, *args: Any) -> None:
-        if self._state == _CLOSED:
-            return
-        try:
-            getattr(self._listener, method)(*args)
-        except Exception:
-            self.log.failure(
-                "realtime listener failed in {method}",
-                method=method,
-                code="realtime.listener_error",
-            )
-
     def _tell_text(self, method: str, text: Any) -> None:
         if isinstance(text, str) and text.strip():
             self._tell(method, text.strip())
-
-    def _fault(self, what: str) -> None:
-        if not self._fault_logged:
-            self._fault_logged = True
-            self.log.failure("realtime session {what}", what=what, code="realtime.fault")
-
-    @staticmethod
-    def _cancel(call: IDelayedCall | None) -> None:
-        if call is not None and call.active():
-            call.cancel()
 
 
 def _arguments(raw: Any) -> dict[str, Any]:

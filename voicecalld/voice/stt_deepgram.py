@@ -27,13 +27,8 @@ from zope.interface import implementer
 
 from voicecalld.config.model import DeepgramStreamingSettings
 from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
-from voicecalld.voice.stt_socket import (
-    OPEN,
-    StreamingSession,
-    StreamingSTT,
-    cancel,
-    with_query,
-)
+from voicecalld.voice.stt_socket import OPEN, StreamingSession, StreamingSTT
+from voicecalld.voice.vendor_socket import cancel, with_query
 
 KEEPALIVE_CHECK = 2.0
 """How often an open socket is checked for silence on our side."""
@@ -100,7 +95,6 @@ class DeepgramSession(StreamingSession):
     def __init__(self, stt: DeepgramSTT, listener: ITranscriptListener) -> None:
         self._keepalive: IDelayedCall | None = None
         self._segments: list[str] = []
-        self._in_turn = False
         super().__init__(stt, listener)
 
     # The wire format
@@ -134,7 +128,7 @@ class DeepgramSession(StreamingSession):
         if kind == "Results":
             self._results(event)
         elif kind == "SpeechStarted":
-            self._start_turn()
+            self.start_turn()
         elif kind == "UtteranceEnd":
             if self._segments:
                 self._end_turn()
@@ -162,28 +156,18 @@ class DeepgramSession(StreamingSession):
         if event.get("is_final") is True:
             if transcript:
                 self._segments.append(transcript)
-                self._start_turn()
+                self.start_turn()
                 self.tell("partial", " ".join(self._segments))
             if event.get("speech_final") is True:
                 self._end_turn()
         elif transcript:
-            self._start_turn()
+            self.start_turn()
             self.tell("partial", " ".join([*self._segments, transcript]))
-
-    def _start_turn(self) -> None:
-        if not self._in_turn:
-            self._in_turn = True
-            self.tell("speech_started")
 
     def _end_turn(self) -> None:
         text = " ".join(self._segments)
         self._segments.clear()
-        if not (self._in_turn or text):
-            return
-        self._in_turn = False
-        self.tell("speech_stopped")
-        if text:
-            self.tell("final", text)
+        self.end_turn(text)
 
     # Keepalive
 

@@ -21,7 +21,8 @@ from zope.interface import implementer
 
 from voicecalld.config.model import ElevenLabsStreamingSettings
 from voicecalld.voice.stt import ISTT, ISTTSession, ITranscriptListener
-from voicecalld.voice.stt_socket import StreamingSession, StreamingSTT, with_query
+from voicecalld.voice.stt_socket import StreamingSession, StreamingSTT
+from voicecalld.voice.vendor_socket import with_query
 
 REALTIME_PATH = "/v1/speech-to-text/realtime"
 
@@ -106,7 +107,6 @@ class ElevenLabsRealtimeSession(StreamingSession):
 
     def __init__(self, stt: ElevenLabsRealtimeSTT, listener: ITranscriptListener) -> None:
         self._eleven = stt
-        self._in_turn = False
         self._just_committed: str | None = None
         super().__init__(stt, listener)
 
@@ -129,25 +129,15 @@ class ElevenLabsRealtimeSession(StreamingSession):
             self.ready()
         elif kind == "partial_transcript":
             if text:
-                if not self._in_turn:
-                    self._in_turn = True
-                    self.tell("speech_started")
+                self.start_turn()
                 self.tell("partial", text)
         elif kind == "committed_transcript":
-            self._commit(text)
+            self.end_turn(text)
             self._just_committed = text
         elif kind == "committed_transcript_with_timestamps":
             # With timestamps on, this follows the plain commit of the same turn.
             if committed != text:
-                self._commit(text)
+                self.end_turn(text)
         elif isinstance(kind, str) and (kind in ERROR_TYPES or kind.endswith("error")):
             detail = event.get("error") or event.get("message") or kind
             self.tell("problem", f"speech-to-text error ({kind}): {detail}")
-
-    def _commit(self, text: str) -> None:
-        if not (self._in_turn or text):
-            return
-        self._in_turn = False
-        self.tell("speech_stopped")
-        if text:
-            self.tell("final", text)

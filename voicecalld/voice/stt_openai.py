@@ -15,7 +15,6 @@ L{voicecalld.voice.stt_socket}'s.
 from __future__ import annotations
 
 import json
-from base64 import b64encode
 from collections import deque
 from typing import Any
 
@@ -23,6 +22,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from zope.interface import implementer
 
 from voicecalld.config.model import OpenAIStreamingSettings
+from voicecalld.voice import openai_ws
 from voicecalld.voice.stt import ISTT, ULAW_BYTES_PER_SECOND, ISTTSession, ITranscriptListener
 from voicecalld.voice.stt_socket import (
     BACKOFF,
@@ -64,10 +64,6 @@ _DELTA = "conversation.item.input_audio_transcription.delta"
 _COMPLETED = "conversation.item.input_audio_transcription.completed"
 _FAILED = "conversation.item.input_audio_transcription.failed"
 _ERROR = "error"
-
-# An append is built by hand: base64 needs no JSON escaping, and this runs per batch.
-_APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
-_APPEND_TAIL = b'"}'
 
 
 def session_update(settings: OpenAIStreamingSettings) -> dict[str, Any]:
@@ -114,8 +110,7 @@ class OpenAIRealtimeSTT(StreamingSTT):
 
     def headers(self) -> dict[str, str]:
         """The bearer key."""
-        key = self.settings.api_key.reveal() if self.settings.api_key is not None else ""
-        return {"Authorization": f"Bearer {key}"}
+        return openai_ws.bearer_headers(self.settings.api_key)
 
     def open_session(self, listener: ITranscriptListener) -> OpenAIRealtimeSession:
         """Start a session for one call; it connects at once."""
@@ -150,7 +145,7 @@ class OpenAIRealtimeSession(StreamingSession):
 
     def encode(self, audio: bytes) -> tuple[bytes, bool]:
         """An C{input_audio_buffer.append}."""
-        return _APPEND_HEAD + b64encode(audio) + _APPEND_TAIL, False
+        return openai_ws.append_message(audio), False
 
     def socket_gone(self) -> None:
         """Deliver turns held for ordering, then forget the socket's items."""
@@ -190,10 +185,10 @@ class OpenAIRealtimeSession(StreamingSession):
             item = _item(event)
             self._texts.pop(item, None)
             self._finish(item, "")
-            message = _error_message(event)
+            message = openai_ws.error_message(event)
             self.tell("problem", f"speech-to-text could not transcribe a turn: {message}")
         elif kind == _ERROR:
-            self.tell("problem", f"speech-to-text error: {_error_message(event)}")
+            self.tell("problem", f"speech-to-text error: {openai_ws.error_message(event)}")
 
     def _finish(self, item: str, transcript: str) -> None:
         """Deliver a finished turn, in commit order when the server told us the order."""
@@ -230,13 +225,3 @@ class OpenAIRealtimeSession(StreamingSession):
 def _item(event: dict[str, Any]) -> str:
     item = event.get("item_id")
     return item if isinstance(item, str) else ""
-
-
-def _error_message(event: dict[str, Any]) -> str:
-    error = event.get("error")
-    if isinstance(error, dict):
-        for key in ("message", "code", "type"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return "unknown error"

@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import json
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
+from voicecalld.voice import vendor_socket
+from voicecalld.voice.audio_batch import AudioBatcher
 from voicecalld.voice.stt import ULAW_BYTES_PER_SECOND, ITranscriptListener
+from voicecalld.voice.vendor_socket import (
+    SocketSet,
+    VendorClientFactory,
+    cancel,
+    close_socket,
+    is_open,
+)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds from starting a connection to a ready session."""
@@ -45,11 +50,6 @@ MAX_BUFFER_BYTES = 5 * ULAW_BYTES_PER_SECOND
 
 IDLE_AFTER = 5.0
 """A socket lost after this long without audio was closed for idling: reopen on demand."""
-
-PING_INTERVAL = 15.0
-PING_TIMEOUT = 10.0
-
-USER_AGENT = "voicecalld"
 
 CONNECTING = "connecting"
 OPEN = "open"
@@ -75,27 +75,11 @@ class StreamingSTT:
 
     def client_factory(self, session: StreamingSession) -> VendorClientFactory:
         """The autobahn client factory for C{session}'s sockets."""
-        factory = VendorClientFactory(
-            session,
-            url=self.url,
-            headers=self.headers(),
-            useragent=USER_AGENT,
-            reactor=self.reactor,
-        )
-        # The connect timeout runs on our clock, covering the handshake too.
-        factory.setProtocolOptions(
-            openHandshakeTimeout=0, autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT
-        )
-        return factory
+        return vendor_socket.client_factory(session, self.url, self.headers(), self.reactor)
 
     def connect(self, factory: WebSocketClientFactory) -> Deferred:
         """Open a TCP (TLS for C{wss}) connection for C{factory}; fire with its protocol."""
-        endpoint = HostnameEndpoint(
-            self.reactor, factory.host, factory.port, timeout=CONNECT_TIMEOUT
-        )
-        if factory.isSecure:
-            endpoint = wrapClientTLS(optionsForClientTLS(factory.host), endpoint)
-        return endpoint.connect(factory)
+        return vendor_socket.connect(self.reactor, factory, CONNECT_TIMEOUT)
 
 
 class StreamingSession:
@@ -115,27 +99,32 @@ class StreamingSession:
 
     ready_on_open: ClassVar[bool] = True
 
+    _in_turn = False
+    """Whether the caller's turn began (L{start_turn}) and has not ended yet."""
+
     def __init__(self, stt: StreamingSTT, listener: ITranscriptListener) -> None:
         self._stt = stt
         self._listener = listener
         self._clock = stt.clock
-        self._batch_bytes = int(ULAW_BYTES_PER_SECOND * self.batch_seconds)
         self._factory = stt.client_factory(self)
         self._host = self._factory.host
         self._state = CONNECTING
         self._attempt: Deferred | None = None
         self._proto: WebSocketClientProtocol | None = None
-        self._sockets: set[WebSocketClientProtocol] = set()
-        self._gone: list[Deferred] = []
+        self._sockets = SocketSet()
         self._connect_timeout: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
-        self._flush_call: IDelayedCall | None = None
-        self._pending = bytearray()
+        self._audio = AudioBatcher(
+            self._clock,
+            self._send_audio,
+            lambda: is_open(self._proto),
+            self.batch_seconds,
+            MAX_BUFFER_BYTES,
+        )
         self._last_fed = self._clock.seconds()
         self._last_sent = self._clock.seconds()
         self._failures = 0
         self._outage_since: float | None = None
-        self._dropped = 0
         self._fault_logged = False
         self._connect()
 
@@ -174,18 +163,7 @@ class StreamingSession:
             if state == CLOSED:
                 return
             self._last_fed = self._clock.seconds()
-            pending = self._pending
-            pending += ulaw
-            if state == OPEN:
-                if len(pending) >= self._batch_bytes:
-                    self._flush()
-                elif self._flush_call is None:
-                    self._flush_call = self._clock.callLater(self.batch_seconds, self._flush)
-                return
-            excess = len(pending) - MAX_BUFFER_BYTES
-            if excess > 0:
-                del pending[:excess]
-                self._dropped += excess
+            self._audio.add(ulaw, state == OPEN)
             if state == IDLE:
                 self._connect()
         except Exception:
@@ -202,24 +180,19 @@ class StreamingSession:
             if attempt is not None:
                 attempt.cancel()
             proto = self._proto
-            if proto is not None and proto.state == WebSocketProtocol.STATE_OPEN:
+            if is_open(proto):
                 try:
                     self.goodbye(proto)
                 except Exception:
                     self.log.failure("speech-to-text goodbye failed", log_code="stt.fault")
             self._proto = None
-            for each in list(self._sockets):
-                close_socket(each)
-            self._pending.clear()
+            self._sockets.close_all()
+            self._audio.clear()
             self.socket_gone()
             self.log.info(
                 "speech-to-text session closed ({host})", host=self._host, log_code="stt.closed"
             )
-        if not self._sockets:
-            return succeed(None)
-        gone: Deferred = Deferred()
-        self._gone.append(gone)
-        return gone
+        return self._sockets.gone()
 
     # For subclasses
 
@@ -241,20 +214,19 @@ class StreamingSession:
                 " ({dropped_ms} ms of audio dropped)",
                 host=self._host,
                 seconds=self._clock.seconds() - self._outage_since,
-                dropped_ms=self._dropped * 1000 // ULAW_BYTES_PER_SECOND,
+                dropped_ms=self._audio.dropped * 1000 // ULAW_BYTES_PER_SECOND,
                 log_code="stt.recovered",
             )
             self._outage_since = None
-            self._dropped = 0
+            self._audio.dropped = 0
         self._last_sent = self._clock.seconds()
         self.became_ready()
-        if self._pending:
-            self._flush()
+        self._audio.release()
 
     def send_json(self, message: dict[str, Any]) -> bool:
         """Send C{message} on the open socket; whether it went."""
         proto = self._proto
-        if proto is None or proto.state != WebSocketProtocol.STATE_OPEN:
+        if not is_open(proto):
             return False
         proto.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
         return True
@@ -272,6 +244,21 @@ class StreamingSession:
                 log_code="stt.listener_fault",
             )
 
+    def start_turn(self) -> None:
+        """The caller is speaking: C{speech_started}, once a turn."""
+        if not self._in_turn:
+            self._in_turn = True
+            self.tell("speech_started")
+
+    def end_turn(self, text: str) -> None:
+        """The caller's turn is over: C{speech_stopped}, then C{text} as its final (if any)."""
+        if not (self._in_turn or text):
+            return
+        self._in_turn = False
+        self.tell("speech_stopped")
+        if text:
+            self.tell("final", text)
+
     @property
     def clock(self) -> IReactorTime:
         """The session's clock."""
@@ -288,9 +275,10 @@ class StreamingSession:
 
     def cancel_timers(self) -> None:
         """Cancel the session's timers (subclasses extend this with their own)."""
-        for call in (self._flush_call, self._retry, self._connect_timeout):
+        self._audio.stop()
+        for call in (self._retry, self._connect_timeout):
             cancel(call)
-        self._flush_call = self._retry = self._connect_timeout = None
+        self._retry = self._connect_timeout = None
 
     # Connecting
 
@@ -356,7 +344,7 @@ class StreamingSession:
         self._retry = None
         if self._quiet():
             self._go_idle("no audio during the outage")
-            self._pending.clear()
+            self._audio.clear()
             return
         self._connect()
 
@@ -374,16 +362,9 @@ class StreamingSession:
 
     # Sending
 
-    def _flush(self) -> None:
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
-        proto = self._proto
-        if not self._pending or proto is None or proto.state != WebSocketProtocol.STATE_OPEN:
-            return
-        payload, is_binary = self.encode(bytes(self._pending))
-        self._pending.clear()
-        proto.sendMessage(payload, isBinary=is_binary)
+    def _send_audio(self, audio: bytes) -> None:
+        payload, is_binary = self.encode(audio)
+        self._proto.sendMessage(payload, isBinary=is_binary)
         self._last_sent = self._clock.seconds()
 
     # Called by the protocol
@@ -411,10 +392,6 @@ class StreamingSession:
     def _lost(self, proto: WebSocketClientProtocol, detail: str) -> None:
         self._sockets.discard(proto)
         if self._state == CLOSED:
-            if not self._sockets:
-                gone, self._gone = self._gone, []
-                for d in gone:
-                    d.callback(None)
             return
         if proto is not self._proto:
             return
@@ -422,62 +399,9 @@ class StreamingSession:
         if self._state == CONNECTING:
             self._attempt_failed(detail)
             return
-        cancel(self._flush_call)
-        self._flush_call = None
+        self._audio.stop()
         self.socket_gone()
         if self._quiet():
             self._go_idle(detail)
         else:
             self._outage("connection lost", detail)
-
-
-class VendorClientProtocol(WebSocketClientProtocol):
-    """Hands socket happenings to the session that owns the factory."""
-
-    factory: VendorClientFactory
-
-    def onOpen(self) -> None:
-        self.factory.session._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.session._received(self, payload, isBinary)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if wasClean:
-            detail = f"closed by the server (code {code}{': ' + reason if reason else ''})"
-        else:
-            detail = reason or "connection dropped"
-        self.factory.session._lost(self, detail)
-
-
-class VendorClientFactory(WebSocketClientFactory):
-    """Builds L{VendorClientProtocol}s for one session."""
-
-    protocol = VendorClientProtocol
-    noisy = False
-
-    def __init__(self, session: StreamingSession, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session = session
-
-
-def close_socket(proto: WebSocketClientProtocol) -> None:
-    """Close C{proto} with a handshake if it is open, else drop it."""
-    if proto.state == WebSocketProtocol.STATE_OPEN:
-        proto.sendClose(code=1000)
-    else:
-        proto.dropConnection(abort=True)
-
-
-def cancel(call: IDelayedCall | None) -> None:
-    """Cancel C{call} if it is still pending."""
-    if call is not None and call.active():
-        call.cancel()
-
-
-def with_query(url: str, params: list[tuple[str, str]]) -> str:
-    """C{url} with C{params} added to its query string."""
-    if not params:
-        return url
-    joiner = "&" if "?" in url else "?"
-    return url + joiner + urlencode(params)
