@@ -487,6 +487,24 @@ class LiveTests(TestCase):
         )
 
     @inlineCallbacks
+    def test_a_refusal_after_the_vads_response_ended_asks_again_at_once(self):
+        """The refusal can trail the VAD response's done: ours is asked again then, not stalled."""
+        session = yield self.ready()
+        token = session.speak("Booked.")
+        yield self.fake.count("response.create", 1)
+        self.fake.start_response(own=True)
+        self.fake.finish_response()
+        self.fake.unanswered.pop(0)
+        self.fake.error(
+            "Conversation already has an active response in progress.",
+            code="conversation_already_has_active_response",
+        )
+        yield self.fake.count("response.create", 2)
+        self.fake.respond(b"\xff" * 160, chunks=1)
+        yield self.listener.when(lambda: len(self.listener.tokens) == 2)
+        self.assertEqual(self.listener.tokens, [None, token])
+
+    @inlineCallbacks
     def test_relay_adds_the_agents_answer_and_asks_for_a_response(self):
         """relay(): a system note with the answer, then a response.create carrying the token."""
         session = yield self.ready()

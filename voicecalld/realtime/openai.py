@@ -583,6 +583,7 @@ class OpenAIRealtimeConversation:
                 "realtime response asked again after the running one",
                 code="realtime.ask_again",
             )
+            self._next_response()  # at once if that one's response.done came first
             return
         if self._requested and not self._responding:
             # A response.create of ours was refused: let the next one go.
