@@ -31,6 +31,8 @@ class FakeS2SServer(FakeRealtimeServer):
         self.cancels = 0
         self.truncations: list[dict[str, Any]] = []
         self.active_response: str | None = None
+        # The response.create requests not yet begun: the next response is theirs.
+        self.unanswered: list[dict[str, Any]] = []
         self._ids = 0
 
     def of(self, kind: str) -> list[dict[str, Any]]:
@@ -53,20 +55,24 @@ class FakeS2SServer(FakeRealtimeServer):
             }
         )
 
-    def start_response(self, response_id: str | None = None) -> str:
-        """C{response.created}: a response begins; returns its id."""
+    def start_response(self, response_id: str | None = None, *, own: bool = False) -> str:
+        """
+        C{response.created}: a response begins; returns its id.  It is the
+        oldest unanswered C{response.create}'s (echoing its metadata) unless
+        C{own} (the server VAD's).
+        """
         response_id = response_id or self._id("resp")
         self.active_response = response_id
-        self.send(
-            {
-                "type": "response.created",
-                "response": {
-                    "id": response_id,
-                    "object": "realtime.response",
-                    "status": "in_progress",
-                },
-            }
-        )
+        response: dict[str, Any] = {
+            "id": response_id,
+            "object": "realtime.response",
+            "status": "in_progress",
+        }
+        if not own and self.unanswered:
+            asked = self.unanswered.pop(0)
+            if asked.get("metadata"):
+                response["metadata"] = asked["metadata"]
+        self.send({"type": "response.created", "response": response})
         return response_id
 
     def send_audio(self, audio: bytes, chunks: int = 1, item: str = "item_out_1") -> None:
@@ -170,6 +176,7 @@ class FakeS2SServer(FakeRealtimeServer):
             self.reply(proto, {"type": "conversation.item.added", "item": item})
         elif kind == "response.create":
             self.response_requests.append(event.get("response") or {})
+            self.unanswered.append(event.get("response") or {})
         elif kind == "response.cancel":
             self.cancels += 1
             if self.active_response is None:

@@ -2,9 +2,11 @@
 An in-memory realtime speech-to-speech vendor the tests play.
 
 L{ScriptedVoice} opens L{ScriptedSession}s and records what each is sent
-(caller audio, speak requests, truncations, tool results, closes); the test
-speaks for the model through the session's listener with the helpers
-(L{ScriptedSession.answer} plays a whole response).
+(caller audio, speak and relay requests, truncations, tool results,
+closes); the test speaks for the model through the session's listener with
+the helpers (L{ScriptedSession.answer} plays a whole response: by default
+the one for the oldest request not yet answered, echoing its token as a
+vendor does; C{own=True} makes it the model's own).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class ScriptedSession:
         self.setup = setup
         self.audio = bytearray()
         self.spoken: list[str] = []
+        self.relayed: list[str] = []
+        # Tokens of the speak/relay requests whose responses have not begun.
+        self.unanswered: list[str] = []
+        self._tokens = 0
         self.truncated: list[int] = []
         self.results: list[tuple[str, dict[str, Any]]] = []
         self.closed = False
@@ -35,8 +41,19 @@ class ScriptedSession:
     def feed(self, ulaw: bytes) -> None:
         self.audio += ulaw
 
-    def speak(self, text: str) -> None:
+    def speak(self, text: str) -> str:
         self.spoken.append(text)
+        return self._token()
+
+    def relay(self, text: str) -> str:
+        self.relayed.append(text)
+        return self._token()
+
+    def _token(self) -> str:
+        self._tokens += 1
+        token = f"t{self._tokens}"
+        self.unanswered.append(token)
+        return token
 
     def truncate(self, heard_ms: int) -> None:
         self.truncated.append(heard_ms)
@@ -52,12 +69,17 @@ class ScriptedSession:
 
     # -- the model, as the test plays it -----------------------------------------
 
-    def answer(self, text: str, seconds: float, *, done: bool = True) -> None:
+    def answer(self, text: str, seconds: float, *, done: bool = True, own: bool = False) -> None:
         """A whole response: start, C{seconds} of audio, transcript and (C{done}) its end."""
-        self.listener.response_started()
+        self.start(own=own)
         self.listener.audio(b"\x10" * int(8000 * seconds))
         if done:
             self.finish(text)
+
+    def start(self, *, own: bool = False) -> None:
+        """A response begins: the oldest unanswered request's (its token), or C{own}."""
+        token = None if own or not self.unanswered else self.unanswered.pop(0)
+        self.listener.response_started(token)
 
     def finish(self, text: str) -> None:
         """The response's transcript, then its end."""

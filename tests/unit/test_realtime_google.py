@@ -32,6 +32,7 @@ from voicecalld.realtime.google import (
     CONNECT_TIMEOUT,
     MAX_BUFFER_BYTES,
     MAX_RESUMES,
+    RELAY_PROMPT,
     RESUME_WINDOW,
     SPEAK_PROMPT,
     GeminiLiveSession,
@@ -88,6 +89,7 @@ class RecordingListener(RealtimeRecorder):
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
         self.played = bytearray()
+        self.tokens: list[str | None] = []
         self._waiters: list[tuple[Any, Deferred]] = []
 
     def audio(self, ulaw: bytes) -> None:
@@ -382,6 +384,37 @@ class LiveTests(TestCase):
                 }
             },
         )
+
+    @inlineCallbacks
+    def test_a_response_already_running_never_takes_speaks_token(self):
+        """
+        speak() during the model's own response: that response is told with
+        no token; the next one to begin (Gemini answers turns in order) has it.
+        """
+        session = yield self.ready()
+        self.fake.said("Sure,")
+        yield self.listener.saw("response_started")
+        token = session.speak("One moment please.")
+        yield bounded(self.fake.when(lambda: self.fake.messages("clientContent")))
+        self.fake.turn_complete()
+        yield self.listener.saw("response_done")
+        self.fake.said("One moment please.")
+        self.fake.turn_complete()
+        yield self.listener.when(lambda: self.listener.kinds().count("response_done") == 2)
+        self.assertEqual(self.listener.tokens, [None, token])
+
+    @inlineCallbacks
+    def test_relay_is_a_user_turn_with_the_agents_answer(self):
+        """relay(): a clientContent turn handing over the answer; its response has the token."""
+        session = yield self.ready()
+        token = session.relay("The shop opens at nine.")
+        yield bounded(self.fake.when(lambda: self.fake.messages("clientContent")))
+        (content,) = self.fake.messages("clientContent")
+        text = RELAY_PROMPT + "The shop opens at nine."
+        self.assertEqual(content["turns"], [{"role": "user", "parts": [{"text": text}]}])
+        self.fake.said("It opens at nine.")
+        yield self.listener.saw("response_started")
+        self.assertEqual(self.listener.tokens, [token])
 
     @inlineCallbacks
     def test_caller_audio_reaches_gemini_as_16k_pcm(self):

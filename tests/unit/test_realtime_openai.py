@@ -86,6 +86,7 @@ class RecordingListener(Waitable, RealtimeRecorder):
     def __init__(self) -> None:
         super().__init__()
         self.events: list[tuple[Any, ...]] = []
+        self.tokens: list[str | None] = []
 
     def record(self, *event: Any) -> None:
         self.events.append(event)
@@ -419,6 +420,66 @@ class LiveTests(TestCase):
         yield self.fake.count("response.create", 2)
         texts = [r["instructions"].rsplit("\n", 1)[-1] for r in self.fake.response_requests]
         self.assertEqual(texts, ["Hello.", "Anything else?"])
+
+    @inlineCallbacks
+    def test_our_response_is_told_by_its_token_even_when_the_vads_starts_first(self):
+        """
+        The VAD's response starts just as ours is asked: it is told without a
+        token, ours is refused as a second active response, asked again after
+        the VAD's ends, and told with speak's token (from response.metadata).
+        """
+        session = yield self.ready()
+        token = session.speak("Your table is booked.")
+        yield self.fake.count("response.create", 1)
+        self.assertEqual(self.fake.response_requests[0]["metadata"], {"voicecalld": token})
+        self.fake.start_response(own=True)
+        self.fake.unanswered.pop(0)
+        self.fake.error(
+            "Conversation already has an active response in progress.",
+            code="conversation_already_has_active_response",
+        )
+        self.fake.send_audio(b"\xff" * 160)
+        self.fake.finish_response()
+        yield self.fake.count("response.create", 2)
+        self.fake.respond(b"\xff" * 160, chunks=1, transcript="Your table is booked.")
+        yield self.listener.saw("response_started", 2)
+        self.assertEqual(self.listener.tokens, [None, token])
+        self.assertEqual(self.listener.of("problem"), [])
+        self.assertEqual(
+            self.fake.response_requests[1]["metadata"], self.fake.response_requests[0]["metadata"]
+        )
+
+    @inlineCallbacks
+    def test_a_refusal_after_the_vads_response_ended_asks_again_at_once(self):
+        """The refusal can trail the VAD response's done: ours is asked again then, not stalled."""
+        session = yield self.ready()
+        token = session.speak("Booked.")
+        yield self.fake.count("response.create", 1)
+        self.fake.start_response(own=True)
+        self.fake.finish_response()
+        self.fake.unanswered.pop(0)
+        self.fake.error(
+            "Conversation already has an active response in progress.",
+            code="conversation_already_has_active_response",
+        )
+        yield self.fake.count("response.create", 2)
+        self.fake.respond(b"\xff" * 160, chunks=1)
+        yield self.listener.when(lambda: len(self.listener.tokens) == 2)
+        self.assertEqual(self.listener.tokens, [None, token])
+
+    @inlineCallbacks
+    def test_relay_adds_the_agents_answer_and_asks_for_a_response(self):
+        """relay(): a system note with the answer, then a response.create carrying the token."""
+        session = yield self.ready()
+        token = session.relay("  The shop opens at nine.  ")
+        yield self.fake.count("response.create", 1)
+        (item,) = [e["item"] for e in self.fake.of("conversation.item.create")]
+        self.assertEqual((item["type"], item["role"]), ("message", "system"))
+        self.assertTrue(item["content"][0]["text"].endswith("\n\nThe shop opens at nine."))
+        self.assertEqual(self.fake.response_requests, [{"metadata": {"voicecalld": token}}])
+        self.fake.respond(b"\xff" * 160, chunks=1)
+        yield self.listener.saw("response_done")
+        self.assertEqual(self.listener.tokens, [token])
 
     @inlineCallbacks
     def test_truncate_cancels_and_cuts_the_audio_item(self):

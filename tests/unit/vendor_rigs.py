@@ -74,7 +74,12 @@ class RecordingListener(Waitable):
 
 @implementer(IRealtimeListener)
 class RealtimeRecorder:
-    """Hands every realtime listener call to L{record} as C{(kind, *args)}; subclasses keep them."""
+    """
+    Hands every realtime listener call to L{record} as C{(kind, *args)};
+    subclasses keep them.  The tokens of started responses are kept in order.
+    """
+
+    tokens: list[str | None]
 
     def ready(self) -> None:
         self.record("ready")
@@ -91,7 +96,8 @@ class RealtimeRecorder:
     def user_transcript(self, text: str) -> None:
         self.record("user_transcript", text)
 
-    def response_started(self) -> None:
+    def response_started(self, token: str | None = None) -> None:
+        self.tokens.append(token)
         self.record("response_started")
 
     def assistant_transcript(self, text: str) -> None:

@@ -10,7 +10,11 @@ C{{"answer": text}}; a cancelled consult gives C{{"status": "cancelled"}} and
 the call stays up; with C{realtime.toolPolicy: none} it is refused.  A custom
 C{realtime.tools} function is put to the responder the same way, as a
 consult naming the function and its arguments, and its answer comes back as
-C{{"result": text}}.  When the call ends, its consults still running are
+C{{"result": text}}.  A consult the host asks itself (C{consultPolicy:
+always}, when the model answered a caller's turn without consulting; its id
+starts with L{HOST_CONSULT_PREFIX}) is the same consult, with the same
+record, agent and context; its answer goes back the same way, and the
+realtime bridge has the model say it.  When the call ends, its consults still running are
 cancelled (their resources freed at once) and whatever arrives after the
 end is dropped.
 """
@@ -32,7 +36,7 @@ from voicecalld.errors import Cancelled, provider_error
 from voicecalld.providers.interface import IProvider
 from voicecalld.values import events as ev
 from voicecalld.values import notices
-from voicecalld.values.tools import CONSULT_TOOL, END_CALL_TOOL
+from voicecalld.values.tools import CONSULT_TOOL, END_CALL_TOOL, HOST_CONSULT_PREFIX
 
 
 class RealtimeTools:
@@ -67,12 +71,19 @@ class RealtimeTools:
 
     def handle(self, live: LiveCall, call: ev.ToolCall) -> Deferred:
         """Answer C{call} in the background; fires when it has been answered (or dropped)."""
-        self.log.info(
-            "{call_id}: the model called {name}",
-            call_id=live.call_id,
-            name=call.name,
-            log_code="realtime.tool_call",
-        )
+        if call.tool_call_id.startswith(HOST_CONSULT_PREFIX):
+            self.log.info(
+                "{call_id}: the host consults the agent on the caller's turn",
+                call_id=live.call_id,
+                log_code="realtime.host_consult_asked",
+            )
+        else:
+            self.log.info(
+                "{call_id}: the model called {name}",
+                call_id=live.call_id,
+                name=call.name,
+                log_code="realtime.tool_call",
+            )
         work = Deferred.fromCoroutine(self._answer(live, call))
         work.addErrback(
             lambda f: self.log.failure(

@@ -20,6 +20,20 @@ turns are L{Speech} events; tool calls are L{ToolCall} events, answered
 through L{tool_result}; C{openclaw_end_call} is reported only once the
 model's last words have played (bounded by L{END_CALL_WAIT}).
 
+Which response says a client's words is exact: L{IRealtimeSession.speak}
+returns a token and the vendor echoes it on that response's
+C{response_started}, so a response of the model's own that starts at the
+same moment never takes the client's L{Playback}.
+
+With C{realtime.consultPolicy: always} (L{RealtimeSetup.host_consult}),
+a finished caller turn whose response ends without a call of
+C{openclaw_agent_consult} is put to the agent by the host: a L{ToolCall} of
+that tool with the caller's words and a L{HOST_CONSULT_PREFIX} id, answered
+by the call core like the model's own consults.  Its answer comes back
+through L{tool_result} and is handed to the model to say
+(L{IRealtimeSession.relay}), unless the caller has spoken since, the
+session is over or the answer is empty.
+
 A session the vendor closes hangs the call up (a fatal L{Failed}); so does
 L{NO_MEDIA_TIMEOUT} without caller audio (checked on a coarse timer from a
 timestamp, never reset per frame) and L{NO_MEDIA_GRACE} more.  The
@@ -46,7 +60,9 @@ from voicecalld.calls.realtime_table import (
 from voicecalld.errors import ProviderError
 from voicecalld.media.codec import FRAME_BYTES
 from voicecalld.realtime.interface import (
+    CONSULT_TOOL,
     END_CALL_TOOL,
+    HOST_CONSULT_PREFIX,
     IRealtimeListener,
     IRealtimeVoice,
     RealtimeSetup,
@@ -81,6 +97,18 @@ class _Request:
         self.at = at
         self.done: Deferred[Playback] = Deferred()
         self.timer: IDelayedCall | None = None
+        self.token: str | None = None  # what the vendor echoes on its response
+
+
+class _CallerTurn:
+    """A caller's turn, watched for C{consultPolicy: always}."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.stopped = False
+        self.response: _Response | None = None  # the model's answer to it
+        self.answered = False  # that response is over
+        self.consulted = False  # the model called the consult tool meanwhile
 
 
 class _Response:
@@ -125,7 +153,16 @@ class RealtimeBridge:
         self._pacer = media.pacer
         self._machine = Machine(SESSION_TABLE, SessionState.CONNECTING, "realtime", media.call_id)
         self._queued: deque[_Request] = deque()
-        self._asked: deque[_Request] = deque()  # sent to the model, its response not begun
+        self._asked: list[_Request] = []  # sent to the model, its response not begun
+        self._started_token: str | None = None  # the token of the response beginning now
+        # consultPolicy "always": the caller's turn being watched, how many turns
+        # the caller began (a host consult asked in an older one is stale), the
+        # host consults running (id -> turn number) and the relays' tokens.
+        self._host_consult = setup.host_consult
+        self._turn: _CallerTurn | None = None
+        self._turns = 0
+        self._host_asked: dict[str, int] = {}
+        self._relays: set[str] = set()
         self._current: _Response | None = None
         self._playing: list[_Response] = []  # responses whose audio is still playing out
         self._count = 0
@@ -199,7 +236,10 @@ class RealtimeBridge:
             self._barge_in()
 
     def tool_result(self, call_id: str, output: dict[str, Any]) -> None:
-        """Answer the model's function call C{call_id}."""
+        """Answer the model's function call C{call_id} (or a host consult: see the module)."""
+        if call_id.startswith(HOST_CONSULT_PREFIX):
+            self._host_answer(call_id, output)
+            return
         if self._machine.state is not SessionState.CLOSED:
             self.session.tool_result(call_id, output)
 
@@ -247,19 +287,30 @@ class RealtimeBridge:
                 self._pacer.mark(f"{response.name}:{response.queued}")
 
     def speech_started(self) -> None:
+        self._caller_began()
         self._media.emit(ev.SpeechStarted(**self._media.ids()))
         self._feed(SessionInput.CALLER_STARTED)
 
     def speech_stopped(self) -> None:
         self._caller_stopped_at = self._clock.seconds()
+        if self._turn is not None:
+            self._turn.stopped = True
         self._media.emit(ev.SpeechStopped(**self._media.ids()))
 
     def user_transcript(self, text: str) -> None:
         if text.strip():
+            if self._turn is not None:
+                self._turn.words.append(text.strip())
+                self._turn.stopped = True
             self._media.emit(ev.Speech(text=text, final=True, **self._media.ids()))
+            self._check_turn()
 
-    def response_started(self) -> None:
-        self._feed(SessionInput.RESPONSE_STARTED)
+    def response_started(self, token: str | None = None) -> None:
+        self._started_token = token
+        try:
+            self._feed(SessionInput.RESPONSE_STARTED)
+        finally:
+            self._started_token = None
 
     def assistant_transcript(self, text: str) -> None:
         response = self._current or next(
@@ -279,6 +330,8 @@ class RealtimeBridge:
         self._feed(SessionInput.RESPONSE_DONE)
 
     def tool_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
+        if name == CONSULT_TOOL and self._turn is not None:
+            self._turn.consulted = True
         event = ev.ToolCall(
             tool_call_id=call_id, name=name, arguments=dict(arguments), **self._media.ids()
         )
@@ -319,7 +372,7 @@ class RealtimeBridge:
         request = self._queued.popleft()
         self._asked.append(request)
         request.timer = self._clock.callLater(SPEAK_TIMEOUT, self._not_said, request)
-        self.session.speak(request.text)
+        request.token = self.session.speak(request.text)
 
     def _not_said(self, request: _Request) -> None:
         request.timer = None
@@ -331,19 +384,31 @@ class RealtimeBridge:
     def _begin_response(self) -> None:
         self._cut_pending = False
         self._count += 1
-        request = self._asked.popleft() if self._asked else None
-        if request is not None and request.timer is not None and request.timer.active():
-            request.timer.cancel()
+        token = self._started_token
+        request = next((r for r in self._asked if token is not None and r.token == token), None)
+        if request is not None:
+            self._asked.remove(request)
+            if request.timer is not None and request.timer.active():
+                request.timer.cancel()
         response = _Response(self._count, self._clock.seconds(), request)
-        if request is None:
+        relay = token is not None and token in self._relays
+        self._relays.discard(token or "")
+        if request is None and not relay:
             response.caller_stopped_at = self._caller_stopped_at
-        self._caller_stopped_at = None
+            self._caller_stopped_at = None
+            turn = self._turn
+            if turn is not None and turn.stopped and turn.response is None:
+                turn.response = response
         self._current = response
         self._playing.append(response)
 
     def _end_response(self) -> None:
         response, self._current = self._current, None
         self._cut_pending = False
+        turn = self._turn
+        if response is not None and turn is not None and turn.response is response:
+            turn.answered = True
+            self._check_turn()
         if response is None:
             # A response cut off earlier is over at the vendor: its transcript is final.
             for cut in self._playing:
@@ -410,6 +475,9 @@ class RealtimeBridge:
         self._settle(response)
 
     def _drop_speech(self) -> None:
+        self._turn = None
+        self._host_asked.clear()
+        self._relays.clear()
         requests = [*self._asked, *self._queued]
         self._asked.clear()
         self._queued.clear()
@@ -441,6 +509,57 @@ class RealtimeBridge:
     def _close_session(self) -> None:
         self._stop_watching()
         self.session.close()
+
+    # -- consultPolicy "always" -------------------------------------------------------------
+
+    def _caller_began(self) -> None:
+        """The caller began a turn: a new one is watched; older host consults go stale."""
+        self._turns += 1
+        self._turn = _CallerTurn() if self._host_consult else None
+
+    def _check_turn(self) -> None:
+        """Consult the agent for the caller's turn its answer ended without consulting."""
+        turn = self._turn
+        if turn is None or not turn.answered or not turn.words:
+            return
+        self._turn = None
+        if turn.consulted or self._machine.state is SessionState.CLOSED:
+            return
+        call_id = f"{HOST_CONSULT_PREFIX}{self._turns}"
+        self._host_asked[call_id] = self._turns
+        self.log.info(
+            "{call_id}: the model answered without consulting the agent; the host consults it",
+            call_id=self._media.call_id,
+            log_code="realtime.host_consult",
+        )
+        self._media.emit(
+            ev.ToolCall(
+                tool_call_id=call_id,
+                name=CONSULT_TOOL,
+                arguments={"question": " ".join(turn.words)},
+                **self._media.ids(),
+            )
+        )
+
+    def _host_answer(self, call_id: str, output: dict[str, Any]) -> None:
+        turn = self._host_asked.pop(call_id, None)
+        answer = output.get("answer")
+        why = ""
+        if turn is None or self._machine.state is SessionState.CLOSED:
+            why = "the session is over"
+        elif turn != self._turns:
+            why = "the caller has spoken since"
+        elif not isinstance(answer, str) or not answer.strip():
+            why = "the agent had no answer"
+        if why:
+            self.log.info(
+                "{call_id}: host consult answer dropped: {why}",
+                call_id=self._media.call_id,
+                why=why,
+                log_code="realtime.host_consult_dropped",
+            )
+            return
+        self._relays.add(self.session.relay(answer.strip()))
 
     # -- playing ------------------------------------------------------------------------
 
@@ -570,8 +689,11 @@ class _NoSession:
     def feed(self, ulaw: bytes) -> None:
         pass
 
-    def speak(self, text: str) -> None:
-        pass
+    def speak(self, text: str) -> str:
+        return ""
+
+    def relay(self, text: str) -> str:
+        return ""
 
     def truncate(self, heard_ms: int) -> None:
         pass

@@ -33,6 +33,11 @@ derived from what it does send:
     handle, or when that fails, and on any other failure: C{closed}, once.
 
 C{truncate} sends nothing: see L{GeminiLiveSession.truncate}.
+
+L{speak} and L{relay} are C{clientContent} user turns.  Gemini echoes no
+id for them, but it answers turns in order, so each one's token goes to the
+first response that begins after it was sent (never to one already
+running).
 """
 
 from __future__ import annotations
@@ -88,6 +93,12 @@ CONNECT_TIMEOUT = 10.0
 
 SPEAK_PROMPT = "Say exactly the following words, as they are, and nothing else:\n\n"
 """How L{GeminiLiveSession.speak} asks the model to say a given text."""
+
+RELAY_PROMPT = (
+    "(From the assistant agent, not the caller.) Here is the agent's answer to what the caller"
+    " just said; tell the caller now, in your own voice and briefly:\n\n"
+)
+"""How L{GeminiLiveSession.relay} hands the model the agent's answer."""
 
 _AUDIO_HEAD = b'{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
 _AUDIO_TAIL = b'"}}}'
@@ -237,24 +248,38 @@ class GeminiLiveSession(RealtimeSocketSession):
         self._discarding = False
         self._tool_names: dict[str, str] = {}
         self._unnamed_calls = 0
+        # Tokens of our turns sent, whose responses have not begun.
+        self._asked: list[str] = []
+        self._tokens = 0
         self.resumption_handle: str | None = None
         self._resumed_at: list[float] = []
         self._connect()
 
     # IRealtimeSession
 
-    def speak(self, text: str) -> None:
+    def speak(self, text: str) -> str:
         """Ask the model, as a user turn, to say C{text} word for word."""
-        if not text.strip():
-            return
+        return self._ask(SPEAK_PROMPT, text)
+
+    def relay(self, text: str) -> str:
+        """Give the model, as a user turn, the agent's answer C{text} to tell the caller."""
+        return self._ask(RELAY_PROMPT, text)
+
+    def _ask(self, prompt: str, text: str) -> str:
+        self._tokens += 1
+        token = f"s{self._tokens}"
+        if not text.strip() or self._state == _CLOSED:
+            return token
+        self._asked.append(token)
         self._send_json(
             {
                 "clientContent": {
-                    "turns": [{"role": "user", "parts": [{"text": SPEAK_PROMPT + text}]}],
+                    "turns": [{"role": "user", "parts": [{"text": prompt + text}]}],
                     "turnComplete": True,
                 }
             }
         )
+        return token
 
     def truncate(self, heard_ms: int) -> None:
         """
@@ -596,7 +621,8 @@ class GeminiLiveSession(RealtimeSocketSession):
             return
         self._end_caller_turn()
         self._responding = True
-        self._tell("response_started")
+        token = self._asked.pop(0) if self._asked else None
+        self._tell("response_started", token)
 
     def _end_caller_turn(self) -> None:
         if self._caller_speaking:

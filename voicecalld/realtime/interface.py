@@ -22,11 +22,12 @@ from attrs import field, frozen
 from zope.interface import Attribute, Interface
 
 # The two tools every realtime call has; C{realtime.tools} cannot override them.
-from voicecalld.values.tools import CONSULT_TOOL, END_CALL_TOOL
+from voicecalld.values.tools import CONSULT_TOOL, END_CALL_TOOL, HOST_CONSULT_PREFIX
 
 __all__ = [
     "CONSULT_TOOL",
     "END_CALL_TOOL",
+    "HOST_CONSULT_PREFIX",
     "IRealtimeListener",
     "IRealtimeSession",
     "IRealtimeVoice",
@@ -52,6 +53,9 @@ class RealtimeSetup:
     tools: tuple[RealtimeTool, ...] = ()
     # The call's id, for the vendor module's log lines only.
     call_id: str = ""
+    # C{realtime.consultPolicy: always}: when the model answers a caller's turn
+    # without consulting the agent, the host consults it on the caller's words.
+    host_consult: bool = False
 
 
 class IRealtimeListener(Interface):
@@ -75,8 +79,12 @@ class IRealtimeListener(Interface):
     def user_transcript(text):
         """What the caller said in one finished turn (never empty)."""
 
-    def response_started():
-        """The model began a response (its audio follows)."""
+    def response_started(token=None):
+        """
+        The model began a response (its audio follows).  C{token} is what
+        L{IRealtimeSession.speak} or L{IRealtimeSession.relay} returned when the
+        response is the one they asked for; C{None} for the model's own.
+        """
 
     def assistant_transcript(text):
         """
@@ -112,7 +120,18 @@ class IRealtimeSession(Interface):
         """
 
     def speak(text):
-        """Have the model say C{text} now, as its own turn (greeting, C{voicecall speak})."""
+        """
+        Have the model say C{text} now, as its own turn (greeting, C{voicecall
+        speak}).  Returns a token (a str, unique in the session) that the
+        listener's C{response_started} carries for the response saying it.
+        """
+
+    def relay(text):
+        """
+        Give the model C{text}, the agent's answer to the caller's last turn,
+        to tell the caller now in its own voice, as its own turn.  Returns a
+        token as L{speak} does.
+        """
 
     def truncate(heard_ms):
         """

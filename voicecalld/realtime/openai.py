@@ -14,9 +14,13 @@ PCM and resamples with soxr in both directions.
 There is no reconnect: the conversation lives in the vendor's session, so a
 lost socket ends the session (the bridge then hangs up).
 
-Who starts a response: the server VAD, after each caller turn; L{speak}
-and L{tool_result}.  Only one response may run at a time, so a request made
-while one runs waits for its C{response.done}.
+Who starts a response: the server VAD, after each caller turn; L{speak},
+L{relay} and L{tool_result}.  Only one response may run at a time, so a
+request made while one runs waits for its C{response.done}.  A response we
+ask for carries its token in C{response.metadata}, which C{response.created}
+echoes: that is how the listener tells ours from the model's own, even when
+the VAD's response starts first (ours is then refused as a second active
+response and asked again after the VAD's).
 """
 
 from __future__ import annotations
@@ -69,7 +73,16 @@ SPEAK_INSTRUCTIONS = (
     " Do not answer it, explain it or add to it:\n\n{text}"
 )
 
+RELAY_NOTE = (
+    "The assistant agent answered what the caller just said. Tell the caller its answer now,"
+    " in your own voice and briefly:\n\n{text}"
+)
+
+# The response.metadata key carrying our token.
+TOKEN_KEY = "voicecalld"
+
 _CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+_ALREADY_ACTIVE = "conversation_already_has_active_response"
 
 _CONNECTING = CONNECTING
 _READY = "ready"
@@ -188,7 +201,10 @@ class OpenAIRealtimeConversation(RealtimeSocketSession):
         self._responding = False
         self._requested = False
         self._muted = False
-        self._speeches: deque[str] = deque()
+        # What we asked to say, each [token, kind ("speak" or "relay"), text].
+        self._speeches: deque[list[str]] = deque()
+        self._asking: list[str] | None = None  # the one whose response.create is out
+        self._tokens = 0
         self._want_response = False
         # The audio item playing now and how many milliseconds of it arrived.
         self._audio_item: str | None = None
@@ -207,13 +223,22 @@ class OpenAIRealtimeConversation(RealtimeSocketSession):
 
     # IRealtimeSession
 
-    def speak(self, text: str) -> None:
+    def speak(self, text: str) -> str:
         """Have the model say C{text} as its own response, after any response running now."""
+        return self._ask("speak", text)
+
+    def relay(self, text: str) -> str:
+        """Have the model tell the caller the agent's answer C{text}, as its own response."""
+        return self._ask("relay", text)
+
+    def _ask(self, kind: str, text: str) -> str:
+        self._tokens += 1
+        token = f"s{self._tokens}"
         text = text.strip()
-        if self._state == _CLOSED or not text:
-            return
-        self._speeches.append(text)
-        self._next_response()
+        if self._state != _CLOSED and text:
+            self._speeches.append([token, kind, text])
+            self._next_response()
+        return token
 
     def truncate(self, heard_ms: int) -> None:
         """Cancel the response running now and cut its audio item at C{heard_ms}."""
@@ -314,6 +339,7 @@ class OpenAIRealtimeConversation(RealtimeSocketSession):
             vendor_socket.close_socket(proto)
         self._audio.clear()
         self._speeches.clear()
+        self._asking = None
         try:
             self._listener.closed(reason)
         except Exception:
@@ -335,13 +361,26 @@ class OpenAIRealtimeConversation(RealtimeSocketSession):
         if self._state != _READY or self._responding or self._requested:
             return
         if self._speeches:
-            text = self._speeches.popleft()
-            self._send(
-                {
-                    "type": "response.create",
-                    "response": {"instructions": SPEAK_INSTRUCTIONS.format(text=text)},
-                }
-            )
+            speech = self._asking = self._speeches.popleft()
+            token, kind, text = speech
+            response: dict[str, Any] = {"metadata": {TOKEN_KEY: token}}
+            if kind == "speak":
+                response["instructions"] = SPEAK_INSTRUCTIONS.format(text=text)
+            elif kind == "relay":
+                self._send(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {
+                            "type": "message",
+                            "role": "system",
+                            "content": [
+                                {"type": "input_text", "text": RELAY_NOTE.format(text=text)}
+                            ],
+                        },
+                    }
+                )
+                speech[1] = "relayed"  # a second ask must not add the note again
+            self._send({"type": "response.create", "response": response})
         elif self._want_response:
             self._want_response = False
             self._send({"type": "response.create"})
@@ -406,8 +445,13 @@ class OpenAIRealtimeConversation(RealtimeSocketSession):
         elif kind == "conversation.item.input_audio_transcription.completed":
             self._tell_text("user_transcript", event.get("transcript"))
         elif kind == "response.created":
-            self._responding, self._requested, self._muted = True, False, False
-            self._tell("response_started")
+            token = _token(event)
+            if self._asking is None or (token is not None and token == self._asking[0]):
+                self._asking, self._requested = None, False
+            else:
+                token = None  # the model's own, begun before ours: ours is still out
+            self._responding, self._muted = True, False
+            self._tell("response_started", token)
         elif kind == "response.output_item.added":
             item = event.get("item")
             if isinstance(item, dict) and item.get("type") == "function_call":
@@ -454,7 +498,9 @@ class OpenAIRealtimeConversation(RealtimeSocketSession):
                 self._tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))
         if response.get("status") == "failed":
             self._tell("problem", f"realtime response failed: {_status_error(response)}")
-        self._responding = self._requested = False
+        self._responding = False
+        if self._asking is None:
+            self._requested = False
         self._tell("response_done")
         self._next_response()
 
@@ -477,9 +523,19 @@ class OpenAIRealtimeConversation(RealtimeSocketSession):
             # The server VAD had already cancelled the response we cut off.
             self.log.debug("realtime cancel found no response", code="realtime.cancel_idle")
             return
+        if code == _ALREADY_ACTIVE and self._asking is not None:
+            # Ours came while the VAD's response ran: ask again after that one.
+            self._speeches.appendleft(self._asking)
+            self._asking, self._requested = None, False
+            self.log.debug(
+                "realtime response asked again after the running one",
+                code="realtime.ask_again",
+            )
+            self._next_response()  # at once if that one's response.done came first
+            return
         if self._requested and not self._responding:
             # A response.create of ours was refused: let the next one go.
-            self._requested = False
+            self._asking, self._requested = None, False
         self.log.warn(
             "realtime server error for call {call}: {message}",
             call=self._call,
@@ -525,3 +581,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _token(event: Mapping[str, Any]) -> str | None:
+    """Our token in a C{response.created}'s C{response.metadata}, if it has one."""
+    response = event.get("response")
+    metadata = response.get("metadata") if isinstance(response, Mapping) else None
+    token = metadata.get(TOKEN_KEY) if isinstance(metadata, Mapping) else None
+    return token if isinstance(token, str) else None

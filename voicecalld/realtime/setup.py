@@ -4,7 +4,9 @@ instructions, the tools it is offered, and the media path its streams use.
 
 Every call gets C{openclaw_end_call}; C{openclaw_agent_consult} unless
 C{realtime.toolPolicy} is C{none}; and the custom C{realtime.tools}, except
-any that would take a built-in's name.
+any that would take a built-in's name.  C{consultPolicy: always} also turns
+on the host's consult fallback (L{RealtimeSetup.host_consult}; see
+L{voicecalld.realtime.bridge}).
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def realtime_setup(settings: RealtimeSettings, call_id: str) -> RealtimeSetup:
     if settings.tool_policy != "none":
         parts.append(CONSULT_GUIDANCE.get(settings.consult_policy or "auto", ""))
     instructions = "\n\n".join(p for p in parts if p)
-    return RealtimeSetup(instructions, offered_tools(settings), call_id)
+    host_consult = settings.tool_policy != "none" and settings.consult_policy == "always"
+    return RealtimeSetup(instructions, offered_tools(settings), call_id, host_consult)
 
 
 def realtime_stream_path(settings: VoiceCallSettings) -> str:
