@@ -16,6 +16,7 @@ from voicecalld.values.events import Outcome
 from voicecalld.values.states import CallState
 
 TO = "+15551234567"
+CALLER = "+15557654321"
 
 
 def user_words(record):
@@ -82,6 +83,62 @@ class VisibleOnlyWhenDurable(TestCase):
         self.assertEqual(responder.asked, [])
         h.provider.finish_speaking(record.call_id)
         self.assertEqual(len(responder.asked), 1)
+
+
+class StreamBeforeAnswerStored(TestCase):
+    """
+    A carrier that streams media (Twilio, Telnyx, Plivo) reports the answer
+    and connects the stream at about the same time; the stream may be up
+    while the answer is still being written, and the caller is greeted anyway.
+    """
+
+    def ring(self, h, sid):
+        return h.provider.emit(
+            ev.InboundCall(provider_call_id=sid, from_number=CALLER, to_number="+15550001111")
+        )
+
+    def test_stream_up_while_the_answer_is_written_still_greets(self):
+        h = Harness(self, {"inboundPolicy": "open", "inboundGreeting": "Acme, hello!"})
+        h.provider.media = True
+        h.provider.instant_speech = True
+        call_id = h.ok(self.ring(h, "IN-1")).call_id
+        h.store.holding = True
+        answered = h.provider.emit(ev.Answered(provider_call_id="IN-1"))
+        connected = h.provider.emit(ev.MediaConnected(provider_call_id="IN-1", stream_id="S1"))
+        h.store.release_all()
+        self.successResultOf(answered)
+        self.successResultOf(connected)
+        self.assertIn(("speak", call_id, "Acme, hello!"), h.provider.requests)
+        self.assertEqual(h.stored(call_id).transcript[0].text, "Acme, hello!")
+
+    def test_second_caller_ringing_as_the_first_hangs_up_is_greeted(self):
+        config = {"inboundPolicy": "open", "inboundGreeting": "Acme, hello!"}
+        h = Harness(self, {**config, "maxConcurrentCalls": 2})
+        h.provider.media = True
+        h.provider.instant_speech = True
+        first = h.ok(self.ring(h, "IN-1")).call_id
+        h.ok(h.provider.emit(ev.Answered(provider_call_id="IN-1")))
+        h.ok(h.provider.emit(ev.MediaConnected(provider_call_id="IN-1", stream_id="S1")))
+        self.assertEqual(h.stored(first).transcript[0].text, "Acme, hello!")
+        # The first caller hangs up; the second rings while that end is written.
+        h.store.holding = True
+        ended = h.provider.emit(ev.Ended(provider_call_id="IN-1", reason=CallState.COMPLETED))
+        ringing = self.ring(h, "IN-2")
+        h.store.release()
+        self.successResultOf(ended)
+        second = self.successResultOf(ringing).call_id
+        # Its answer is written behind whatever else is pending; its stream is up meanwhile.
+        answered = h.provider.emit(ev.Answered(provider_call_id="IN-2"))
+        connected = h.provider.emit(ev.MediaConnected(provider_call_id="IN-2", stream_id="S2"))
+        self.assertNotIn(("speak", second, "Acme, hello!"), h.provider.requests)
+        h.store.release_all()
+        self.successResultOf(answered)
+        self.successResultOf(connected)
+        self.assertIn(("speak", second, "Acme, hello!"), h.provider.requests)
+        record = h.stored(second)
+        self.assertEqual(record.transcript[0].text, "Acme, hello!")
+        self.assertEqual(record.state, CallState.LISTENING)
+        self.assertEqual(h.stored(first).state, CallState.COMPLETED)
 
 
 class FailedWrites(TestCase):

@@ -292,9 +292,9 @@ class Lifecycle:
         self._turns.greet(live)
 
     def _greet_unless_media(self, live: LiveCall, why: Why, client: bool) -> None:
-        self._turns.attach(live)
-        if not self._provider.waits_for_media(live.record):
-            self._turns.greet(live)
+        # Greet now unless the call still waits for its stream: one that came
+        # up while the answer was being written was dropped as unanswered.
+        self._greet_when_ready(live, why, client)
 
     def _hang_up(self, live: LiveCall, why: Why, client: bool) -> Deferred | None:
         work = Deferred.fromCoroutine(self.hang_up(live, why, attempt=1, client=client))
@@ -615,7 +615,7 @@ LIFE_TABLE = table(
         (ANSWERED, I.ANSWERED_SCREENING, None),
         ((P.CONNECTED,), I.MEDIA_UP, T(STAY, (O.GREET,))),
         (DETECTING, I.MEDIA_UP, None),  # greeted once who answered is known
-        (UNANSWERED, I.MEDIA_UP, None),
+        (UNANSWERED, I.MEDIA_UP, None),  # greeted at the answer (LiveCall.media_up)
         (LIVE, I.MEDIA_DOWN, None),
         (LIVE, I.ENDED, T(P.ENDED, (O.FINISH,))),
         (LIVE, I.FAILED, T(STAY, (O.HANG_UP,))),
