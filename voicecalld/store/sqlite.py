@@ -37,7 +37,7 @@ from voicecalld.store.interface import ICallStore
 from voicecalld.store.schema import CURRENT_VERSION, MIGRATIONS, NewerSchema, migrate
 from voicecalld.values.record import CallRecord, TranscriptEntry
 
-AUTOCHECKPOINT_PAGES = 32
+AUTOCHECKPOINT_PAGES = 16
 JOURNAL_SIZE_LIMIT = 64 * 1024
 BATCH = 200
 _PROBE_KEY = "voicecalld:space-probe"
