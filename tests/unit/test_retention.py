@@ -343,3 +343,22 @@ class FullDiskTests(TestCase):
         self.assertEqual(h.provider.kinds(), ["reject", "place_call"])
         self.assertEqual(h.stored(record.call_id).call_id, record.call_id)
         self.assertTrue(h.store.health().ok)
+
+
+class RetentionConfigTests(TestCase):
+    """C{retentionDays}: ours, top level, 30 by default, 0 keeps every call."""
+
+    def test_default_and_values(self):
+        from voicecalld.config import parse_config
+
+        self.assertEqual(parse_config({}, None, {}).settings.retention_days, 30)
+        self.assertEqual(parse_config({"retentionDays": 0}, None, {}).settings.retention_days, 0)
+        self.assertEqual(parse_config({"retentionDays": 7}, None, {}).settings.retention_days, 7)
+
+    def test_a_negative_or_fractional_value_names_the_key_and_the_file(self):
+        from tests.unit.test_config import error
+
+        for bad in (-1, 1.5, "30"):
+            message = error({"retentionDays": bad})
+            self.assertIn("/etc/openclaw.json", message)
+            self.assertIn("retentionDays", message)
