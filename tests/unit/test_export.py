@@ -93,7 +93,8 @@ class ExportTests(TestCase):
         )
 
     def test_since_a_date_or_a_datetime_in_utc(self):
-        self.assertEqual([r["callId"] for r in self.lines("--since", "2026-12-01")], ["middle", "late"])
+        since_day = self.lines("--since", "2026-12-01")
+        self.assertEqual([r["callId"] for r in since_day], ["middle", "late"])
         self.assertEqual(
             [r["callId"] for r in self.lines("--since", "2026-12-01T01:00:00")], ["late"]
         )
