@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -20,7 +22,13 @@ from tests.unit.harness import Harness
 from voicecalld.errors import StoreError
 from voicecalld.store.interface import ICallStore
 from voicecalld.store.retention import DAY, SWEEP_SECONDS, Retention
-from voicecalld.store.sqlite import BATCH, SQLiteCallStore, StoreFull, SynchronousRunner
+from voicecalld.store.sqlite import (
+    BATCH,
+    SQLiteCallStore,
+    StoreFull,
+    SynchronousRunner,
+    ThreadRunner,
+)
 from voicecalld.values import events as ev
 from voicecalld.values.record import CallRecord, TranscriptEntry
 from voicecalld.values.states import CallState
@@ -120,6 +128,7 @@ class StoreRetentionTests(TestCase):
         self.assertIsNotNone(self.successResultOf(self.store.load("c3")))
 
     def test_expiry_runs_in_small_transactions_with_calls_writes_between_them(self):
+        self.store._connection().execute("PRAGMA synchronous=OFF")  # order, not durability
         for n in range(2 * BATCH + 50):
             self.commit(call(n, START, START + n))
         runner = StepRunner()
@@ -159,6 +168,22 @@ class StoreRetentionTests(TestCase):
         self.assertEqual(size(self.path, "-wal"), 0)
         self.assertEqual(self.store.disk_usage(), size(self.path))
 
+    def test_a_checkpoint_does_not_wait_for_a_reader(self):
+        for n in range(5):
+            self.commit(call(n, START, START + 1, lines=4))
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        self.addCleanup(reader.close)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM calls").fetchone()
+        self.commit(call(99, START, START + 1, lines=4))
+        started = time.monotonic()
+        busy, _, _ = self.successResultOf(self.store.checkpoint())
+        self.assertEqual(busy, 1)
+        self.assertLess(time.monotonic() - started, 1.0)  # not the 5 s busy timeout
+        reader.execute("COMMIT")
+        self.assertEqual(self.successResultOf(self.store.checkpoint())[0], 0)
+        self.assertEqual(size(self.path, "-wal"), 0)
+
     def test_the_log_stays_small_between_checkpoints(self):
         self.store._connection().execute("PRAGMA synchronous=OFF")  # sizes, not durability
         biggest = 0
@@ -185,6 +210,42 @@ class StoreRetentionTests(TestCase):
         self.store._connection().execute("PRAGMA synchronous=OFF")  # sizes, not durability
         held = self.calls_in(256 * 1024)
         self.assertGreater(held, 60)
+
+
+class ThreadedSweepTests(TestCase):
+    def test_the_sweep_runs_on_the_stores_thread_not_the_reactors(self):
+        from twisted.internet import reactor
+
+        store = SQLiteCallStore(self.mktemp(), ThreadRunner(reactor))
+        threads: list[str] = []
+        batch = store._expire_batch
+
+        def recording(before: float, limit: int) -> int:
+            threads.append(threading.current_thread().name)
+            return batch(before, limit)
+
+        store._expire_batch = recording
+
+        async def work() -> int:
+            await store.open()
+            for n in range(BATCH + 1):
+                await store.commit(call(n, START, START + 1))
+            try:
+                clock = Clock()
+                clock.advance(START + 2 * DAY)
+                return await Retention(store, clock, 1).sweep()
+            finally:
+                await store.close()
+
+        d = Deferred.fromCoroutine(work())
+
+        def check(removed: int) -> None:
+            self.assertEqual(removed, BATCH + 1)
+            self.assertEqual(len(threads), 2)
+            self.assertNotIn(threading.current_thread().name, threads)
+
+        d.addCallback(check)
+        return d
 
 
 class SoakTests(TestCase):

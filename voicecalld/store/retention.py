@@ -16,8 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from voicecalld.store.interface import ICallStore
+from voicecalld.store.sqlite import StoreFull
 
 DAY = 24 * 3600.0
 SWEEP_SECONDS = 300.0
@@ -72,7 +74,9 @@ class Retention:
     def _finished(self, _: object) -> None:
         self._running = None
 
-    def _failed(self, failure: object) -> None:
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(StoreFull):
+            return  # the store logged it once, and says so in health()
         self.log.failure(
             "retention sweep of the call store failed", failure, log_code="store.sweep_failed"
         )
