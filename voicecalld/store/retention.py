@@ -89,7 +89,7 @@ class Retention:
             removed = await self._store.expire(now - self._days * DAY)
             if removed:
                 self.log.info(
-                    "deleted {count} calls that ended over {days} days ago (retentionDays)",
+                    "retention: deleted {count} ended calls older than {days} days (retentionDays)",
                     count=removed,
                     days=self._days,
                     log_code="store.expired",
