@@ -6,6 +6,7 @@ soak on a Clock that stays bounded, and a full disk reported and survived.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -378,6 +379,24 @@ class FullDiskTests(TestCase):
         self.assertTrue(store.health().ok)
         self.successResultOf(store.commit(call(1, clock.seconds())))
 
+    def test_enospc_from_the_file_system_is_a_full_store_too_other_errors_are_not(self):
+        store = SQLiteCallStore(self.mktemp(), SynchronousRunner())
+        self.successResultOf(store.open())
+
+        def no_space() -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def broken() -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        self.failureResultOf(store._write(broken), sqlite3.OperationalError)
+        self.assertTrue(store.health().ok)
+        failure = self.failureResultOf(store._write(no_space), StoreFull)
+        self.assertIn("No space left on device", str(failure.value))
+        self.assertEqual(store.health().status, "full")
+        self.successResultOf(store.probe())
+        self.assertTrue(store.health().ok)
+
     def test_new_calls_are_refused_not_dialled_and_work_again_with_room(self):
         h = Harness(self, {"inboundPolicy": "open", "maxConcurrentCalls": 5})
         real = h.store._real
@@ -404,6 +423,34 @@ class FullDiskTests(TestCase):
         self.assertEqual(h.provider.kinds(), ["reject", "place_call"])
         self.assertEqual(h.stored(record.call_id).call_id, record.call_id)
         self.assertTrue(h.store.health().ok)
+
+
+class MigrationTests(TestCase):
+    def test_a_store_of_schema_1_gains_the_retention_index(self):
+        from voicecalld.store.schema import MIGRATIONS
+
+        path = self.mktemp()
+        store = SQLiteCallStore(path, SynchronousRunner())
+        self.successResultOf(store.open())
+        self.successResultOf(store.close())
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("DROP INDEX calls_ended")
+        db.execute("PRAGMA user_version = 1")
+        db.close()
+        store = SQLiteCallStore(path, SynchronousRunner())
+        self.successResultOf(store.open())
+        self.successResultOf(store.commit(call(1, START, START + 1)))
+        self.assertEqual(self.successResultOf(store.expire(START + 2)), 1)
+        self.successResultOf(store.close())
+        db = sqlite3.connect(path)
+        self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], len(MIGRATIONS))
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT call_id FROM calls WHERE live = 0"
+            " AND COALESCE(ended_at, started_at) < 5"
+            " ORDER BY COALESCE(ended_at, started_at) LIMIT 200"
+        ).fetchall()
+        db.close()
+        self.assertIn("calls_ended", str(plan))
 
 
 class RetentionConfigTests(TestCase):
