@@ -35,6 +35,7 @@ from voicecalld.providers.interface import IProvider
 from voicecalld.sdnotify import sd_notify
 from voicecalld.store.guard import StoreRefused
 from voicecalld.store.interface import ICallStore
+from voicecalld.store.retention import Retention
 from voicecalld.voice.chat import make_chat_responder
 from voicecalld.voice.replies import ReplyRouter
 from voicecalld.web.guard import GuardedSite
@@ -84,6 +85,7 @@ class VoiceCallDaemon(service.MultiService):
         metrics: Metrics | None = None,
         exposer: Exposer | None = None,
         notify: Callable[[str], object] = sd_notify,
+        retention: Retention | None = None,
     ) -> None:
         super().__init__()
         self.loaded = loaded
@@ -93,6 +95,7 @@ class VoiceCallDaemon(service.MultiService):
         self.listeners = listeners
         self.metrics = metrics
         self.exposer = exposer
+        self.retention = retention
         self._reactor = reactor
         self._warnings = warnings
         self._notify = notify
@@ -137,6 +140,8 @@ class VoiceCallDaemon(service.MultiService):
                 address=_address(listener.port),
             )
         self.manager.start()
+        if self.retention is not None:
+            self.retention.start()
         if self.metrics is not None:
             self.metrics.ready = True
         self._notify("READY=1")
@@ -177,6 +182,8 @@ class VoiceCallDaemon(service.MultiService):
         await _maybe(self.provider.stop())
         if self.exposer is not None:
             await self.exposer.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         await self.store.close()
         self.log.info("voicecalld stopped")
 
@@ -273,4 +280,5 @@ def build(
         warnings=warnings,
         metrics=collector,
         exposer=exposer,
+        retention=Retention(store, reactor, settings.retention_days),
     )

@@ -84,3 +84,18 @@ class HeldStore:
 
     def prune(self, now):
         return self._real.prune(now)
+
+    def expire(self, before):
+        return self._real.expire(before)
+
+    def checkpoint(self):
+        return self._real.checkpoint()
+
+    def probe(self):
+        return self._real.probe()
+
+    def health(self):
+        return self._real.health()
+
+    def disk_usage(self):
+        return self._real.disk_usage()

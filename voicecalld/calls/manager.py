@@ -41,6 +41,7 @@ from voicecalld.errors import (
     NotAllowed,
     NotConnected,
     ShuttingDown,
+    StoreError,
     UnknownCall,
     provider_error,
 )
@@ -533,11 +534,7 @@ class CallManager:
             event.from_number, event.to_number, len(self._registry), self._accepting
         )
         if not decision.allowed:
-            try:
-                await maybeDeferred(self._provider.reject, event, decision.reason)
-            except Exception:
-                self.log.failure("rejecting inbound call {pid} failed", pid=event.provider_call_id)
-            return Refused(decision.reason)
+            return await self._reject(event, decision.reason)
         route = resolve(self.settings, event.to_number)
         record = CallRecord(
             call_id=event.call_id or self._new_id(),
@@ -553,7 +550,11 @@ class CallManager:
             metadata=route_metadata(route),
         )
         live = LiveCall(record, self._clock)
-        await self._journal.create(live, keys)
+        try:
+            await self._journal.create(live, keys)
+        except StoreError as e:
+            # A full disk, say: the caller hears busy rather than a call we cannot keep.
+            return await self._reject(event, e.message)
         self._registry.add(live)
         self._publish_created(record)
         self._lifecycle.arm_timers(live)
@@ -565,6 +566,13 @@ class CallManager:
         return Accepted(record.call_id)
 
     # -- plumbing --------------------------------------------------------------
+
+    async def _reject(self, event: ev.InboundCall, reason: str) -> Refused:
+        try:
+            await maybeDeferred(self._provider.reject, event, reason)
+        except Exception:
+            self.log.failure("rejecting inbound call {pid} failed", pid=event.provider_call_id)
+        return Refused(reason)
 
     def _reap(self) -> Deferred:
         """Every 30 s: forget expired event keys; end calls unanswered for too long."""

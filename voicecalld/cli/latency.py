@@ -12,43 +12,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
 
-from voicecalld import paths
+from voicecalld.cli.storefile import StoreUnreadable, reading, store_path
+
+__all__ = ["StoreUnreadable", "latency", "read_records", "render", "store_path", "summary"]
 
 DEFAULT_LAST = 200
 
 
-class StoreUnreadable(Exception):
-    """The store cannot be opened or read."""
-
-
-def store_path(state_dir: str | None, environ: Mapping[str, str]) -> str:
-    """Where the daemon keeps its store: C{<state-dir>/calls.sqlite3}."""
-    return os.path.join(paths.state_dir(state_dir, environ), paths.STORE_NAME)
-
-
 def read_records(path: str, last: int) -> list[dict[str, Any]]:
     """The C{last} most recently started records (their JSON), newest first."""
-    if not os.path.exists(path):
-        raise StoreUnreadable(f"no call store at {path} (has voicecalld run with this state dir?)")
-    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True, timeout=5.0)
-    except sqlite3.Error as e:
-        raise StoreUnreadable(f"cannot open the call store {path}: {e}") from None
-    try:
+    with reading(path) as db:
         rows = db.execute(
             "SELECT record FROM calls ORDER BY started_at DESC LIMIT ?", (last,)
         ).fetchall()
-    except sqlite3.Error as e:
-        raise StoreUnreadable(f"cannot read the call store {path}: {e}") from None
-    finally:
-        db.close()
     records = []
     for (text,) in rows:
         try:

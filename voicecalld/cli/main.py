@@ -81,6 +81,15 @@ def _at_least_one(value: str) -> int:
     return number
 
 
+def _since(value: str) -> float:
+    from voicecalld.cli.export import parse_since
+
+    try:
+        return parse_since(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line; the global options go before or after the command."""
     top = _Parser(
@@ -128,6 +137,19 @@ def parser() -> argparse.ArgumentParser:
         "--last", type=_at_least_one, default=200, metavar="N", help="the N most recent calls"
     )
     latency.add_argument(
+        "--state-dir", help="[default: as the daemon chooses: $VOICECALLD_STATE_DIR, XDG]"
+    )
+
+    export = sub.add_parser(
+        "export", help="ended calls from the store as JSON lines, oldest end first"
+    )
+    export.add_argument(
+        "--since",
+        type=_since,
+        metavar="DATE",
+        help="only calls that ended at or after DATE (ISO date or datetime, UTC)",
+    )
+    export.add_argument(
         "--state-dir", help="[default: as the daemon chooses: $VOICECALLD_STATE_DIR, XDG]"
     )
 
@@ -206,6 +228,18 @@ def latency(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> i
         raise Failure(EXIT_REFUSED, f"STORE_ERROR: {e}") from None
     result = figures.latency(records)
     render.Printer(args.json, out).value(result, figures.render(result))
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
+    """C{export}: the store's ended calls as JSON lines, read without the daemon."""
+    from voicecalld.cli import export as archive
+    from voicecalld.cli.storefile import StoreUnreadable, store_path
+
+    try:
+        archive.export(store_path(args.state_dir, environ), args.since, out)
+    except StoreUnreadable as e:
+        raise Failure(EXIT_REFUSED, f"STORE_ERROR: {e}") from None
     return EXIT_OK
 
 
@@ -348,10 +382,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the C{voicecall} console script."""
     args = parser().parse_args(argv)
     environ = dict(os.environ)
-    if args.command in ("check-config", "latency"):
+    if args.command in ("check-config", "latency", "export"):
         try:
             if args.command == "latency":
                 raise SystemExit(latency(args, environ, sys.stdout))
+            if args.command == "export":
+                raise SystemExit(export(args, environ, sys.stdout))
             raise SystemExit(check_config(args, environ))
         except Failure as f:
             print(f"voicecall: {f.message}", file=sys.stderr)

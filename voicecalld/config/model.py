@@ -557,6 +557,7 @@ class VoiceCallSettings:
     skip_signature_verification: bool = setting(Bool(), False)
     tts: TtsSettings = setting(Nested(TtsSettings))
     store: str | None = setting(Str())
+    retention_days: int = setting(Int(minimum=0), 30)
     response_model: str | None = setting(Str(1))
     response_system_prompt: str | None = setting(Str())
     response_timeout_ms: int = _positive(30000)

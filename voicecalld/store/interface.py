@@ -44,4 +44,28 @@ class ICallStore(Interface):
         """The processed event keys that have not expired at C{now}: a dict key → expiry."""
 
     def prune(now):
-        """Forget processed event keys that expired before C{now}."""
+        """
+        Forget processed event keys that expired before C{now}, in small
+        transactions; fires with how many.
+        """
+
+    def expire(before):
+        """
+        Delete ended calls (with their transcripts) that ended before
+        C{before}, in small transactions; fires with how many.
+        """
+
+    def checkpoint():
+        """Move the write-ahead log into the store and truncate it."""
+
+    def probe():
+        """Try a small write, so that L{health} learns whether space returned."""
+
+    def health():
+        """
+        Whether the store takes writes, now (not a Deferred): an object with
+        C{ok}, C{status} (C{"ok"} or C{"full"}) and C{detail}.
+        """
+
+    def disk_usage():
+        """Bytes the store and its write-ahead log take now (not a Deferred)."""

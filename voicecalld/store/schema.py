@@ -40,6 +40,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX processed_events_expiry ON processed_events (expires_at);
     """,
+    # 1 -> 2: ended calls by when they ended, for retention.
+    """
+    CREATE INDEX calls_ended ON calls (COALESCE(ended_at, started_at)) WHERE live = 0;
+    """,
 )
 
 CURRENT_VERSION = len(MIGRATIONS)

@@ -5,18 +5,30 @@ commit that returned survives C{kill -9} and power loss alike.
 
 Opening refuses a store that lost its data rather than starting empty
 (see L{voicecalld.store.guard}).
+
+The write-ahead log is kept small: SQLite checkpoints it every
+L{AUTOCHECKPOINT_PAGES} pages and truncates it to L{JOURNAL_SIZE_LIMIT}
+afterwards, and L{SQLiteCallStore.checkpoint} (run after each retention
+sweep) empties it.  A write that finds the disk full fails with
+L{StoreFull}, and L{SQLiteCallStore.health} says so until a write works
+again.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -24,6 +36,35 @@ from voicecalld.store.guard import create, damaged, inspect, mark, newer_schema
 from voicecalld.store.interface import ICallStore
 from voicecalld.store.schema import CURRENT_VERSION, MIGRATIONS, NewerSchema, migrate
 from voicecalld.values.record import CallRecord, TranscriptEntry
+
+AUTOCHECKPOINT_PAGES = 16
+JOURNAL_SIZE_LIMIT = 64 * 1024
+BATCH = 200
+BUSY_TIMEOUT_MS = 5000
+_PROBE_KEY = "voicecalld:space-probe"
+
+
+class StoreFull(Exception):
+    """A write failed because the file system holding the store is full."""
+
+
+@frozen
+class StoreHealth:
+    """
+    Whether the store takes writes: C{status} is C{"ok"} or C{"full"}, with
+    one sentence for operators (C{detail}).
+    """
+
+    status: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether writes work."""
+        return self.status == "ok"
+
+
+HEALTHY = StoreHealth("ok", "the call store takes writes")
 
 
 class SynchronousRunner:
@@ -64,10 +105,61 @@ Runner = SynchronousRunner | ThreadRunner
 class SQLiteCallStore:
     """L{ICallStore} in one SQLite file."""
 
+    log = Logger()
+
     def __init__(self, path: str, runner: Runner) -> None:
         self.path = path
         self._run = runner
         self._db: sqlite3.Connection | None = None
+        self._health = HEALTHY
+
+    def health(self) -> StoreHealth:
+        return self._health
+
+    def disk_usage(self) -> int:
+        total = 0
+        for name in (self.path, self.path + "-wal"):
+            try:
+                total += os.stat(name).st_size
+            except OSError:
+                pass
+        return total
+
+    def _write(self, fn: Callable[..., Any], *args: Any, adds: bool = True) -> Deferred:
+        """
+        Run the write C{fn}; note in L{health} when the disk was full, and
+        that it is not any more when a write that C{adds} data worked.
+        """
+        d = self._run(self._guarded, fn, *args)
+        d.addBoth(self._wrote, adds)
+        return d
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as e:
+            if not _is_full(e):
+                raise
+            # Give back what the log holds, so that the next try has room.
+            self._checkpoint_quietly()
+            raise StoreFull(
+                f"the file system holding the call store {self.path} is full ({e}):"
+                " free space there; new calls are refused until then"
+            ) from None
+
+    def _wrote(self, result: Any, adds: bool) -> Any:
+        if isinstance(result, Failure) and result.check(StoreFull):
+            if self._health.ok:
+                self.log.error(
+                    "call store full: {detail}", detail=str(result.value), log_code="store.full"
+                )
+            self._health = StoreHealth("full", str(result.value))
+        elif adds and not isinstance(result, Failure) and not self._health.ok:
+            self.log.info(
+                "call store {path} takes writes again", path=self.path, log_code="store.space"
+            )
+            self._health = HEALTHY
+        return result
 
     def open(self) -> Deferred:
         return self._run(self._open)
@@ -80,7 +172,9 @@ class SQLiteCallStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
             if verdict != "ok":
                 raise damaged(self.path, verdict)
@@ -121,7 +215,7 @@ class SQLiteCallStore:
         entries: Iterable[TranscriptEntry] = (),
         processed: Iterable[tuple[str, float]] = (),
     ) -> Deferred:
-        return self._run(self._commit, record, tuple(entries), tuple(processed))
+        return self._write(self._commit, record, tuple(entries), tuple(processed))
 
     def _commit(
         self,
@@ -220,12 +314,78 @@ class SQLiteCallStore:
         return dict(rows.fetchall())
 
     def prune(self, now: float) -> Deferred:
-        return self._run(self._prune, now)
+        return Deferred.fromCoroutine(self._batches(self._prune_batch, now))
 
-    def _prune(self, now: float) -> int:
+    def _prune_batch(self, now: float, limit: int) -> int:
         db = self._connection()
         with _Transaction(db):
-            return db.execute("DELETE FROM processed_events WHERE expires_at <= ?", (now,)).rowcount
+            return db.execute(
+                "DELETE FROM processed_events WHERE key IN (SELECT key FROM processed_events"
+                " WHERE expires_at <= ? LIMIT ?)",
+                (now, limit),
+            ).rowcount
+
+    def expire(self, before: float) -> Deferred:
+        return Deferred.fromCoroutine(self._batches(self._expire_batch, before))
+
+    def _expire_batch(self, before: float, limit: int) -> int:
+        db = self._connection()
+        with _Transaction(db):
+            ids = [
+                (call_id,)
+                for (call_id,) in db.execute(
+                    "SELECT call_id FROM calls WHERE live = 0"
+                    " AND COALESCE(ended_at, started_at) < ?"
+                    " ORDER BY COALESCE(ended_at, started_at) LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            db.executemany("DELETE FROM transcript WHERE call_id = ?", ids)
+            db.executemany("DELETE FROM calls WHERE call_id = ?", ids)
+        return len(ids)
+
+    async def _batches(self, batch: Callable[[float, int], int], when: float) -> int:
+        # One transaction per batch, each its own turn on the store's thread,
+        # so that calls' writes queued meanwhile go between them.
+        total = 0
+        while True:
+            done = await self._write(batch, when, BATCH, adds=False)
+            total += done
+            if done < BATCH:
+                return total
+
+    def checkpoint(self) -> Deferred:
+        return self._run(self._checkpoint)
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        db = self._connection()
+        # Waiting for a reader (C{voicecall export}, say) would hold up the
+        # calls' writes queued behind: do what can be done now, the rest next time.
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            (busy, logged, moved) = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return busy, logged, moved
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self._checkpoint()
+        except (sqlite3.Error, OSError, RuntimeError):
+            pass
+
+    def probe(self) -> Deferred:
+        return self._write(self._probe)
+
+    def _probe(self) -> None:
+        db = self._connection()
+        with _Transaction(db):
+            db.execute(
+                "INSERT OR REPLACE INTO processed_events (key, call_id, expires_at)"
+                " VALUES (?, NULL, 0)",
+                (_PROBE_KEY,),
+            )
+            db.execute("DELETE FROM processed_events WHERE key = ?", (_PROBE_KEY,))
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -253,4 +413,19 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, value: object, tb: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        elif self._db.in_transaction:
+            # SQLite may have rolled back already (on SQLITE_FULL, say).
+            self._db.execute("ROLLBACK")
+
+
+def _is_full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno == errno.ENOSPC
+    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
