@@ -212,7 +212,7 @@ class StreamingSession:
                 close_socket(each)
             self._pending.clear()
             self.socket_gone()
-            self.log.info(
+            self.log.debug(
                 "speech-to-text session closed ({host})", host=self._host, log_code="stt.closed"
             )
         if not self._sockets:
@@ -232,7 +232,7 @@ class StreamingSession:
         self._state = OPEN
         self._failures = 0
         if self._outage_since is None:
-            self.log.info(
+            self.log.debug(
                 "speech-to-text session open ({host})", host=self._host, log_code="stt.open"
             )
         else:
@@ -365,7 +365,7 @@ class StreamingSession:
 
     def _go_idle(self, why: str) -> None:
         self._state = IDLE
-        self.log.info(
+        self.log.debug(
             "speech-to-text socket to {host} closed ({why}); reopening when audio arrives",
             host=self._host,
             why=why,
