@@ -63,6 +63,12 @@ def level_name(event: Mapping[str, Any]) -> str:
     return level.name if isinstance(level, type(LogLevel.info)) else "info"
 
 
+def namespace(event: Mapping[str, Any]) -> str:
+    """Who logged: the logger's namespace; C{twisted} for Twisted's legacy log."""
+    name = event.get("log_namespace")
+    return "twisted" if not name or name == "log_legacy" else str(name)
+
+
 def _one_line(text: str) -> str:
     text = text.replace("\r", "").replace("\n", " | ")
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
@@ -121,7 +127,7 @@ def text_line(event: Mapping[str, Any], *, journald: bool = False) -> str:
     """
     level = level_name(event)
     code = event.get("log_code")
-    head = f"[{event.get('log_namespace', '-')}]"
+    head = f"[{namespace(event)}]"
     if code:
         head = f"{head} {code}:"
     if journald:
@@ -135,7 +141,7 @@ def json_line(event: Mapping[str, Any]) -> str:
         "time": _iso(event.get("log_time")),
         "level": level_name(event),
         "code": event.get("log_code"),
-        "namespace": event.get("log_namespace"),
+        "namespace": namespace(event),
         "message": message(event),
     }
     for name, value in fields(event).items():

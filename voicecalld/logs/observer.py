@@ -22,6 +22,7 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
 )
 from twisted.python.components import Componentized
 
@@ -29,6 +30,21 @@ from voicecalld.logs.flood import FloodFilter
 from voicecalld.logs.lines import LineWriter, json_line, text_line
 
 FORMATS = ("text", "json")
+# Twisted's routine chatter, one line per connection: not events of ours.
+_ROUTINE_NAMESPACES = frozenset({"twisted.protocols.amp"})
+_ROUTINE_PREFIXES = ("Starting factory", "Stopping factory")
+
+
+def routine(event: Mapping[str, Any]) -> PredicateResult:
+    """Drop Twisted's per-connection info chatter (a CLI client's connect, a factory start)."""
+    if event.get("log_level") not in (LogLevel.info, LogLevel.debug):
+        return PredicateResult.maybe
+    if event.get("log_namespace") in _ROUTINE_NAMESPACES:
+        return PredicateResult.no
+    text = event.get("log_format") or " ".join(str(m) for m in event.get("message", ()))
+    if isinstance(text, str) and text.startswith(_ROUTINE_PREFIXES):
+        return PredicateResult.no
+    return PredicateResult.maybe
 
 
 def under_journald(environ: Mapping[str, str], out: IO[str]) -> bool:
@@ -63,7 +79,7 @@ class Chain:
         render: Any = json_line if log_format == "json" else partial(text_line, journald=journald)
         self.flood = FloodFilter(LineWriter(out, render), clock, window=window, burst=burst)
         self.observer: ILogObserver = FilteringLogObserver(
-            self.flood, [LogLevelFilterPredicate(defaultLogLevel=level)]
+            self.flood, [LogLevelFilterPredicate(defaultLogLevel=level), routine]
         )
 
     def flush(self) -> None:
