@@ -125,3 +125,33 @@ class CatalogMatchesSource(TestCase):
         with open(DOCS, encoding="utf-8") as f:
             docs = f.read()
         self.assertIn(markdown(), docs, "regenerate the table: python -m voicecalld.logs.catalog")
+
+
+# Where a peer's request is refused: each warning there is one rejection.
+REJECTIONS = (
+    "web/guard.py",
+    "providers/common/webhook.py",
+    "media/stream.py",
+    "control/guard.py",
+    "control/server.py",
+    "calls/admission.py",
+)
+
+
+class RejectionsCarryCodeAndPeer(TestCase):
+    def test_every_rejection_warning_names_its_code_and_peer(self):
+        missing = []
+        for path, tree in sources():
+            if path not in REJECTIONS:
+                continue
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("warn", "error")
+                    and "log" in ast.unparse(node.func.value)
+                ):
+                    names = {k.arg for k in node.keywords}
+                    if not {"log_code", "peer"} <= names:
+                        missing.append(f"{path}:{node.lineno} has {sorted(names)}")
+        self.assertEqual(missing, [])

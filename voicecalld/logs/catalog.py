@@ -51,11 +51,15 @@ CATALOG: dict[str, Code] = _codes(
     ("media.bad_message", "warn", "a media socket sent a message its protocol forbids; closed"),
     ("media.refused", "warn", "a media stream's start names no call that may stream; closed"),
     ("media.backpressure", "warn", "the carrier stopped reading a media stream; closed"),
+    ("media.mark_lost", "warn", "a playback mark never came back; counted as played"),
     ("media.restarts", "warn", "a call's media stream ended too often; the call is hung up"),
     # control: the AMP control socket (control/guard.py)
     ("control.too_large", "warn", "a control request over the size cap; answered TOO_LARGE"),
     ("control.bad_box", "warn", "a control client broke the protocol; dropped"),
     ("control.internal", "critical", "a control command failed unexpectedly (a bug)"),
+    ("control.peer_refused", "warn", "a control client of another user or group; refused"),
+    ("control.no_credentials", "warn", "a control client whose credentials cannot be read"),
+    ("control.subscriber_dropped", "warn", "a tail client stopped reading; dropped"),
     # guard: the toll-fraud and inbound policy (calls/admission.py)
     ("guard.outbound_refused", "warn", "an outbound call refused by the toll-fraud guard"),
     ("guard.inbound_refused", "warn", "an inbound call refused by the inbound policy"),

@@ -377,6 +377,7 @@ class MediaStream(WebSocketServerProtocol):
             if self._backlog > self.factory.limits.max_send_backlog:
                 _log.warn(
                     "media stream {sid}: {carrier} is not reading; {size} bytes waiting, closing",
+                    peer=self._peer_host,
                     sid=self.stream_id,
                     carrier=self._codec.name,
                     size=self._backlog,

@@ -194,6 +194,7 @@ class WebhookResource(resource.Resource):
                 "{carrier} webhook for {url} accepted WITHOUT a signature check"
                 " (skipSignatureVerification)",
                 carrier=name,
+                peer=_peer(request),
                 url=redacted(checked.url),
                 log_code="webhook.unverified",
             )
