@@ -194,3 +194,20 @@ class Installed(TestCase):
 
     def test_bad_format_is_refused(self):
         self.assertRaises(ValueError, Chain, "xml", io.StringIO(), Clock())
+
+
+class OffTheReactorThread(TestCase):
+    def test_events_from_a_worker_thread_pass(self):
+        import threading
+
+        from twisted.python import threadable
+
+        self.patch(threadable, "ioThread", threadable.getThreadID())
+        seen: list[dict] = []
+        flood = FloodFilter(seen.append, Clock(), burst=1)
+        event = {"log_level": LogLevel.warn, "log_code": "webhook.replay", "peer": "p"}
+        flood(event)
+        worker = threading.Thread(target=lambda: [flood(event) for _ in range(3)])
+        worker.start()
+        worker.join(10)
+        self.assertEqual(len(seen), 4)

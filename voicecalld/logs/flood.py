@@ -6,7 +6,8 @@ line when the window closes ("… and 8,990 more webhook.bad_signature from
 
 Only events that carry both a C{log_code} and a C{peer} are held back: those
 are the rejections a hostile or broken peer can cause at will.  Everything
-else passes untouched.
+else passes untouched, and so does any event logged off the reactor thread
+(the windows' timers are the reactor's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, LogLevel
+from twisted.python import threadable
 from zope.interface import implementer
 
 SUMMARY_CODE = "log.suppressed"
@@ -23,6 +25,11 @@ SUMMARY_CODE = "log.suppressed"
 # flood cannot grow the table without bound.
 MAX_KEYS = 4096
 OTHER_PEERS = "other peers"
+
+
+def _on_reactor_thread() -> bool:
+    # Before the reactor has run, no I/O thread is registered: that is this one.
+    return threadable.ioThread in (None, threadable.getThreadID())
 
 
 class _Window:
@@ -65,7 +72,7 @@ class FloodFilter:
     def __call__(self, event: Mapping[str, Any]) -> None:
         code = event.get("log_code")
         peer = event.get("peer")
-        if not code or peer is None or code == SUMMARY_CODE:
+        if not code or peer is None or code == SUMMARY_CODE or not _on_reactor_thread():
             self._observer(event)
             return
         key = (str(code), str(peer))
