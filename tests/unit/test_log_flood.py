@@ -114,7 +114,12 @@ class FloodTests(TestCase):
         )
         self.assertTrue(all(r["peer"] == "203.0.113.9" for r in records))
         written = sum(1 for r in records if r["code"] != "log.suppressed")
-        held = sum(r["count"] for r in records if r["code"] == "log.suppressed")
+        summaries = [r for r in records if r["code"] == "log.suppressed"]
+        self.assertEqual(
+            {r["suppressed_code"] for r in summaries},
+            {"webhook.bad_signature", "webhook.rate_limited"},
+        )
+        held = sum(r["count"] for r in summaries)
         self.assertEqual(written + held, REQUESTS)
         summary = next(line for line in lines(text) if "log.suppressed" in line)
         self.assertRegex(

@@ -162,7 +162,7 @@ class FloodSummary(TestCase):
         self.clock.advance(0.1)
         summary = self.seen[-1]
         self.assertEqual(
-            (summary["log_code"], summary["count"], summary["peer"], summary["code"]),
+            (summary["log_code"], summary["count"], summary["peer"], summary["suppressed_code"]),
             ("log.suppressed", 8995, "192.0.2.1", "webhook.bad_signature"),
         )
         self.refuse(1)

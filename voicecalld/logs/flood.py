@@ -106,10 +106,10 @@ class FloodFilter:
                     "log_level": LogLevel.warn,
                     "log_namespace": "voicecalld.logs.flood",
                     "log_time": self._clock.seconds(),
-                    "log_format": "… and {count:,} more {code} from {peer}"
+                    "log_format": "… and {count:,} more {suppressed_code} from {peer}"
                     " in the last {seconds:g} s",
                     "log_code": SUMMARY_CODE,
-                    "code": code,
+                    "suppressed_code": code,
                     "peer": peer,
                     "count": window.held,
                     "seconds": self._window,

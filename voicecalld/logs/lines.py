@@ -145,7 +145,8 @@ def json_line(event: Mapping[str, Any]) -> str:
         "message": message(event),
     }
     for name, value in fields(event).items():
-        record.setdefault(name, value)
+        # An event's own field never hides one of the record's five.
+        record[f"field_{name}" if name in record else name] = value
     return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
