@@ -306,6 +306,12 @@ class ControlProtocol(GuardedAMP):
             self._subscription.call_id = callId
         else:
             self._subscription = Subscription(self, callId)
+            self.log.info(
+                "{peer} follows the events of {which}",
+                peer=self.peer,
+                which=f"call {callId}" if callId else "every call",
+                log_code="control.subscribed",
+            )
         live = len(self.manager.live_calls())
         now = self.factory.clock.seconds()
         self._subscription.deliver(Subscribed(at=now, call_id=callId, live_calls=live))

@@ -59,6 +59,11 @@ CATALOG: dict[str, Code] = _codes(
     ("control.internal", "critical", "a control command failed unexpectedly (a bug)"),
     ("control.peer_refused", "warn", "a control client of another user or group; refused"),
     ("control.no_credentials", "warn", "a control client whose credentials cannot be read"),
+    (
+        "control.subscribed",
+        "info",
+        "a control client follows call events (voicecall tail, the shim)",
+    ),
     ("control.subscriber_dropped", "warn", "a tail client stopped reading; dropped"),
     # guard: the toll-fraud and inbound policy (calls/admission.py)
     ("guard.outbound_refused", "warn", "an outbound call refused by the toll-fraud guard"),
