@@ -30,6 +30,7 @@ from voicecalld.config import (
 from voicecalld.config.features import unbuilt_notes
 from voicecalld.config.schema import Problem, dotted
 from voicecalld.daemon import build
+from voicecalld.logs.observer import FORMATS, Chain, LoggingRoot, output, under_journald
 from voicecalld.providers.registry import make_provider
 from voicecalld.store.guard import StoreRefused, inspect
 from voicecalld.store.schema import CURRENT_VERSION
@@ -100,6 +101,13 @@ class Options(usage.Options):
             "none",
             "strports endpoint for Prometheus /metrics and /healthz, or 'none'",
         ],
+        [
+            "log-format",
+            None,
+            "text",
+            "log lines on stdout: 'text' (one line per event, for journald) or 'json'"
+            " (one object per line, for log shippers); see docs/logs.md",
+        ],
     ]
 
     def opt_version(self) -> NoReturn:
@@ -124,6 +132,8 @@ class Options(usage.Options):
                 f"bad config: {loaded.source}: {key}: voice calls are disabled in this"
                 " config; set it to true to run voicecalld"
             )
+        if self["log-format"] not in FORMATS:
+            _die(f"bad --log-format {self['log-format']!r}: use text or json")
         self.loaded = loaded
         self.state_dir = paths.state_dir(self["state-dir"], environ)
         try:
@@ -199,7 +209,18 @@ def makeService(options: Options) -> IService:
         environ=os.environ,
     )
     reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
-    return daemon
+    return _with_log_chain(daemon, options, reactor)
+
+
+def _with_log_chain(daemon: IService, options: Options, reactor: Any) -> IService:
+    """Put the daemon under the root that gives twistd our log chain (docs/logs.md)."""
+    out = output(getattr(options, "parent", None))
+    if out is None:
+        return daemon
+    chain = Chain(options["log-format"], out, reactor, journald=under_journald(os.environ, out))
+    root = LoggingRoot(chain)
+    daemon.setServiceParent(root)
+    return root
 
 
 def _stop_cleanly_on_sigterm(reactor: Any) -> None:

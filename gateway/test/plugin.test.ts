@@ -374,7 +374,7 @@ describe("against the real daemon", () => {
   });
 
   it("tail prints the daemon's events, one JSON object per line, until interrupted", async () => {
-    const connections = (log: string) => log.split("connection established").length;
+    const connections = (log: string) => log.split("control.subscribed").length;
     const before = connections(daemon.log);
     const tailing = plugin.cli("tail");
     await daemon.waitForLog("the subscription", (log) => connections(log) > before);

@@ -123,3 +123,12 @@ def test_check_config_shows_references_redacted(tmp_path):
         f"voicecall: bad config: {config}: {PLUGIN}.twilio.authToken: cannot resolve secret"
         " reference env:vault:TW_TOKEN: environment variable TW_TOKEN is missing or empty\n"
     )
+
+
+def test_an_unknown_log_format_does_not_start(home, capsys):
+    state = str(home / "state")
+    assert start(["--state-dir", state, "--log-format", "xml"], capsys)[:2] == (
+        2,
+        ["voicecalld: bad --log-format 'xml': use text or json"],
+    )
+    assert start(["--state-dir", state, "--log-format", "json"], capsys)[0] is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -351,6 +352,12 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "voicecalld.voice.tts_factory:FallbackTTS": _fallback_tts,
     "voicecalld.voice.tts_elevenlabs:ElevenLabsTTS": _elevenlabs_tts,
     "voicecalld.voice.tts_openai:OpenAITTS": _openai_tts,
+    "voicecalld.logs.flood:FloodFilter": _plain(
+        "voicecalld.logs.flood:FloodFilter", lambda: lambda event: None, Clock
+    ),
+    "voicecalld.logs.lines:LineWriter": _plain(
+        "voicecalld.logs.lines:LineWriter", io.StringIO, lambda: str
+    ),
     "tests.fakes.provider:CallBook": _plain("tests.fakes.provider:CallBook"),
     "tests.fakes.provider:RecordingProvider": _plain("tests.fakes.provider:RecordingProvider"),
     "tests.fakes.store:HeldStore": _held_store,

@@ -180,6 +180,7 @@ class Admission:
             what=what or f"{direction} call",
             direction=direction,
             party=f"to {to_number}" if direction == OUTBOUND else f"from {from_number}",
+            peer=to_number if direction == OUTBOUND else from_number,
             reason=reason,
             log_code=f"guard.{direction}_refused",
         )

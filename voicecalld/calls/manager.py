@@ -481,7 +481,7 @@ class CallManager:
         entry = TranscriptEntry(heard_at, USER, text)
         await self._journal.change(live, lambda r: Change(r.with_entry(entry), (entry,)), keys)
         if not self._turns.expects(live, event.turn_token):
-            self.log.info(
+            self.log.debug(
                 "words on {call_id} answer an earlier turn ({token}); kept, not answered",
                 call_id=live.call_id,
                 token=event.turn_token,

@@ -475,7 +475,7 @@ class TurnEngine:
         live.timers.cancel("barge-in")
         if live.record.mode == NOTIFY:
             return
-        self.log.info("barge-in on {call_id}", call_id=live.call_id, log_code="turn.barge_in")
+        self.log.debug("barge-in on {call_id}", call_id=live.call_id, log_code="turn.barge_in")
         self._provider.interrupt(live.record)
 
     def _arm_barge_in(self, live: LiveCall, turn: Turn, data: dict) -> None:

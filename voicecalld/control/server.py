@@ -119,6 +119,7 @@ class Subscription:
                     "subscriber {peer} dropped: it stopped reading and {count} events are waiting",
                     peer=self._protocol.peer,
                     count=len(self._queue),
+                    log_code="control.subscriber_dropped",
                 )
                 self.stop()
                 self._protocol.transport.abortConnection()
@@ -194,7 +195,11 @@ class ControlProtocol(GuardedAMP):
         super().connectionMade()
         creds = self.factory.credentials(self.transport)
         if creds is None:
-            self.log.warn("control connection refused: cannot tell who is connecting")
+            self.log.warn(
+                "control connection refused: cannot tell who is connecting",
+                peer="unknown",
+                log_code="control.no_credentials",
+            )
             self.transport.abortConnection()
             return
         pid, uid, gid = creds
@@ -205,10 +210,12 @@ class ControlProtocol(GuardedAMP):
     def _checked(self, allowed: bool, uid: int, gid: int) -> None:
         if not allowed:
             self.log.warn(
-                "control connection from {peer} (group {group}) refused: only the"
+                "control connection from {who} (group {group}) refused: only the"
                 " daemon's user or the socket's group may connect",
-                peer=self.peer,
+                who=self.peer,
+                peer=f"uid {uid}",
                 group=_group_name(gid),
+                log_code="control.peer_refused",
             )
             self.transport.abortConnection()
             return
@@ -299,6 +306,12 @@ class ControlProtocol(GuardedAMP):
             self._subscription.call_id = callId
         else:
             self._subscription = Subscription(self, callId)
+            self.log.info(
+                "{peer} follows the events of {which}",
+                peer=self.peer,
+                which=f"call {callId}" if callId else "every call",
+                log_code="control.subscribed",
+            )
         live = len(self.manager.live_calls())
         now = self.factory.clock.seconds()
         self._subscription.deliver(Subscribed(at=now, call_id=callId, live_calls=live))

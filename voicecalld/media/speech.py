@@ -175,7 +175,9 @@ class SpeechPlayer:
         utterance.fallback = None
         if utterance is self._current:
             self.log.warn(
-                "end mark of {name} never came back; counting it as played", name=utterance.name
+                "end mark of {name} never came back; counting it as played",
+                name=utterance.name,
+                log_code="media.mark_lost",
             )
             utterance.heard_bytes = utterance.sent_bytes
             self._finish(utterance, complete=not utterance.failed)

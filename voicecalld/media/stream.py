@@ -275,8 +275,8 @@ class MediaStream(WebSocketServerProtocol):
 
     def _start_timed_out(self) -> None:
         self._start_timer = None
-        _log.info(
-            "media socket from {peer} sent no valid start in time",
+        _log.warn(
+            "media socket from {peer} refused: no valid start in time",
             peer=self._peer_host,
             log_code="media.start_timeout",
         )
@@ -295,6 +295,12 @@ class MediaStream(WebSocketServerProtocol):
                 return
             message = self._codec.parse(payload, isBinary)
         except BadMessage as e:
+            _log.warn(
+                "media socket from {peer} closed: {why}",
+                peer=self._peer_host,
+                why=e.reason,
+                log_code="media.bad_message",
+            )
             self.close(e.code, e.reason)
             return
         kind = type(message)
@@ -320,7 +326,8 @@ class MediaStream(WebSocketServerProtocol):
         result = self.factory.on_start(self, start)
         if isinstance(result, str):
             _log.warn(
-                "media stream {sid} for {call_sid} refused: {why}",
+                "media stream {sid} for {call_sid} from {peer} refused: {why}",
+                peer=self._peer_host,
                 sid=start.stream_id,
                 call_sid=start.call_ref,
                 why=result,
@@ -370,6 +377,7 @@ class MediaStream(WebSocketServerProtocol):
             if self._backlog > self.factory.limits.max_send_backlog:
                 _log.warn(
                     "media stream {sid}: {carrier} is not reading; {size} bytes waiting, closing",
+                    peer=self._peer_host,
                     sid=self.stream_id,
                     carrier=self._codec.name,
                     size=self._backlog,

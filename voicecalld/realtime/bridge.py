@@ -443,7 +443,7 @@ class RealtimeBridge:
             response.timer = None
         first = cut[0]
         heard_ms = round((first.heard_bytes or 0) / BYTES_PER_MS)
-        self.log.info(
+        self.log.debug(
             "barge-in on {call_id}: the caller heard {ms} ms of {name}",
             call_id=self._media.call_id,
             ms=heard_ms,

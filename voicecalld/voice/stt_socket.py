@@ -189,7 +189,7 @@ class StreamingSession:
             self._sockets.close_all()
             self._audio.clear()
             self.socket_gone()
-            self.log.info(
+            self.log.debug(
                 "speech-to-text session closed ({host})", host=self._host, log_code="stt.closed"
             )
         return self._sockets.gone()
@@ -205,7 +205,7 @@ class StreamingSession:
         self._state = OPEN
         self._failures = 0
         if self._outage_since is None:
-            self.log.info(
+            self.log.debug(
                 "speech-to-text session open ({host})", host=self._host, log_code="stt.open"
             )
         else:
@@ -353,7 +353,7 @@ class StreamingSession:
 
     def _go_idle(self, why: str) -> None:
         self._state = IDLE
-        self.log.info(
+        self.log.debug(
             "speech-to-text socket to {host} closed ({why}); reopening when audio arrives",
             host=self._host,
             why=why,

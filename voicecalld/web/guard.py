@@ -416,7 +416,7 @@ class GuardedSite(server.Site):
     def log_refusal(self, code: str, peer: str, status: int, why: str, **fields: Any) -> None:
         """Log one refusal: its stable C{log_code}, the peer and the status."""
         self.guard_log.warn(
-            "refused a webhook request from {peer}: {why} ({log_code}, HTTP {status})",
+            "refused a webhook request from {peer}: {why} (HTTP {status})",
             log_code=code,
             peer=peer,
             status=status,

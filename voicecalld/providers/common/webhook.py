@@ -160,6 +160,13 @@ class WebhookResource(resource.Resource):
         """POST only; any other method gets 405 (Twisted's default is 501 for some)."""
         if request.method == b"POST":
             return self.render_POST(request)
+        self.log.warn(
+            "{carrier} webhook from {peer} refused: method {method} (HTTP 405)",
+            carrier=self.dialect.name,
+            peer=_peer(request),
+            method=request.method.decode("latin-1")[:16],
+            log_code="webhook.bad_method",
+        )
         request.setResponseCode(405)
         request.setHeader(b"allow", b"POST")
         return b"Method Not Allowed\n"
@@ -170,6 +177,13 @@ class WebhookResource(resource.Resource):
         try:
             params = self.dialect.parse(body)
         except BadBody as e:
+            self.log.warn(
+                "{carrier} webhook from {peer} refused: {why} (HTTP 400)",
+                carrier=name,
+                peer=_peer(request),
+                why=str(e),
+                log_code="webhook.malformed",
+            )
             return self._refuse(request, 400, str(e))
         checked = reconstruct(from_twisted_request(request), self._rules)
         headers = {
@@ -180,6 +194,7 @@ class WebhookResource(resource.Resource):
                 "{carrier} webhook for {url} accepted WITHOUT a signature check"
                 " (skipSignatureVerification)",
                 carrier=name,
+                peer=_peer(request),
                 url=redacted(checked.url),
                 log_code="webhook.unverified",
             )
@@ -196,9 +211,10 @@ class WebhookResource(resource.Resource):
             if not verification.accepted:
                 urls = [redacted(url) for url in checked.candidates]
                 self.log.warn(
-                    "{carrier} webhook refused: {why} for any of {count} URLs: {tried}"
-                    " (URL from {rule})",
+                    "{carrier} webhook from {peer} refused: {why} for any of {count} URLs:"
+                    " {tried} (URL from {rule}; HTTP 403)",
                     carrier=name,
+                    peer=_peer(request),
                     why=verification.why,
                     count=len(urls),
                     tried=", ".join(urls),
@@ -212,8 +228,9 @@ class WebhookResource(resource.Resource):
         replay = self.replays.remembered(key)
         if replay is not None:
             self.log.info(
-                "{carrier} webhook replayed; answered as before",
+                "{carrier} webhook replayed by {peer}; answered as before",
                 carrier=name,
+                peer=_peer(request),
                 log_code="webhook.replay",
             )
             return self._write(request, replay)
@@ -265,3 +282,8 @@ class WebhookResource(resource.Resource):
         if answer.content_type:
             request.setHeader(b"content-type", answer.content_type)
         return answer.body
+
+
+def _peer(request: Any) -> str:
+    """The address a request came from, for the log."""
+    return str(getattr(request.getClientAddress(), "host", "?"))
