@@ -88,6 +88,10 @@ CATALOG: dict[str, Code] = _codes(
     ("store.restored", "info", "live calls restored at start"),
     ("store.restore_unchecked", "warn", "a restored call could not be checked with the carrier"),
     ("store.failed", "critical", "storing a call failed"),
+    ("store.full", "error", "the call store's file system is full; new calls are refused"),
+    ("store.space", "info", "the call store can write again after being full"),
+    ("store.expired", "info", "ended calls older than retentionDays were deleted"),
+    ("store.sweep_failed", "critical", "a retention sweep failed; it is tried again later"),
     # stt: speech-to-text (voice/stt_*.py)
     ("stt.unknown_provider", "warn", "the configured streaming STT provider is not built in"),
     ("stt.no_key", "warn", "streaming STT has no API key; calls are not transcribed"),
@@ -117,6 +121,9 @@ CATALOG: dict[str, Code] = _codes(
     ("realtime.end_call_failed", "warn", "the model's hang-up failed"),
     ("realtime.result_after_end", "info", "a tool result arrived after the call ended"),
     ("realtime.result_dropped", "info", "a tool result had no realtime stream to go to"),
+    ("realtime.host_consult", "info", "the model answered without consulting; the host consults"),
+    ("realtime.host_consult_asked", "info", "the host's consult was put to the agent"),
+    ("realtime.host_consult_dropped", "info", "the host's consult answer was not given to the model"),
     # carrier: one carrier's own API (providers/*)
     ("twilio.no_streaming", "warn", "streaming is enabled but Twilio lacks what it needs"),
     ("telnyx.no_streaming", "warn", "streaming is enabled but Telnyx lacks what it needs"),
