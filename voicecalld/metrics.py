@@ -20,6 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.twisted import MetricsResource as PrometheusResource
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import blockingCallFromThread
+from twisted.python import threadable
+from twisted.python.threadable import isInIOThread
 from twisted.web import resource
 
 from voicecalld.calls.hub import NoticeHub
@@ -176,6 +179,20 @@ class _Scraped:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def collect(self) -> Iterator[Any]:
+        # prometheus_client's Twisted resource scrapes in a WSGI thread; what the
+        # components keep belongs to the reactor thread, so it is read there.
+        if isInIOThread() or threadable.ioThread is None:
+            yield from self.families()
+            return
+        from twisted.internet import reactor
+
+        yield from blockingCallFromThread(reactor, self.families)
+
+    def families(self) -> list[Any]:
+        """Every metric read at scrape time (on the reactor thread)."""
+        return list(self._families())
+
+    def _families(self) -> Iterator[Any]:
         live = GaugeMetricFamily(
             PREFIX + "live_calls",
             "Calls not ended, by state and provider.",
