@@ -171,6 +171,7 @@ class VoiceCallDaemon(service.MultiService):
         self._notify("STOPPING=1")
         if self.metrics is not None:
             self.metrics.ready = False
+            self.metrics.stopping = True
             self.metrics.health.stop()
         self.manager.stop()
         for listener in self.listeners:

@@ -59,6 +59,7 @@ class Metrics:
         self.provider = provider
         self.vendors = dict(vendors or {})
         self.ready = False
+        self.stopping = False
         self.health = Health(clock)
         r = self.registry
         self.calls_created = PromCounter(
@@ -320,7 +321,7 @@ class _Health(resource.Resource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         if not self._metrics.ready:
             request.setResponseCode(503)
-            return b"starting\n"
+            return b"stopping\n" if self._metrics.stopping else b"starting\n"
         problem = self._metrics.health.problem()
         if problem is not None:
             request.setResponseCode(503)

@@ -60,10 +60,12 @@ class MetricsPages(TestCase):
         self.metrics.health.start()
         self.metrics.ready = True
 
-    def test_healthy_only_after_start(self) -> None:
+    def test_healthy_only_between_start_and_stop(self) -> None:
         self.assertEqual(self.get("/healthz"), (503, "starting\n"))
         self.start()
         self.assertEqual(self.get("/healthz"), (200, "ok\n"))
+        self.metrics.ready, self.metrics.stopping = False, True
+        self.assertEqual(self.get("/healthz"), (503, "stopping\n"))
 
     @inlineCallbacks
     def test_a_failed_store_write_is_unhealthy_until_a_write_succeeds(self):
@@ -135,3 +137,25 @@ class MetricsPages(TestCase):
         other = Metrics(self.clock)
         other.follow(self.hub)
         self.assertIsNot(other.registry, self.metrics.registry)
+
+
+class WebhookOutcomes(TestCase):
+    """What the webhook resource counts, as the metrics read it, on a carrier's fake."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_accepted_and_replayed_webhooks_are_counted(self):
+        from tests.unit.test_plivo import Rig
+
+        rig = yield Rig(self, {"inboundPolicy": "open"}).start()
+        (hook,) = [r for r in rig.resources.values() if hasattr(r, "outcomes")]
+        yield rig.initiate("Hi!", "conversation")
+        call = yield rig.fake.when_call(0)
+        yield call.ring()
+        accepted = hook.outcomes["accepted"]
+        self.assertGreater(accepted, 0)
+        self.assertEqual(accepted, len([h for h in rig.fake.callbacks if h.code == 200]))
+        replayed = yield rig.fake.resend_last_callback(call)
+        self.assertEqual(replayed.code, 200)
+        self.assertEqual(hook.outcomes, Counter({"accepted": accepted, "replay": 1}))
