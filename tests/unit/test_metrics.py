@@ -159,3 +159,21 @@ class WebhookOutcomes(TestCase):
         replayed = yield rig.fake.resend_last_callback(call)
         self.assertEqual(replayed.code, 200)
         self.assertEqual(hook.outcomes, Counter({"accepted": accepted, "replay": 1}))
+
+
+class GuardRefusals(TestCase):
+    def test_each_refusal_code_is_limited_or_malformed(self) -> None:
+        from voicecalld.metrics import webhook_outcome
+        from voicecalld.web import limits
+
+        limited = {limits.RATE_LIMITED, limits.TOO_MANY_IN_FLIGHT, limits.TOO_MANY_CONNECTIONS}
+        malformed = {
+            limits.BAD_REQUEST,
+            limits.BODY_TIMEOUT,
+            limits.BODY_TOO_LARGE,
+            limits.HEADER_TIMEOUT,
+            limits.HEADER_TOO_LARGE,
+        }
+        self.assertEqual({webhook_outcome(code) for code in limited}, {"limited"})
+        self.assertEqual({webhook_outcome(code) for code in malformed}, {"malformed"})
+        self.assertEqual(webhook_outcome("replay"), "replay")
