@@ -277,17 +277,17 @@ def build(
         settings=settings, store=store, provider=provider, clock=reactor, replies=replies
     )
     control_description, control_endpoint, socket_path = control
-    site = make_site(provider, reactor, settings)
     exposer = Exposer(loaded.settings, provider, reactor)
     control_factory = ControlFactory(
         manager, provider, PeerPolicy(socket_path), exposer=exposer, clock=reactor
     )
     control_factory.noisy = False
+    site = make_site(provider, reactor, settings)
     listeners = [
         Listener("webhooks", webhook[0], webhook[1], site),
         Listener("control clients", control_description, control_endpoint, control_factory),
     ]
-    if collector is not None and metrics is not None:
+    if metrics is not None and collector is not None:
         collector.follow(manager.hub)
         collector.live_calls(manager.live_calls)
         collector.control(control_factory.tally)
