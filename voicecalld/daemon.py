@@ -36,6 +36,7 @@ from voicecalld.sdnotify import sd_notify
 from voicecalld.store.guard import StoreRefused
 from voicecalld.store.interface import ICallStore
 from voicecalld.store.retention import Retention
+from voicecalld.store.timed import TimedStore
 from voicecalld.voice.chat import make_chat_responder
 from voicecalld.voice.replies import ReplyRouter
 from voicecalld.web.guard import GuardedSite
@@ -143,6 +144,7 @@ class VoiceCallDaemon(service.MultiService):
         if self.retention is not None:
             self.retention.start()
         if self.metrics is not None:
+            self.metrics.health.start()
             self.metrics.ready = True
         self._notify("READY=1")
         self.log.info("voicecalld ready")
@@ -174,6 +176,8 @@ class VoiceCallDaemon(service.MultiService):
         self._notify("STOPPING=1")
         if self.metrics is not None:
             self.metrics.ready = False
+            self.metrics.stopping = True
+            self.metrics.health.stop()
         self.manager.stop()
         for listener in self.listeners:
             if listener.port is not None:
@@ -217,9 +221,43 @@ def make_site(provider: IProvider, reactor: Any, settings: VoiceCallSettings) ->
     """The webhook site with the provider's resources, behind the input limits."""
     # Room for every media socket the config allows, plus the webhooks.
     limits = WebLimits(max_connections=settings.streaming.max_connections + 256)
-    site = GuardedSite(build_root(provider.web_resources()), reactor=reactor, limits=limits)
+    resources = provider.web_resources()
+    site = GuardedSite(build_root(resources), reactor=reactor, limits=limits)
     site.noisy = False
+    # The outcome tallies of the webhook resources, for metrics.
+    site.tallies = [r.outcomes for r in resources.values() if hasattr(r, "outcomes")]
     return site
+
+
+def vendors_of(settings: VoiceCallSettings) -> dict[str, str]:
+    """The configured vendor of each kind of vendor error, for the metrics' C{vendor} label."""
+    return {
+        "tts": settings.tts.provider or "openai",
+        "stt": settings.streaming.provider or "openai",
+        "realtime": settings.realtime.provider or "none",
+        "reply": "responder",
+        "provider": settings.provider,
+        "playback": settings.provider,
+        "hangup": settings.provider,
+    }
+
+
+def _webhook_tallies(site: Any) -> list[Any]:
+    """The guard's refusal tally and each webhook resource's outcome tally."""
+    return [site.refusals, *site.tallies]
+
+
+def _media_of(provider: IProvider) -> list[tuple[Any, Any]]:
+    """The provider's media stream factory and pacing clock, if it streams."""
+    media = getattr(provider, "media", None)
+    if media is None or not hasattr(media, "factory"):
+        return []
+    return [(media.factory, media.ticker)]
+
+
+def _ticker_of(provider: IProvider) -> Any:
+    media = getattr(provider, "media", None)
+    return getattr(media, "ticker", None)
 
 
 def build(
@@ -236,6 +274,10 @@ def build(
 ) -> VoiceCallDaemon:
     """Assemble the daemon from its parts (the real ones, or fakes in tests)."""
     settings = loaded.settings
+    collector = None
+    if metrics is not None:
+        collector = Metrics(reactor, provider=settings.provider, vendors=vendors_of(settings))
+        store = TimedStore(store, reactor, collector.store_commit)
     fallback = make_chat_responder(settings, environ or {}, reactor)
     replies = ReplyRouter(reactor, settings.response_timeout_ms / 1000.0, fallback=fallback)
     manager = CallManager(
@@ -247,23 +289,27 @@ def build(
         manager, provider, PeerPolicy(socket_path), exposer=exposer, clock=reactor
     )
     control_factory.noisy = False
+    site = make_site(provider, reactor, settings)
     listeners = [
-        Listener("webhooks", webhook[0], webhook[1], make_site(provider, reactor, settings)),
+        Listener("webhooks", webhook[0], webhook[1], site),
         Listener("control clients", control_description, control_endpoint, control_factory),
     ]
-    collector = None
-    if metrics is not None:
-        collector = Metrics(manager.hub)
+    if metrics is not None and collector is not None:
+        collector.follow(manager.hub)
+        collector.live_calls(manager.live_calls)
+        collector.control(control_factory.tally)
+        collector.webhooks(lambda: _webhook_tallies(site))
+        collector.media(lambda: _media_of(provider))
+        ticker = _ticker_of(provider)
+        if ticker is not None:
+            ticker.on_tick = collector.pacing_lateness.observe
         collector.gauge(
-            "voicecalld_live_calls", "Calls not ended.", lambda: len(manager.live_calls())
-        )
-        collector.gauge(
-            "voicecalld_control_clients",
+            "control_clients",
             "Connected control clients.",
             lambda: len(control_factory.clients),
         )
         collector.gauge(
-            "voicecalld_responders",
+            "responders",
             "Connected reply responders.",
             lambda: manager.replies.connected,
         )

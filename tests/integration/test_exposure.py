@@ -9,6 +9,7 @@ import sys
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 
@@ -85,9 +86,29 @@ def test_metrics_and_health(make_daemon):
     assert placed.returncode == 0
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).read()
     assert health == b"ok\n"
+    during = scrape(port)
+    live = {labels: n for (name, labels), n in during.items() if name == "voicecalld_live_calls"}
+    assert sum(live.values()) == 1 and all(("provider", "mock") in key for key in live), live
+    assert daemon.cli("end", "--call-id", placed.stdout.strip()).returncode == 0
+    assert daemon.cli("end", "--call-id", "no-such-call").returncode != 0
+    after = scrape(port)
+    created = (("direction", "outbound"), ("mode", "notify"), ("provider", "mock"))
+    assert after[("voicecalld_calls_created_total", created)] == 1
+    assert after[("voicecalld_calls_ended_total", (("reason", "hangup-bot"),))] == 1
+    assert after[("voicecalld_control_requests_total", (("code", "ok"), ("command", "Initiate")))]
+    refused = (("code", "UNKNOWN_CALL"), ("command", "End"))
+    assert after[("voicecalld_control_requests_total", refused)] == 1
+    assert not [key for key in after if key[0] == "voicecalld_live_calls"]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """C{/metrics}, parsed by prometheus_client: each sample by name and sorted labels."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert 'voicecalld_calls_created_total{direction="outbound",mode="notify"} 1' in text
-    assert "voicecalld_live_calls" in text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _metrics_port(log: str) -> int:

@@ -67,6 +67,8 @@ class TwilioConversation(TestCase):
     """The README's promise for real calls, with every vendor faked on 127.0.0.1."""
 
     timeout = 60
+    #: More arguments for the daemon (a subclass's).
+    daemon_args: tuple[str, ...] = ()
 
     @inlineCallbacks
     def setUp(self):
@@ -159,6 +161,7 @@ class TwilioConversation(TestCase):
                 str(self.root / "state"),
                 "--config",
                 str(self.config),
+                *self.daemon_args,
             ],
             env=self.env,
         )

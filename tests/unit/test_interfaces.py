@@ -196,6 +196,12 @@ def _sqlite_store(test: TestCase) -> Any:
     return SQLiteCallStore(test.mktemp(), SynchronousRunner())
 
 
+def _timed_store(test: TestCase) -> Any:
+    from voicecalld.store.timed import TimedStore
+
+    return TimedStore(_sqlite_store(test), Clock(), lambda seconds, error: None)
+
+
 def _held_store(test: TestCase) -> Any:
     from tests.fakes.store import HeldStore
 
@@ -342,6 +348,7 @@ BUILDERS: dict[str, Callable[[TestCase], Any]] = {
     "tests.fakes.realtime_voice:ScriptedVoice": _plain("tests.fakes.realtime_voice:ScriptedVoice"),
     "tests.fakes.realtime_voice:ScriptedSession": _scripted_session,
     "voicecalld.store.sqlite:SQLiteCallStore": _sqlite_store,
+    "voicecalld.store.timed:TimedStore": _timed_store,
     "voicecalld.voice.chat:ChatResponder": _chat_responder,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSTT": _realtime_stt,
     "voicecalld.voice.stt_openai:OpenAIRealtimeSession": _session_of(_realtime_stt),

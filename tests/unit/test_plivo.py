@@ -111,7 +111,8 @@ class Rig:
             new_id=self.new_id,
         )
         self.provider.start(self.manager.handle_event, self.manager.directory)
-        site = GuardedSite(build_root(self.provider.web_resources()), reactor=reactor)
+        self.resources = self.provider.web_resources()
+        site = GuardedSite(build_root(self.resources), reactor=reactor)
         endpoint = TCP4ServerEndpoint(reactor, self.port_number, interface="127.0.0.1")
         self.port = yield endpoint.listen(site)
         self.url = f"http://127.0.0.1:{self.port.getHost().port}/voice/webhook"

@@ -13,6 +13,7 @@ could go on.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -71,6 +72,9 @@ class GuardedAMP(amp.AMP):
     peer = "unknown peer"
     max_request = c.MAX_REQUEST
     requests: dict[bytes, type[amp.Command]] = {cmd.commandName: cmd for cmd in c.REQUESTS}
+
+    # Answered requests by (command, code): "ok" or the error code (metrics).
+    tally: Counter[tuple[str, str]] | None = None
 
     _box_size = 0
     _oversized: dict[bytes, bytes] | None = None
@@ -168,6 +172,14 @@ class GuardedAMP(amp.AMP):
         super().ampBoxReceived(box)
 
     def dispatchCommand(self, box: amp.AmpBox) -> Deferred:
+        d = self._dispatch(box)
+        if self.tally is not None:
+            command = box[amp.COMMAND]
+            shown = command.decode("ascii", "replace") if command in self.requests else "unknown"
+            d.addBoth(self._count, shown)
+        return d
+
+    def _dispatch(self, box: amp.AmpBox) -> Deferred:
         name = box[amp.COMMAND]
         command = self.requests.get(name)
         responder = self.locateResponder(name) if command is not None else None
@@ -179,6 +191,15 @@ class GuardedAMP(amp.AMP):
         if problem is not None:
             return fail(_remote(InvalidArgument(problem)))
         return maybeDeferred(responder, box).addErrback(self._unexpected, command)
+
+    def _count(self, result: Any, command: str) -> Any:
+        if isinstance(result, Failure):
+            code = getattr(result.value, "errorCode", b"UNKNOWN")
+            code = code.decode("ascii", "replace") if isinstance(code, bytes) else str(code)
+        else:
+            code = "ok"
+        self.tally[(command, code)] += 1
+        return result
 
     def _unexpected(self, failure: Failure, command: type[amp.Command]) -> Failure:
         if failure.check(amp.RemoteAmpError):

@@ -15,7 +15,7 @@ import pwd
 import socket
 import stat
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -186,6 +186,7 @@ class ControlProtocol(GuardedAMP):
     def __init__(self, factory: ControlFactory) -> None:
         super().__init__()
         self.factory = factory
+        self.tally = factory.tally
         self.manager: CallManager = factory.manager
         self.peer = "unknown peer"
         self._subscription: Subscription | None = None
@@ -396,6 +397,8 @@ class ControlFactory(Factory):
         self.credentials = credentials
         self.exposer = exposer
         self.clients: set[ControlProtocol] = set()
+        # Answered requests by (command, code), counted by each connection.
+        self.tally: Counter[tuple[str, str]] = Counter()
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:
         return ControlProtocol(self)

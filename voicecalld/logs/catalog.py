@@ -123,7 +123,11 @@ CATALOG: dict[str, Code] = _codes(
     ("realtime.result_dropped", "info", "a tool result had no realtime stream to go to"),
     ("realtime.host_consult", "info", "the model answered without consulting; the host consults"),
     ("realtime.host_consult_asked", "info", "the host's consult was put to the agent"),
-    ("realtime.host_consult_dropped", "info", "the host's consult answer was not given to the model"),
+    (
+        "realtime.host_consult_dropped",
+        "info",
+        "the host's consult answer was not given to the model",
+    ),
     # carrier: one carrier's own API (providers/*)
     ("twilio.no_streaming", "warn", "streaming is enabled but Twilio lacks what it needs"),
     ("telnyx.no_streaming", "warn", "streaming is enabled but Telnyx lacks what it needs"),

@@ -51,6 +51,10 @@ class PacingClock:
         self._active: set[FramePacer] = set()
         self._timer: IDelayedCall | None = None
         self._next: float = 0.0
+        # Queued audio frames sent after their due time, over all pacers.
+        self.late_frames = 0
+        # Told how late each tick ran after its schedule, in seconds (metrics).
+        self.on_tick: Callable[[float], object] | None = None
 
     def activate(self, pacer: FramePacer) -> None:
         """Start ticking C{pacer} until it says it is idle."""
@@ -69,6 +73,8 @@ class PacingClock:
 
     def _tick(self) -> None:
         now = self._clock.seconds()
+        if self.on_tick is not None:
+            self.on_tick(max(0.0, now - self._next))
         for pacer in list(self._active):
             if not pacer.tick(now):
                 self._active.discard(pacer)
@@ -201,6 +207,8 @@ class FramePacer:
                     self._control(item, now)
                     continue
                 self.queued_frames -= 1
+                if self._due < now:
+                    self._ticker.late_frames += 1
             elif self._keepalive and self._due <= now:
                 # Silence goes out just in time, never ahead, so speech that
                 # arrives next is not queued behind it.

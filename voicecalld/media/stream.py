@@ -194,6 +194,9 @@ class MediaStreamFactory(WebSocketServerFactory):
         self.codec = codec
         self.open: set[MediaStream] = set()
         self.pending: dict[str, int] = {}
+        # Frames of the streams already closed (open ones keep their own count).
+        self.closed_frames_in = 0
+        self.closed_frames_out = 0
         self.protocol = MediaStream
         self.setProtocolOptions(
             maxMessagePayloadSize=limits.max_message_bytes,
@@ -210,6 +213,14 @@ class MediaStreamFactory(WebSocketServerFactory):
     def pending_total(self) -> int:
         """Sockets that have not sent a valid start yet."""
         return sum(self.pending.values())
+
+    def frames_in_total(self) -> int:
+        """Media frames received on every stream so far."""
+        return self.closed_frames_in + sum(s.frames_in for s in self.open)
+
+    def frames_out_total(self) -> int:
+        """Media frames sent on every stream so far."""
+        return self.closed_frames_out + sum(s.frames_out for s in self.open)
 
 
 @implementer(IPushProducer)
@@ -233,6 +244,8 @@ class MediaStream(WebSocketServerProtocol):
         self._closing = False
         self._close_reason: str | None = None
         self._reorder: Reorder | None = None
+        self.frames_in = 0
+        self.frames_out = 0
 
     def onConnect(self, request: Any) -> None:
         factory: MediaStreamFactory = self.factory
@@ -305,6 +318,7 @@ class MediaStream(WebSocketServerProtocol):
             return
         kind = type(message)
         if kind is StreamMedia:
+            self.frames_in += 1
             if message.sequence is None:
                 handler.media(message.audio)
                 return
@@ -357,6 +371,7 @@ class MediaStream(WebSocketServerProtocol):
     def send_frame(self, frame: bytes) -> None:
         """Send one frame of mu-law audio."""
         if self._encode_media is not None:
+            self.frames_out += 1
             self._send(self._encode_media(frame))
 
     def send_mark(self, name: str) -> None:
@@ -412,7 +427,10 @@ class MediaStream(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         factory: MediaStreamFactory = self.factory
-        factory.open.discard(self)
+        if self in factory.open:
+            factory.open.discard(self)
+            factory.closed_frames_in += self.frames_in
+            factory.closed_frames_out += self.frames_out
         self._leave_pending()
         handler, self.handler = self.handler, None
         if handler is not None:

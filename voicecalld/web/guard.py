@@ -30,6 +30,7 @@ its deadlines are cancelled; the connection still counts until it closes.
 
 from __future__ import annotations
 
+from collections import Counter
 from io import BytesIO
 from typing import Any
 
@@ -402,6 +403,8 @@ class GuardedSite(server.Site):
         )
         self.in_flight = InFlight(self.limits.max_in_flight_per_peer)
         self.open_connections = 0
+        # Refusals by log code, for metrics.
+        self.refusals: Counter[str] = Counter()
         self.guard_log = logger if logger is not None else _log
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -415,6 +418,7 @@ class GuardedSite(server.Site):
 
     def log_refusal(self, code: str, peer: str, status: int, why: str, **fields: Any) -> None:
         """Log one refusal: its stable C{log_code}, the peer and the status."""
+        self.refusals[code] += 1
         self.guard_log.warn(
             "refused a webhook request from {peer}: {why} (HTTP {status})",
             log_code=code,

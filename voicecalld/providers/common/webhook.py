@@ -17,6 +17,7 @@ way is a 500 (the carrier retries), and its answer is not remembered.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -149,6 +150,8 @@ class WebhookResource(resource.Resource):
         self.dialect = dialect
         self.emit = emit
         self.replays = ReplayCache(clock)
+        # Requests by outcome (accepted, bad_signature, replay, malformed), for metrics.
+        self.outcomes: Counter[str] = Counter()
         self._skip = settings.skip_signature_verification
         self._rules = UrlRules.from_settings(settings, public_url=public_url)
 
@@ -184,6 +187,7 @@ class WebhookResource(resource.Resource):
                 why=str(e),
                 log_code="webhook.malformed",
             )
+            self.outcomes["malformed"] += 1
             return self._refuse(request, 400, str(e))
         checked = reconstruct(from_twisted_request(request), self._rules)
         headers = {
@@ -223,10 +227,12 @@ class WebhookResource(resource.Resource):
                     rule=checked.reason,
                     log_code="webhook.bad_signature",
                 )
+                self.outcomes["bad_signature"] += 1
                 return self._refuse(request, 403, "invalid signature")
         key = self._key(checked.url, params, body, headers)
         replay = self.replays.remembered(key)
         if replay is not None:
+            self.outcomes["replay"] += 1
             self.log.info(
                 "{carrier} webhook replayed by {peer}; answered as before",
                 carrier=name,
@@ -234,6 +240,7 @@ class WebhookResource(resource.Resource):
                 log_code="webhook.replay",
             )
             return self._write(request, replay)
+        self.outcomes["accepted"] += 1
         query = dict(parse_qsl(urlsplit(request.uri.decode("latin-1")).query))
 
         def answered(answer: Answer) -> None:
