@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.trial.unittest import TestCase
 
-from tests.contract.adapters import TelnyxAdapter, TwilioAdapter
+from tests.contract.adapters import PlivoAdapter, TelnyxAdapter, TwilioAdapter
 from tests.fakes.gemini_live import FakeGeminiLive
 from tests.fakes.openai_s2s import FakeS2SServer
 from tests.waiting import wait_for
@@ -474,3 +474,12 @@ class TwilioGemini(_GeminiScenarios, TestCase):
 
 class TelnyxGemini(_GeminiScenarios, TestCase):
     adapter = TelnyxAdapter
+
+
+class PlivoOpenAIUlaw(_Scenarios, TestCase):
+    adapter = PlivoAdapter
+    vendor = OpenAIUlaw
+
+
+class PlivoGemini(_GeminiScenarios, TestCase):
+    adapter = PlivoAdapter

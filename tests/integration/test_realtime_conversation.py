@@ -137,7 +137,8 @@ class RealtimeConversation(twilio_rig.TwilioConversation):
             json.loads(output["output"]),
             {"answer": "A table for two at eight works. Anything else?"},
         )
-        self.assertIn("Is there parking?", self.chat.requests[-1]["body"]["messages"][-1]["content"])
+        question = self.chat.requests[-1]["body"]["messages"][-1]["content"]
+        self.assertIn("Is there parking?", question)
         yield vendor.count("response.create", 3)
 
         # Barge-in: Twilio is told to clear and the item is cut to what was heard.
