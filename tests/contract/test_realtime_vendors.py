@@ -284,6 +284,8 @@ class _Scenarios:
         before = len(stream.outbound_audio)
         fake.start_response()
         fake.send_audio(self.v.model_audio(3.0), chunks=30, item="item_long")
+        # The model is done generating (its words are known) long before they have played.
+        fake.transcript("one two three four five six seven eight nine ten", item="item_long")
         yield stream.when_audio(before + 4000)
         fake.speech_started()
         yield stream.when_clear()
@@ -297,6 +299,22 @@ class _Scenarios:
         self.assertGreater(heard_ms, 100)
         self.assertLess(heard_ms, 3000)
         self.assertLess(abs(heard_ms - played_ms), 150, (heard_ms, played_ms))
+        # The cut response's words are kept as far as they were heard; the next one plays.
+        yield wait_for(
+            lambda: self.live(a).transcript[-1].interrupted, what="the cut reply in the record"
+        )
+        cut_text = self.live(a).transcript[-1].text
+        self.assertTrue("one two three four five six seven eight nine ten".startswith(cut_text))
+        self.assertLess(len(cut_text), 49)
+        fake.completed("item_2", "Stop, please.")
+        after = len(stream.outbound_audio)
+        self.v.respond("Sorry, go ahead.", 0.4)
+        yield wait_for(
+            lambda: self.live(a).transcript[-1].text == "Sorry, go ahead.", what="the next reply"
+        )
+        self.assertLess(abs(len(stream.outbound_audio) - after - 3200), 400)
+        said = [(e.speaker, e.text) for e in self.live(a).transcript]
+        self.assertIn((USER, "Stop, please."), said)
         self.assertEqual(len(a.manager.live_calls()), 1)
 
     @inlineCallbacks
@@ -453,9 +471,24 @@ class _GeminiScenarios:
         for start in range(0, len(pcm), step):
             self.gemini.model_audio(pcm[start : start + step])
         yield stream.when_audio(before + 4000)
+        self.gemini.said("one two three four five six seven eight nine ten")
         self.gemini.interrupted()
         yield stream.when_clear()
+        # What Gemini still sends of the cut turn is not played.
+        self.gemini.model_audio(tone(24000, 0.5))
         self.gemini.turn_complete()
+        yield wait_for(
+            lambda: self.live(a).transcript[-1].interrupted, what="the cut reply in the record"
+        )
+        self.gemini.heard("Stop, please.")
+        after = len(stream.outbound_audio)
+        self.respond("Sorry, go ahead.", 0.4)
+        yield wait_for(
+            lambda: self.live(a).transcript[-1].text == "Sorry, go ahead.", what="the next reply"
+        )
+        self.assertLess(abs(len(stream.outbound_audio) - after - 3200), 400)
+        said = [(e.speaker, e.text) for e in self.live(a).transcript]
+        self.assertIn((USER, "Stop, please."), said)
         self.assertEqual(len(a.manager.live_calls()), 1)
 
     @inlineCallbacks
