@@ -1,8 +1,8 @@
 """
 A whole realtime Twilio call through the real daemon process: the fake
 Twilio and a fake OpenAI Realtime speech-to-speech endpoint (and the chat
-fake, which answers the model's consult as the fallback responder) on
-127.0.0.1; the daemon is C{twistd -n voicecalld} with C{realtime.enabled},
+fake, which answers the model's first consult as the fallback responder; a
+responder registered on the control socket answers the next) on 127.0.0.1; the daemon is C{twistd -n voicecalld} with C{realtime.enabled},
 driven with the real C{voicecall} CLI.
 """
 
@@ -12,13 +12,15 @@ import json
 
 import pytest
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 
 from tests.fakes.openai_s2s import FakeS2SServer
 from tests.integration import test_twilio_conversation as twilio_rig
 from tests.integration.daemon import VOICECALL
 from tests.waiting import wait_for
+from voicecalld.control import commands as c
+from voicecalld.control.client import ControlClient, connect
 from voicecalld.realtime.interface import CONSULT_TOOL, END_CALL_TOOL
 
 pytestmark = pytest.mark.integration
@@ -140,6 +142,26 @@ class RealtimeConversation(twilio_rig.TwilioConversation):
         question = self.chat.requests[-1]["body"]["messages"][-1]["content"]
         self.assertIn("Is there parking?", question)
         yield vendor.count("response.create", 3)
+
+        # A responder registered on the control socket (as the gateway's shim is) answers next.
+        asked = []
+
+        def consult(callId, call, question, context):
+            asked.append((callId, question))
+            return {"text": "Yes, behind the restaurant."}
+
+        responder = ControlClient(on_consult=consult)
+        yield Deferred.fromCoroutine(connect(reactor, str(self.socket), responder))
+        self.addCleanup(responder.transport.loseConnection)
+        yield responder.callRemote(c.RegisterResponder, name="test")
+        vendor.function_call("fc-3", CONSULT_TOOL, json.dumps({"question": "Where exactly?"}))
+        yield vendor.when(
+            lambda: any(i.get("call_id") == "fc-3" for i in vendor.items if "output" in i)
+        )
+        (answer,) = [i for i in vendor.items if i.get("call_id") == "fc-3" and "output" in i]
+        self.assertEqual(json.loads(answer["output"]), {"answer": "Yes, behind the restaurant."})
+        self.assertEqual(asked, [(call_id, "Where exactly?")])
+        yield vendor.count("response.create", 4)
 
         # Barge-in: Twilio is told to clear and the item is cut to what was heard.
         vendor.start_response()
