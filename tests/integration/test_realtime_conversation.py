@@ -2,8 +2,9 @@
 A whole realtime Twilio call through the real daemon process: the fake
 Twilio and a fake OpenAI Realtime speech-to-speech endpoint (and the chat
 fake, which answers the model's first consult as the fallback responder; a
-responder registered on the control socket answers the next) on 127.0.0.1; the daemon is C{twistd -n voicecalld} with C{realtime.enabled},
-driven with the real C{voicecall} CLI.
+responder registered on the control socket answers the next) on 127.0.0.1;
+the daemon is C{twistd -n voicecalld} with C{realtime.enabled}, driven with
+the real C{voicecall} CLI.
 """
 
 from __future__ import annotations
