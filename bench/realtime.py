@@ -22,7 +22,10 @@ import argparse
 import base64
 import json
 import math
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,13 @@ class _Host(TestCase):
 
     def runTest(self) -> None:
         """Not run."""
+
+    made: list[str] = []
+
+    def mktemp(self) -> str:
+        """A fresh path under the system's temp directory (not the working directory)."""
+        self.made.append(tempfile.mkdtemp(prefix="vc-bench-"))
+        return str(Path(self.made[-1]) / "store")
 
 
 class NullSocket:
@@ -162,6 +172,8 @@ def measure(audio_format: str, frames: int) -> dict[str, float]:
     results["out"] = loop(False, True)
     results["outFrames"] = len(stream.frames) - sent_before
     rig.quiesce()
+    for path in host.made:
+        shutil.rmtree(path, ignore_errors=True)
     return results
 
 
