@@ -332,6 +332,19 @@ class TwilioOpenAIUlaw(_Scenarios, TestCase):
     adapter = TwilioAdapter
     vendor = OpenAIUlaw
 
+    @inlineCallbacks
+    def test_a_failed_hang_up_is_told_to_the_model(self):
+        a, _record, _call, _stream = yield self.greeted()
+        fake = self.v.fake
+        a.fake.fail_next("update", 500, 20500, "Internal error")
+        fake.function_call("fc-end", END_CALL_TOOL, "{}")
+        yield fake.when(lambda: any(i.get("call_id") == "fc-end" for i in fake.items))
+        (output,) = [i for i in fake.items if i.get("call_id") == "fc-end"]
+        self.assertEqual(output["type"], "function_call_output")
+        self.assertIn("error", json.loads(output["output"]))
+        self.assertEqual(len(a.manager.live_calls()), 1)
+        self.assertEqual(self.live(a).state, CallState.LISTENING)
+
 
 class TwilioOpenAIPcm16(_Scenarios, TestCase):
     adapter = TwilioAdapter
