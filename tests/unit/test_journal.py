@@ -141,6 +141,22 @@ class StreamBeforeAnswerStored(TestCase):
         self.assertEqual(h.stored(first).state, CallState.COMPLETED)
 
 
+class TwoEndsAtOnce(TestCase):
+    """A client's end and the carrier's report of it cross: the call ends once, for one reason."""
+
+    def test_the_end_written_first_is_the_only_end(self):
+        h = Harness(self)
+        call_id = h.answered_call()
+        h.store.holding = True
+        ending = Deferred.fromCoroutine(h.manager.end(call_id))
+        reported = h.provider.emit(ev.Ended(call_id=call_id, reason=CallState.COMPLETED))
+        h.store.release_all()
+        self.successResultOf(ending)
+        self.successResultOf(reported)
+        self.assertEqual(h.kinds().count("call.ended"), 1)
+        self.assertEqual(h.stored(call_id).state, CallState.HANGUP_BOT)
+
+
 class FailedWrites(TestCase):
     """A failed write changes nothing, answers 5xx or STORE_ERROR, and its retry applies once."""
 

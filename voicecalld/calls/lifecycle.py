@@ -405,8 +405,13 @@ class Lifecycle:
         if live.record.ended:
             return
         ended_at = self._clock.seconds()
+        already: list[CallRecord] = []
 
-        def ended(record: CallRecord) -> CallRecord:
+        def ended(record: CallRecord) -> CallRecord | None:
+            if record.ended:
+                # Another end was stored while this one waited its turn.
+                already.append(record)
+                return None
             return attrs.evolve(
                 record,
                 state=why.reason,
@@ -420,6 +425,8 @@ class Lifecycle:
         except StoreError:
             self._end_later(live, why)
             raise
+        if already:
+            return
         live.end_pending = None
         self._registry.remove(live)
         live.timers.cancel_all()
