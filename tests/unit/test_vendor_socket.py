@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from voicecalld.voice.audio_batch import AudioBatcher
-from voicecalld.voice.vendor_socket import SocketSet, with_query
+from voicecalld.voice.vendor_socket import SocketSet, VendorClientProtocol, with_query
 
 
 class BatcherTests(TestCase):
@@ -114,3 +114,27 @@ def test_with_query():
     assert with_query("wss://x/v1", []) == "wss://x/v1"
     assert with_query("wss://x/v1", [("a", "1 2")]) == "wss://x/v1?a=1+2"
     assert with_query("wss://x/v1?k=v", [("a", "b")]) == "wss://x/v1?k=v&a=b"
+
+
+class CloseReasonTests(TestCase):
+    """What a vendor's socket reports when it goes away."""
+
+    def closed(self, remote_code: int | None, was_clean: bool, code: int, reason: str) -> str:
+        lost: list[str] = []
+        owner = type("Owner", (), {"_lost": lambda self, proto, detail: lost.append(detail)})()
+        proto = VendorClientProtocol()
+        proto.factory = type("Factory", (), {"owner": owner})()
+        proto.remoteCloseCode = remote_code
+        proto.remoteCloseReason = "Internal error encountered." if remote_code else None
+        proto.onClose(was_clean, code, reason)
+        return lost[0]
+
+    def test_the_servers_close_frame_is_the_reason_even_if_the_handshake_did_not_finish(self):
+        # On a busy machine the server may drop TCP before our close reply: autobahn
+        # then says 1006, but the server did say why it closed.
+        detail = self.closed(1011, False, 1006, "connection was closed uncleanly")
+        self.assertEqual(detail, "closed by the server (code 1011: Internal error encountered.)")
+
+    def test_a_drop_without_a_close_frame_says_so(self):
+        detail = self.closed(None, False, 1006, "peer dropped the TCP connection")
+        self.assertEqual(detail, "peer dropped the TCP connection")

@@ -49,6 +49,11 @@ class VendorClientProtocol(WebSocketClientProtocol):
         self.factory.owner._received(self, payload, isBinary)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        # A server that sent its close frame said why, even when the TCP
+        # connection then went before the handshake finished (a busy machine).
+        remote = getattr(self, "remoteCloseCode", None)
+        if remote is not None:
+            code, reason, wasClean = remote, self.remoteCloseReason, True
         if wasClean:
             detail = f"closed by the server (code {code}{': ' + reason if reason else ''})"
         else:
