@@ -191,7 +191,9 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
         controlSocket: socketPath,
         maxConcurrentCalls: 5,
         responseModel: "fake/voice-model",
-        responseTimeoutMs: 20_000,
+        // The agent's first run loads OpenClaw's tools and plugins: on a busy
+        // machine that alone has taken over 20 s.
+        responseTimeoutMs: 90_000,
         // A legacy key users bring along: accepted by both.
         twilio: { from: "+15550001111" },
       };
@@ -321,7 +323,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
 
     await tail.waitForState(callId, ["active", "listening"]);
     await voicecall("simulate", "say", "--call-id", callId, "--text", "Can we meet at noon?");
-    await tail.waitForWords(callId, "bot", MODEL_REPLY, { thenState: "listening", timeoutMs: 60_000 });
+    await tail.waitForWords(callId, "bot", MODEL_REPLY, { thenState: "listening", timeoutMs: 150_000 });
     const record = JSON.parse(await voicecall("--json", "status", "--call-id", callId));
     assert.ok(record.transcript.some((e: any) => e.speaker === "bot" && e.text === MODEL_REPLY));
     assert.ok(model.requests.length >= 1, "the fake model was asked");
@@ -373,7 +375,7 @@ describe("inside the real OpenClaw", { skip: !OPENCLAW && "OPENCLAW_BIN is not s
       const callId = (await voicecall("simulate", "inbound", "--from", CALLER, "--to", to)).trim();
       await tail.waitForState(callId, ["listening"]);
       await voicecall("simulate", "say", "--call-id", callId, "--text", words);
-      await tail.waitForWords(callId, "bot", reply, { thenState: "listening", timeoutMs: 60_000 });
+      await tail.waitForWords(callId, "bot", reply, { thenState: "listening", timeoutMs: 150_000 });
       return callId;
     };
     const sales = await answered(SALES, "Do you have kettles?", "Sally here, happy to help.");
