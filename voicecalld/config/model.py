@@ -383,7 +383,7 @@ REALTIME_PROVIDER_KINDS: dict[str, Any] = {
 
 @frozen
 class RealtimeSettings:
-    """C{realtime}: full-duplex voice-to-voice mode (validated, not built yet)."""
+    """C{realtime}: full-duplex speech-to-speech calls (L{voicecalld.realtime})."""
 
     enabled: bool = setting(Bool(), False)
     provider: str | None = setting(Str(1))
