@@ -218,7 +218,12 @@ def stream_url(settings: Any) -> str:
     """The media stream's URL under the webhook URL's origin."""
     parts = urlsplit(webhook_url(settings))
     scheme = "wss" if parts.scheme == "https" else "ws"
-    path = settings.realtime.stream_path or settings.streaming.stream_path
+    if settings.realtime.enabled:
+        from voicecalld.realtime.setup import realtime_stream_path
+
+        path = realtime_stream_path(settings)
+    else:
+        path = settings.streaming.stream_path
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
@@ -301,7 +306,9 @@ async def check_webhook(reactor: Any, settings: Any, http: Any = treq) -> Check:
             f"voicecalld refused our signed request to {url} (HTTP {code})",
             "publicUrl must be exactly the URL Twilio calls (scheme, host, port, path)",
         )
-    if signed and code == 400 and SELF_TEST_TYPE.encode() in body:
+    # An unknown call's request is answered with a hang-up document, and
+    # changes nothing.
+    if signed and code == 200 and b"<Hangup" in body:
         return Check("webhook-selftest", OK, f"{url} reached voicecalld; the signature verified")
     if not signed and code in (400, 401, 403):
         return Check(
@@ -315,33 +322,53 @@ async def check_webhook(reactor: Any, settings: Any, http: Any = treq) -> Check:
     )
 
 
-async def check_stream(reactor: Any, settings: Any, http: Any = treq) -> Check:
-    """A WebSocket upgrade without a token; voicecalld's refusal proves the path."""
+async def check_stream(reactor: Any, settings: Any, route: Any = None) -> Check:
+    """
+    A WebSocket handshake on the stream path, closed at once: voicecalld
+    accepts the upgrade and wants a token only in the C{start} message.
+    """
+    from voicecalld.cli.handshake import opens
+
     url = stream_url(settings)
-    http_url = "http" + url[2:]
-    headers = {
-        "Connection": ["Upgrade"],
-        "Upgrade": ["websocket"],
-        "Sec-WebSocket-Version": ["13"],
-        "Sec-WebSocket-Key": ["ZG9jdG9yLXNlbGZ0ZXN0IQ=="],
-    }
-    try:
-        code, _ = await _post(http, reactor, http_url, headers=headers)
-    except Exception as e:
+    why = await opens(reactor, url, route=route, timeout=HTTP_TIMEOUT)
+    if why is not None:
         return Check(
             "media-stream",
             FAIL,
-            f"no answer from {url}: {e or type(e).__name__}",
-            "the proxy or tunnel must pass WebSocket upgrades to serve.port",
+            f"{url}: {why}",
+            "the proxy or tunnel must pass WebSocket upgrades on the stream path to serve.port",
         )
-    if code in (400, 401, 403):
-        return Check("media-stream", OK, f"{url} reached voicecalld (token refused, HTTP {code})")
-    return Check(
-        "media-stream",
-        FAIL,
-        f"{url} answered HTTP {code} to a WebSocket upgrade",
-        "route the stream path (streaming.streamPath) to voicecalld with upgrades allowed",
+    return Check("media-stream", OK, f"{url} accepts WebSocket upgrades")
+
+
+async def check_stt(reactor: Any, settings: Any, route: Any = None) -> Check:
+    """A handshake with the streaming STT vendor, with its key, closed at once."""
+    from voicecalld.cli.handshake import opens
+    from voicecalld.config.secret import reveal
+
+    streaming = settings.streaming
+    name = streaming.provider or "openai"
+    block = streaming.providers.get(name)
+    key = reveal(getattr(block, "api_key", None)) if block is not None else None
+    if name in ("openai", "openai-realtime"):
+        url, header = streaming.stt_url, f"Bearer {key}"
+    elif name == "deepgram":
+        url, header = block.base_url if block else "", f"Token {key}"
+    else:
+        return Check("stt", WARN, f"{name}: not checked by this doctor")
+    if not key:
+        return Check("stt", FAIL, f"no {name} STT key", f"set streaming.providers.{name}.apiKey")
+    why = await opens(
+        reactor, url, headers={"Authorization": header}, route=route, timeout=HTTP_TIMEOUT
     )
+    if why is not None:
+        return Check(
+            "stt",
+            FAIL,
+            f"{url}: {why}",
+            f"check streaming.sttUrl and streaming.providers.{name}.apiKey",
+        )
+    return Check("stt", OK, f"{url} accepted the key (handshake, closed at once)")
 
 
 async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
@@ -407,22 +434,26 @@ async def doctor(
     environ: Mapping[str, str],
     *,
     socket: str | None = None,
+    state_dir: str | None = None,
     call: str | None = None,
     yes: bool = False,
     http: Any = treq,
+    route: Any = None,
 ) -> list[Check]:
     """Every check, in order; a bad config skips those that need it."""
     first, loaded = check_config(config, environ)
     checks = [first]
-    state = paths.state_dir(None, environ)
+    state = paths.state_dir(state_dir, environ)
     if loaded is not None:
         s = loaded.settings
         checks.append(await check_carrier(reactor, s, http))
         checks.append(check_exposure(s))
         checks.append(await check_webhook(reactor, s, http))
-        if s.streaming.enabled or s.realtime.stream_path:
-            checks.append(await check_stream(reactor, s, http))
+        if s.streaming.enabled or s.realtime.enabled:
+            checks.append(await check_stream(reactor, s, route))
         checks.append(await check_tts(reactor, s, http))
+        if s.streaming.enabled:
+            checks.append(await check_stt(reactor, s))
         configured = s.control_socket
     else:
         configured = None

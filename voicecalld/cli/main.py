@@ -164,6 +164,9 @@ def parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check config, carrier, exposure, voice, socket, state")
     doctor.add_argument("--config", help="[default: as the daemon chooses]")
+    doctor.add_argument(
+        "--state-dir", help="[default: as the daemon chooses: $VOICECALLD_STATE_DIR, XDG]"
+    )
     doctor.add_argument("--call", metavar="E164", help="also place one real notify call")
     doctor.add_argument("--yes", action="store_true", help="really place the --call")
 
@@ -255,7 +258,13 @@ async def run_doctor(
     from voicecalld.cli import doctor
 
     checks = await doctor.doctor(
-        reactor, args.config, environ, socket=args.socket, call=args.call, yes=args.yes
+        reactor,
+        args.config,
+        environ,
+        socket=args.socket,
+        state_dir=args.state_dir,
+        call=args.call,
+        yes=args.yes,
     )
     result = doctor.report(checks)
     print(json.dumps(result) if args.json else doctor.render(checks), file=out)
