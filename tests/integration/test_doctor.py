@@ -206,6 +206,24 @@ class Doctor(TestCase):
         self.assertIn("streaming.sttUrl", found["stt"].fix)
 
     @inlineCallbacks
+    def test_elevenlabs_voice_lookup(self):
+        self.tts.elevenlabs_key = "xi-right"
+
+        def config(name: str, key: str) -> Path:
+            tts = {
+                "provider": "elevenlabs",
+                "providers": {"elevenlabs": {"apiKey": key, "baseUrl": self.tts.base_url}},
+            }
+            return self.write_config(name, tts=tts)
+
+        good = by_id((yield self.run_doctor(config("el.json", "xi-right"))))
+        self.assertEqual(good["tts"].status, "ok", good["tts"].detail)
+        bad = by_id((yield self.run_doctor(config("el-bad.json", "xi-wrong"))))
+        self.assertEqual(bad["tts"].status, "fail")
+        self.assertIn("401", bad["tts"].detail)
+        self.assertIn("tts.providers.elevenlabs.apiKey", bad["tts"].fix)
+
+    @inlineCallbacks
     def test_socket_too_open(self):
         os.chmod(self.socket, 0o666)
         found = by_id((yield self.run_doctor()))

@@ -378,6 +378,8 @@ async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
     from voicecalld.config.secret import reveal
 
     name = settings.tts.provider or "openai"
+    if name == "elevenlabs":
+        return await check_elevenlabs(settings.tts.provider_settings("elevenlabs"))
     if name != "openai":
         return Check("tts", WARN, f"{name}: not checked by this doctor", "")
     block = settings.tts.provider_settings("openai")
@@ -408,6 +410,50 @@ async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
             "tts", WARN, f"{base} answered HTTP {code} for {block.model}", "check the model"
         )
     return Check("tts", OK, f"openai {block.model} / voice {block.speaker_voice}")
+
+
+def _voice_lookup(key: str, base_url: str | None, voice_id: str) -> Any:
+    from elevenlabs.client import ElevenLabs
+
+    options = {"base_url": base_url} if base_url else {}
+    return ElevenLabs(api_key=key, timeout=HTTP_TIMEOUT, **options).voices.get(voice_id)
+
+
+async def check_elevenlabs(block: Any) -> Check:
+    """ElevenLabs: the SDK's read-only voice lookup, in a thread (it blocks)."""
+    from twisted.internet.threads import deferToThread
+
+    from voicecalld.config.secret import reveal
+
+    key = reveal(block.api_key) or os.environ.get("ELEVENLABS_API_KEY")
+    if not key:
+        return Check("tts", FAIL, "no ElevenLabs API key", "set tts.providers.elevenlabs.apiKey")
+    voice = block.speaker_voice_id
+    try:
+        await deferToThread(_voice_lookup, key, block.base_url, voice)
+    except Exception as e:
+        status = getattr(e, "status_code", None)
+        if status in (401, 403):
+            return Check(
+                "tts",
+                FAIL,
+                f"ElevenLabs refused the key (HTTP {status})",
+                "set a valid tts.providers.elevenlabs.apiKey",
+            )
+        if status == 404:
+            return Check(
+                "tts",
+                FAIL,
+                f"ElevenLabs has no voice {voice}",
+                "set tts.providers.elevenlabs.voiceId to one of your voices",
+            )
+        return Check(
+            "tts",
+            FAIL,
+            f"ElevenLabs voice lookup failed: {status or type(e).__name__}",
+            "check tts.providers.elevenlabs.baseUrl",
+        )
+    return Check("tts", OK, f"elevenlabs voice {voice} found")
 
 
 async def check_call(reactor: Any, socket: str, to: str | None, yes: bool) -> Check:
