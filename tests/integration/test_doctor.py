@@ -224,6 +224,25 @@ class Doctor(TestCase):
         self.assertIn("tts.providers.elevenlabs.apiKey", bad["tts"].fix)
 
     @inlineCallbacks
+    def test_realtime_vendor(self):
+        def config(name: str, url: str) -> Path:
+            realtime = {
+                "enabled": True,
+                "providers": {"openai": {"apiKey": "sk-rt", "baseUrl": url}},
+            }
+            return self.write_config(
+                name, realtime=realtime, streaming={"enabled": False}, inboundPolicy="open"
+            )
+
+        good = by_id((yield self.run_doctor(config("rt.json", self.stt_url))))
+        self.assertEqual(good["config"].status, "ok", good["config"].detail)
+        self.assertEqual(good["realtime"].status, "ok", good["realtime"].detail)
+        gone = f"ws://127.0.0.1:{free_port()}/v1/realtime"
+        bad = by_id((yield self.run_doctor(config("rt-gone.json", gone))))
+        self.assertEqual(bad["realtime"].status, "fail")
+        self.assertIn("realtime.providers.openai", bad["realtime"].fix)
+
+    @inlineCallbacks
     def test_socket_too_open(self):
         os.chmod(self.socket, 0o666)
         found = by_id((yield self.run_doctor()))

@@ -412,6 +412,35 @@ async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
     return Check("tts", OK, f"openai {block.model} / voice {block.speaker_voice}")
 
 
+async def check_realtime(reactor: Any, settings: Any, route: Any = None) -> Check:
+    """A handshake with the realtime voice vendor (OpenAI), with its key, closed at once."""
+    from voicecalld.cli.handshake import opens
+    from voicecalld.config.secret import reveal
+
+    name = settings.realtime.provider or "openai"
+    if name != "openai":
+        return Check("realtime", WARN, f"{name}: not checked by this doctor")
+    from voicecalld.config.model import OpenAIRealtimeSettings
+    from voicecalld.realtime.openai import session_url
+
+    block = settings.realtime.providers.get("openai") or OpenAIRealtimeSettings()
+    key = reveal(block.api_key) or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        return Check("realtime", FAIL, "no OpenAI key", "set realtime.providers.openai.apiKey")
+    url = session_url(block)
+    why = await opens(
+        reactor, url, headers={"Authorization": f"Bearer {key}"}, route=route, timeout=HTTP_TIMEOUT
+    )
+    if why is not None:
+        return Check(
+            "realtime",
+            FAIL,
+            f"{url}: {why}",
+            "check realtime.providers.openai.baseUrl and apiKey",
+        )
+    return Check("realtime", OK, f"{url} accepted the key (handshake, closed at once)")
+
+
 def _voice_lookup(key: str, base_url: str | None, voice_id: str) -> Any:
     from elevenlabs.client import ElevenLabs
 
@@ -502,6 +531,8 @@ async def doctor(
         checks.append(await check_tts(reactor, s, http))
         if s.streaming.enabled:
             checks.append(await check_stt(reactor, s))
+        if s.realtime.enabled:
+            checks.append(await check_realtime(reactor, s))
         configured = s.control_socket
     else:
         configured = None
