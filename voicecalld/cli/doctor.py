@@ -252,7 +252,7 @@ def check_exposure(settings: Any) -> Check:
     return Check("webhook-exposure", OK, f"{url} is a public address")
 
 
-async def _post(http: Any, reactor: Any, url: str, **options: Any) -> tuple[int, bytes]:
+async def _exchange(http: Any, reactor: Any, url: str, **options: Any) -> tuple[int, bytes]:
     from twisted.internet.defer import Deferred
 
     async def exchange() -> tuple[int, bytes]:
@@ -286,7 +286,7 @@ async def check_webhook(reactor: Any, settings: Any, http: Any = treq) -> Check:
         token = reveal(settings.twilio.auth_token) or ""
         headers["X-Twilio-Signature"] = [TwilioSignature(token, form, b"").compute(target).decode()]
     try:
-        code, body = await _post(http, reactor, target, data=form, headers=headers)
+        code, body = await _exchange(http, reactor, target, data=form, headers=headers)
     except Exception as e:
         return Check(
             "webhook-selftest",
@@ -355,7 +355,9 @@ async def check_stt(reactor: Any, settings: Any, route: Any = None) -> Check:
     if name in ("openai", "openai-realtime"):
         url, header = streaming.stt_url, f"Bearer {key}"
     elif name == "deepgram":
-        url, header = block.base_url if block else "", f"Token {key}"
+        from voicecalld.config.model import DeepgramStreamingSettings
+
+        url, header = (block or DeepgramStreamingSettings()).base_url, f"Token {key}"
     else:
         return Check("stt", WARN, f"{name}: not checked by this doctor")
     if not key:
@@ -388,7 +390,7 @@ async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
         return Check("tts", FAIL, "no OpenAI API key", "set tts.providers.openai.apiKey")
     base = (block.base_url or "https://api.openai.com/v1").rstrip("/")
     try:
-        code, _ = await _post(
+        code, _ = await _exchange(
             http,
             reactor,
             f"{base}/models/{block.model}",
