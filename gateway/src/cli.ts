@@ -6,6 +6,7 @@
  */
 import { type CallRecord, DaemonClient, Unreachable } from "./client.ts";
 import { type Commands, CommandInputError, errorText } from "./commands.ts";
+import type { DoctorRunner } from "./doctor.ts";
 
 /** The part of Commander's `Command` the CLI uses. */
 export type CommandLike = {
@@ -104,6 +105,10 @@ export type CliDeps = {
   commands: Commands;
   client: DaemonClient;
   io?: CliIo;
+  /** Runs `voicecall doctor` with these arguments (`setup`, `smoke`). */
+  doctor?: DoctorRunner;
+  /** The configured `toNumber`, the smoke call's default. */
+  toNumber?: string;
 };
 
 /** Add `voicecall` and its subcommands to `program`. */
@@ -248,6 +253,45 @@ export function registerVoiceCallCli(program: CommandLike, deps: CliDeps): void 
         }
         const { calls } = await client.status({ recent: last });
         return latencyReport(calls ?? []);
+      }),
+    );
+
+  const doctor = (args: string[]) => async () => {
+    if (!deps.doctor) {
+      throw new Error("voicecall doctor is not available here");
+    }
+    const result = await deps.doctor(["--socket", client.socketPath, "doctor", "--json", ...args]);
+    let report: unknown;
+    try {
+      report = JSON.parse(result.stdout);
+    } catch {
+      throw new Error(result.stderr.trim() || `voicecall doctor exited ${result.code}`);
+    }
+    if (result.code !== 0) {
+      io.setExitCode(EXIT_REFUSED);
+    }
+    return report;
+  };
+
+  root
+    .command("setup")
+    .description("Check config, carrier credentials, webhook exposure, voice and state (voicecall doctor)")
+    .option("--json", "JSON output (the default)")
+    .action(run(doctor([])));
+
+  root
+    .command("smoke")
+    .description("The setup checks, then one notify test call (a dry run without --yes)")
+    .option("-t, --to <phone>", "E.164 number to call (default: toNumber)")
+    .option("--yes", "Really place the call")
+    .option("--json", "JSON output (the default)")
+    .action(
+      run(async (o) => {
+        const to = o.to?.trim() || deps.toNumber;
+        if (!to) {
+          throw new CommandInputError("Missing --to and no toNumber configured");
+        }
+        return doctor(["--call", to, ...(o.yes ? ["--yes"] : [])])();
       }),
     );
 

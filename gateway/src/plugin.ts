@@ -7,6 +7,7 @@
 import { DaemonClient, resolveSocketPath } from "./client.ts";
 import { type CliIo, type CommandLike, registerVoiceCallCli } from "./cli.ts";
 import { createCommands } from "./commands.ts";
+import { type DoctorRunner, spawnDoctor, voicecallBinary } from "./doctor.ts";
 import { readShimConfig } from "./config.ts";
 import { type MethodRegistrar, registerVoiceCallMethods } from "./methods.ts";
 import {
@@ -52,6 +53,8 @@ export type RegisterOptions = {
   agentRun?: AgentRun;
   /** Where the CLI writes (tests). */
   cliIo?: CliIo;
+  /** Runs `voicecall doctor` (default: spawn `$VOICECALL_BIN` or `voicecall`). */
+  doctor?: DoctorRunner;
 };
 
 export const CLI_DESCRIPTOR = {
@@ -96,7 +99,14 @@ export function registerVoiceCall(api: PluginApi, options: RegisterOptions = {})
   const log: Logger = api.logger ?? { info: () => {}, warn: () => {} };
 
   api.registerCli(
-    ({ program }) => registerVoiceCallCli(program, { commands, client, io: options.cliIo }),
+    ({ program }) =>
+      registerVoiceCallCli(program, {
+        commands,
+        client,
+        io: options.cliIo,
+        doctor: options.doctor ?? spawnDoctor(voicecallBinary(env), env),
+        toNumber: config.toNumber,
+      }),
     { commands: ["voicecall"], descriptors: [CLI_DESCRIPTOR] },
   );
   if (api.registrationMode === "cli-metadata") {

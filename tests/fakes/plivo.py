@@ -733,6 +733,8 @@ class FakePlivo:
             request.setHeader(b"WWW-Authenticate", b'Basic realm="Authentication Required"')
             return _json(request, 401, plivo_error("authentication failed"))
         prefix = f"/v1/Account/{self.auth_id}/"
+        if method == "GET" and path == prefix:
+            return _json(request, 200, {"auth_id": self.auth_id, "cash_credits": "10.00"})
         if not path.startswith(prefix) or not path.endswith("/"):
             return _json(request, 404, plivo_error("not found"))
         if bad_body is not None:

@@ -824,6 +824,8 @@ class FakeTelnyx:
                     "Could not understand the provided credentials.",
                 ),
             )
+        if method == "GET" and path.rstrip("/") == "/v2/balance":
+            return _json(request, 200, {"data": {"balance": "10.00", "currency": "USD"}})
         if not operation:
             return _json(
                 request,

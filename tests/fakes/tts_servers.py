@@ -205,6 +205,47 @@ class _Connections(WrappingFactory):
         return d
 
 
+class _Models(Resource):
+    """C{GET /v1/models/{model}}: 401 unless the Bearer key is C{openai_key} (when set)."""
+
+    isLeaf = True
+
+    def __init__(self, fake: FakeTtsServer) -> None:
+        super().__init__()
+        self.fake = fake
+
+    def render_GET(self, request: Request) -> bytes:
+        expected = self.fake.openai_key
+        given = (request.getHeader("authorization") or "").removeprefix("Bearer ")
+        request.setHeader(b"content-type", b"application/json")
+        if expected is not None and given != expected:
+            request.setResponseCode(401)
+            return (
+                b'{"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}'
+            )
+        model = "/".join(p.decode() for p in request.postpath)
+        return json.dumps({"id": model, "object": "model"}).encode()
+
+
+class _VoiceInfo(Resource):
+    """C{GET /v1/voices/{id}}: 401 unless C{xi-api-key} is C{elevenlabs_key} (when set)."""
+
+    isLeaf = True
+
+    def __init__(self, fake: FakeTtsServer) -> None:
+        super().__init__()
+        self.fake = fake
+
+    def render_GET(self, request: Request) -> bytes:
+        expected = self.fake.elevenlabs_key
+        request.setHeader(b"content-type", b"application/json")
+        if expected is not None and request.getHeader("xi-api-key") != expected:
+            request.setResponseCode(401)
+            return b'{"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}'
+        voice = "/".join(p.decode() for p in request.postpath)
+        return json.dumps({"voice_id": voice, "name": "Fake voice"}).encode()
+
+
 class FakeTtsServer:
     """Both vendors' speech APIs, scripted through C{openai} and C{elevenlabs}."""
 
@@ -213,6 +254,10 @@ class FakeTtsServer:
         self.openai = openai_script()
         self.elevenlabs = elevenlabs_script()
         self.requests: list[Recorded] = []
+        #: The OpenAI key C{/v1/models} accepts; None accepts any.
+        self.openai_key: str | None = None
+        #: The ElevenLabs key C{/v1/voices} accepts; None accepts any.
+        self.elevenlabs_key: str | None = None
         self.port = 0
         self._pending: list[Any] = []
         self._listening: Any = None
@@ -225,6 +270,8 @@ class FakeTtsServer:
         v1 = Resource()
         v1.putChild(b"audio", audio)
         v1.putChild(b"text-to-speech", _Voices(self))
+        v1.putChild(b"models", _Models(self))
+        v1.putChild(b"voices", _VoiceInfo(self))
         root = Resource()
         root.putChild(b"v1", v1)
         return root

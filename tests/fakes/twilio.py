@@ -593,6 +593,8 @@ class FakeTwilio:
         if not auth_ok:
             request.setHeader(b"WWW-Authenticate", b'Basic realm="Twilio API"')
             return _json(request, 401, twilio_error(401, 20003, "Authenticate"))
+        if method == "GET" and path == f"/{API_VERSION}/Accounts/{self.account_sid}.json":
+            return _json(request, 200, {"sid": self.account_sid, "status": "active"})
         prefix = f"/{API_VERSION}/Accounts/{self.account_sid}/"
         not_found = twilio_error(404, 20404, f"The requested resource {path} was not found")
         if not path.startswith(prefix):

@@ -162,6 +162,14 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config without a daemon")
     check.add_argument("--config", help="[default: as the daemon chooses]")
 
+    doctor = sub.add_parser("doctor", help="check config, carrier, exposure, voice, socket, state")
+    doctor.add_argument("--config", help="[default: as the daemon chooses]")
+    doctor.add_argument(
+        "--state-dir", help="[default: as the daemon chooses: $VOICECALLD_STATE_DIR, XDG]"
+    )
+    doctor.add_argument("--call", metavar="E164", help="also place one real notify call")
+    doctor.add_argument("--yes", action="store_true", help="really place the --call")
+
     simulate = sub.add_parser("simulate", help="mock provider only: play the caller")
     actions = simulate.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=_Parser
@@ -241,6 +249,26 @@ def export(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> in
     except StoreUnreadable as e:
         raise Failure(EXIT_REFUSED, f"STORE_ERROR: {e}") from None
     return EXIT_OK
+
+
+async def run_doctor(
+    reactor: Any, args: argparse.Namespace, environ: dict[str, str], out: TextIO
+) -> int:
+    """C{doctor}: every readiness check; exit 1 when one failed."""
+    from voicecalld.cli import doctor
+
+    checks = await doctor.doctor(
+        reactor,
+        args.config,
+        environ,
+        socket=args.socket,
+        state_dir=args.state_dir,
+        call=args.call,
+        yes=args.yes,
+    )
+    result = doctor.report(checks)
+    print(json.dumps(result) if args.json else doctor.render(checks), file=out)
+    return EXIT_OK if result["ok"] else EXIT_REFUSED
 
 
 async def run(reactor: Any, args: argparse.Namespace, path: str, out: TextIO) -> int:
@@ -394,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             raise SystemExit(f.code) from None
 
     async def command(reactor: Any) -> None:
+        if args.command == "doctor":
+            raise SystemExit(await run_doctor(reactor, args, environ, sys.stdout))
         raise SystemExit(await execute(reactor, args, environ, sys.stdout, sys.stderr))
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -140,6 +140,10 @@ class PlivoRest:
             body={"digits": digits, "leg": "aleg"},
         )
 
+    async def fetch_account(self) -> dict[str, Any]:
+        """GET Account/{auth_id}/: read-only, proves the credentials (C{voicecall doctor})."""
+        return await self._client.request("GET", "/", "reading the account")
+
     async def live_call(self, call_uuid: str) -> dict[str, Any] | None:
         """GET Call/{uuid}/?status=live; None when no live call has that UUID."""
         return await self._client.fetch(

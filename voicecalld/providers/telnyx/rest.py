@@ -159,6 +159,10 @@ class TelnyxRest:
             "POST", f"{_path(call_control_id)}/actions/{name}", f"sending {name}", body=body
         )
 
+    async def balance(self) -> dict[str, Any]:
+        """C{GET /balance}: read-only, proves the API key (C{voicecall doctor})."""
+        return await self._client.request("GET", "/balance", "reading the balance")
+
     async def fetch_call(self, call_control_id: str) -> dict[str, Any] | None:
         """C{GET /calls/{id}}; its C{data}, or None when Telnyx does not know the call."""
         answer = await self._client.fetch(_path(call_control_id), "fetching the call")

@@ -105,6 +105,10 @@ class TwilioRest:
             "POST", f"/Calls/{quote(sid)}.json", "updating the call", form=params
         )
 
+    async def fetch_account(self) -> dict[str, Any]:
+        """GET Accounts/{sid}.json: read-only, proves the credentials (C{voicecall doctor})."""
+        return await self._client.request("GET", ".json", "reading the account")
+
     async def fetch_call(self, sid: str) -> dict[str, Any] | None:
         """GET Calls/{sid}.json; None when Twilio does not know the call."""
         return await self._client.fetch(f"/Calls/{quote(sid)}.json", "fetching the call")
