@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from voicecalld import __version__
+from voicecalld.activation import is_activated
 from voicecalld.calls.manager import CallManager
 from voicecalld.config.loader import LoadedConfig
 from voicecalld.config.model import VoiceCallSettings
@@ -58,6 +59,8 @@ class Listener:
         self.endpoint = endpoint
         self.factory = factory
         self.port: IListeningPort | None = None
+        #: Handed over by systemd: the socket outlives this process.
+        self.adopted = is_activated(description)
 
 
 class StartupFailed(Exception):
@@ -180,9 +183,7 @@ class VoiceCallDaemon(service.MultiService):
             self.metrics.health.stop()
         self.manager.stop()
         for listener in self.listeners:
-            if listener.port is not None:
-                await listener.port.stopListening()
-                listener.port = None
+            await _stop_listening(listener)
         await _maybe(self.provider.stop())
         if self.exposer is not None:
             await self.exposer.stop()
@@ -190,6 +191,23 @@ class VoiceCallDaemon(service.MultiService):
             await self.retention.stop()
         await self.store.close()
         self.log.info("voicecalld stopped")
+
+
+async def _stop_listening(listener: Listener) -> None:
+    """
+    Stop accepting on C{listener}.  A socket systemd handed over is only no
+    longer read: closing it would unlink a UNIX socket's file (Twisted's port
+    does on C{connectionLost}), and clients queued in its backlog wait for the
+    next process instead.  Out of the reactor's readers, the reactor's own
+    shutdown does not close it either; the process's exit drops this copy.
+    """
+    port, listener.port = listener.port, None
+    if port is None:
+        return
+    if listener.adopted and hasattr(port, "stopReading"):
+        port.stopReading()
+        return
+    await _maybe(port.stopListening())
 
 
 async def _maybe(result: Any) -> None:

@@ -19,7 +19,7 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from voicecalld import __version__, paths
+from voicecalld import __version__, activation, paths
 from voicecalld.config import (
     ConfigError,
     LoadedConfig,
@@ -181,6 +181,9 @@ def makeService(options: Options) -> IService:
         )
 
     def endpoint(description: str, option: str) -> Any:
+        problem = activation.check(option, description)
+        if problem is not None:
+            _die(problem)
         try:
             return endpoints.serverFromString(reactor, description)
         except (ValueError, KeyError, TypeError) as e:

@@ -8,6 +8,7 @@ datagram, a line of output, a process exit), never a sleep.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -22,6 +23,17 @@ from typing import Any
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 VOICECALL = str(BIN / "voicecall")
+
+# Moves the passed fds to 3, 4, ... and execs the daemon with its own pid in
+# LISTEN_PID, as systemd does (dash cannot redirect fds above 9).
+_EXEC_AS_SYSTEMD = """
+import os, sys
+for i, fd in enumerate(int(f) for f in sys.argv[1].split(",")):
+    os.dup2(fd, 3 + i)
+    os.close(fd)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 class Daemon:
@@ -54,30 +66,52 @@ class Daemon:
         env.update(more)
         return env
 
-    def start(self, *extra: str, wait: bool = True, timeout: float = 30.0) -> Daemon:
-        """Start the daemon; with C{wait}, return once it said READY=1."""
+    def start(
+        self,
+        *extra: str,
+        wait: bool = True,
+        timeout: float = 30.0,
+        sockets: list[tuple[str, socket.socket]] | None = None,
+    ) -> Daemon:
+        """
+        Start the daemon; with C{wait}, return once it said READY=1.  With
+        C{sockets} (name, bound listening socket), pass them as systemd does:
+        at fds 3, 4, ... with C{LISTEN_FDS}, C{LISTEN_FDNAMES} and the
+        child's own pid in C{LISTEN_PID}; the test passes the C{systemd:}
+        endpoints in C{extra}.
+        """
         notify_path = self.root / f"notify-{time.monotonic_ns()}.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
         log = open(self.log_path, "ab")
+        argv = [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "voicecalld",
+            "--state-dir",
+            str(self.state),
+            "--config",
+            str(self.config_path),
+        ]
+        env = self.env(NOTIFY_SOCKET=str(notify_path))
+        passed: list[int] = []
+        if sockets:
+            # Above 10 first, so moving them to 3, 4, ... overwrites none.
+            passed = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 10) for _, s in sockets]
+            argv = [sys.executable, "-c", _EXEC_AS_SYSTEMD, ",".join(map(str, passed)), *argv]
+            env.update(LISTEN_FDS=str(len(sockets)), LISTEN_FDNAMES=":".join(n for n, _ in sockets))
+        else:
+            argv += ["--webhook", "tcp:0:interface=127.0.0.1"]
         self.process = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "voicecalld",
-                "--state-dir",
-                str(self.state),
-                "--config",
-                str(self.config_path),
-                "--webhook",
-                "tcp:0:interface=127.0.0.1",
-                *extra,
-            ],
+            [*argv, *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env(NOTIFY_SOCKET=str(notify_path)),
+            env=env,
+            pass_fds=passed,
         )
+        for fd in passed:
+            os.close(fd)
         log.close()
         if wait:
             self.wait_ready(timeout)
