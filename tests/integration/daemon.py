@@ -53,6 +53,8 @@ class Daemon:
         self.extra_env = env or {}
         self.process: subprocess.Popen | None = None
         self._notify: socket.socket | None = None
+        #: Every datagram the daemon sent to its NOTIFY_SOCKET, in order.
+        self.notified: list[str] = []
 
     def env(self, **more: str) -> dict[str, str]:
         """The environment for the daemon and CLI: no user config leaks in."""
@@ -83,6 +85,7 @@ class Daemon:
         notify_path = self.root / f"notify-{time.monotonic_ns()}.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
+        self.notified = []
         log = open(self.log_path, "ab")
         argv = [
             TWISTD,
@@ -121,14 +124,32 @@ class Daemon:
         """Wait for READY=1 (or fail with the log if the daemon died first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            readable, _, _ = select.select([self._notify], [], [], 0.25)
-            if readable and b"READY=1" in self._notify.recv(4096):
+            if self._receive(0.25) and "READY=1" in self.notified[-1]:
                 return
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"voicecalld exited ({self.process.returncode}):\n{self.log()}"
                 )
         raise AssertionError(f"voicecalld not ready within {timeout} s:\n{self.log()}")
+
+    def _receive(self, wait: float) -> bool:
+        readable, _, _ = select.select([self._notify], [], [], wait)
+        if readable:
+            self.notified.append(self._notify.recv(4096).decode())
+        return bool(readable)
+
+    def wait_notified(self, predicate, timeout: float = 30.0) -> str:
+        """The first datagram (since start) matching C{predicate}, waiting for it."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for message in self.notified[seen:]:
+                if predicate(message):
+                    return message
+            seen = len(self.notified)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no such notification within {timeout} s: {self.notified}")
+            self._receive(0.25)
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         """Wait for the process to end; its exit status."""
