@@ -559,7 +559,7 @@ class CallManager:
             stopping="voicecalld is draining" if self._draining else "voicecalld is stopping",
         )
         if not decision.allowed:
-            return await self._reject(event, decision.reason)
+            return await self._reject(event, decision.reason, busy=self._draining)
         route = resolve(self.settings, event.to_number)
         record = CallRecord(
             call_id=event.call_id or self._new_id(),
@@ -592,12 +592,12 @@ class CallManager:
 
     # -- plumbing --------------------------------------------------------------
 
-    async def _reject(self, event: ev.InboundCall, reason: str) -> Refused:
+    async def _reject(self, event: ev.InboundCall, reason: str, busy: bool = False) -> Refused:
         try:
             await maybeDeferred(self._provider.reject, event, reason)
         except Exception:
             self.log.failure("rejecting inbound call {pid} failed", pid=event.provider_call_id)
-        return Refused(reason)
+        return Refused(reason, busy)
 
     def _reap(self) -> Deferred:
         """Every 30 s: forget expired event keys; end calls unanswered for too long."""
