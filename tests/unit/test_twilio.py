@@ -157,7 +157,8 @@ class WithoutStreaming(TestCase):
         rig = MemoryRig(self, {"inboundPolicy": "open"}, streaming=False)
         rig.manager.begin_drain()
         refused = rig.run(rig.fake.inbound_call("+15557654321", "+15550001111", rig.url))
-        self.assertEqual([(v.name, v.attrs.get("reason")) for v in refused.verbs], [("Reject", "busy")])
+        verbs = [(v.name, v.attrs.get("reason")) for v in refused.verbs]
+        self.assertEqual(verbs, [("Reject", "busy")])
         self.assertEqual(rig.manager.live_calls(), [])
 
     def test_an_inbound_calls_status_callback_finds_it_by_sid(self):
