@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
-from pathlib import Path
 
 import pytest
-
-from tests.integration.daemon import TWISTD
 
 pytestmark = pytest.mark.integration
 ACTIVATED = (
@@ -19,7 +14,6 @@ ACTIVATED = (
     "--webhook",
     "systemd:domain=INET:name=webhook",
 )
-UNITS = Path(__file__).parents[2] / "systemd"
 
 
 def _held_sockets(daemon) -> list[tuple[str, socket.socket]]:
@@ -117,17 +111,3 @@ def test_no_sockets_passed(make_daemon):
     assert daemon.wait_exit() == 2
     assert "no sockets were passed to this process" in daemon.log()
 
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
-def test_the_units_verify(tmp_path):
-    for unit in UNITS.iterdir():
-        text = unit.read_text().replace("/opt/voicecalld/.venv/bin/twistd", TWISTD)
-        (tmp_path / unit.name).write_text(text)
-    result = subprocess.run(
-        ["systemd-analyze", "verify", *sorted(str(p) for p in tmp_path.iterdir())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == "", result.stderr
