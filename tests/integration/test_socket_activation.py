@@ -110,4 +110,3 @@ def test_no_sockets_passed(make_daemon):
     daemon.start(*ACTIVATED, wait=False)
     assert daemon.wait_exit() == 2
     assert "no sockets were passed to this process" in daemon.log()
-
