@@ -19,12 +19,15 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from voicecalld import __version__
+from voicecalld.activation import is_activated
 from voicecalld.calls.manager import CallManager
 from voicecalld.config.loader import LoadedConfig
 from voicecalld.config.model import VoiceCallSettings
@@ -32,11 +35,12 @@ from voicecalld.control.server import ControlFactory, PeerPolicy
 from voicecalld.expose.exposer import Exposer
 from voicecalld.metrics import Metrics, MetricsResource
 from voicecalld.providers.interface import IProvider
-from voicecalld.sdnotify import sd_notify
+from voicecalld.sdnotify import sd_notify, watchdog_interval
 from voicecalld.store.guard import StoreRefused
 from voicecalld.store.interface import ICallStore
 from voicecalld.store.retention import Retention
 from voicecalld.store.timed import TimedStore
+from voicecalld.values.states import CallState
 from voicecalld.voice.chat import make_chat_responder
 from voicecalld.voice.replies import ReplyRouter
 from voicecalld.web.guard import GuardedSite
@@ -58,6 +62,8 @@ class Listener:
         self.endpoint = endpoint
         self.factory = factory
         self.port: IListeningPort | None = None
+        #: Handed over by systemd: the socket outlives this process.
+        self.adopted = is_activated(description)
 
 
 class StartupFailed(Exception):
@@ -87,6 +93,7 @@ class VoiceCallDaemon(service.MultiService):
         exposer: Exposer | None = None,
         notify: Callable[[str], object] = sd_notify,
         retention: Retention | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.loaded = loaded
@@ -100,7 +107,12 @@ class VoiceCallDaemon(service.MultiService):
         self._reactor = reactor
         self._warnings = warnings
         self._notify = notify
+        self._environ = os.environ if environ is None else environ
+        self._watchdog: LoopingCall | None = None
+        self._terminating = False
         self.ready: Deferred[None] = Deferred()
+        #: Fires with the number of calls a drain had to end, once it is over.
+        self.drained: Deferred[int] = Deferred()
 
     def startService(self) -> None:
         super().startService()
@@ -126,6 +138,9 @@ class VoiceCallDaemon(service.MultiService):
         if self.exposer is not None:
             await self.exposer.start()
         self.provider.start(self.manager.handle_event, self.manager.directory)
+        restoring = len(await self.store.live_calls())
+        if restoring:
+            self._notify(f"STATUS=restoring {_calls(restoring)}")
         await self.manager.restore()
         for listener in self.listeners:
             try:
@@ -146,8 +161,65 @@ class VoiceCallDaemon(service.MultiService):
         if self.metrics is not None:
             self.metrics.health.start()
             self.metrics.ready = True
-        self._notify("READY=1")
+        live = len(self.manager.live_calls())
+        self._notify(f"READY=1\nSTATUS=ready: {live} live call{'' if live == 1 else 's'}")
         self.log.info("voicecalld ready")
+        interval = watchdog_interval(self._environ)
+        if interval is not None:
+            self._watchdog = LoopingCall(self._notify, "WATCHDOG=1")
+            self._watchdog.clock = self._reactor
+            self._watchdog.start(interval, now=True)
+
+    def terminate(self) -> None:
+        """
+        SIGTERM: with C{shutdown.mode: drain} the first one drains (no new
+        calls; live ones may finish for C{shutdown.drainSeconds}, then end as
+        C{shutdown}), then stops; otherwise, or on a second one, stop now.
+        Stopping always flushes the store, so nothing acknowledged is lost.
+        """
+        shutdown = self.loaded.settings.shutdown
+        if self._terminating or shutdown.mode != "drain" or not self.ready.called:
+            self._stop_reactor()
+            return
+        self._terminating = True
+        d = Deferred.fromCoroutine(self._drain(shutdown.drain_seconds))
+        d.addErrback(lambda f: self.log.failure("draining failed", f))
+        d.addBoth(lambda _: self._stop_reactor())
+
+    async def _drain(self, seconds: int) -> None:
+        self.manager.begin_drain()
+        if self.metrics is not None:
+            self.metrics.ready = False
+        live = len(self.manager.live_calls())
+        self.log.info(
+            "draining: {live} live calls may finish within {seconds} s; no new calls",
+            live=live,
+            seconds=seconds,
+            log_code="daemon.draining",
+        )
+        self._notify(f"STATUS=draining {_calls(live)}")
+        deadline = self._reactor.seconds() + seconds
+        while live and self._reactor.seconds() < deadline:
+            await _later(self._reactor, min(DRAIN_POLL, deadline - self._reactor.seconds()))
+            now = len(self.manager.live_calls())
+            if now != live:
+                live = now
+                self._notify(f"STATUS=draining {_calls(live)}")
+        ended = 0
+        if live:
+            ended = await self.manager.end_all(
+                CallState.SHUTDOWN, f"still live after draining for {seconds} s"
+            )
+        self.log.info(
+            "drained: {ended} calls ended as shutdown", ended=ended, log_code="daemon.drained"
+        )
+        self.drained.callback(ended)
+
+    def _stop_reactor(self) -> None:
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass
 
     def _failed(self, failure: Any) -> None:
         message = (
@@ -173,16 +245,16 @@ class VoiceCallDaemon(service.MultiService):
             "voicecalld stopping: live calls stay with the provider and are"
             " restored at the next start"
         )
-        self._notify("STOPPING=1")
+        self._notify("STOPPING=1\nSTATUS=stopping")
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         if self.metrics is not None:
             self.metrics.ready = False
             self.metrics.stopping = True
             self.metrics.health.stop()
         self.manager.stop()
         for listener in self.listeners:
-            if listener.port is not None:
-                await listener.port.stopListening()
-                listener.port = None
+            await _stop_listening(listener)
         await _maybe(self.provider.stop())
         if self.exposer is not None:
             await self.exposer.stop()
@@ -190,6 +262,36 @@ class VoiceCallDaemon(service.MultiService):
             await self.retention.stop()
         await self.store.close()
         self.log.info("voicecalld stopped")
+
+
+DRAIN_POLL = 0.25
+
+
+def _calls(n: int) -> str:
+    return f"{n} call{'' if n == 1 else 's'}"
+
+
+def _later(clock: Any, seconds: float) -> Deferred:
+    d: Deferred[None] = Deferred()
+    clock.callLater(max(seconds, 0.0), d.callback, None)
+    return d
+
+
+async def _stop_listening(listener: Listener) -> None:
+    """
+    Stop accepting on C{listener}.  A socket systemd handed over is only no
+    longer read: closing it would unlink a UNIX socket's file (Twisted's port
+    does on C{connectionLost}), and clients queued in its backlog wait for the
+    next process instead.  Out of the reactor's readers, the reactor's own
+    shutdown does not close it either; the process's exit drops this copy.
+    """
+    port, listener.port = listener.port, None
+    if port is None:
+        return
+    if listener.adopted and hasattr(port, "stopReading"):
+        port.stopReading()
+        return
+    await _maybe(port.stopListening())
 
 
 async def _maybe(result: Any) -> None:
@@ -327,4 +429,5 @@ def build(
         metrics=collector,
         exposer=exposer,
         retention=Retention(store, reactor, settings.retention_days),
+        environ=environ,
     )

@@ -21,3 +21,19 @@ def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
         except OSError:
             return False
     return True
+
+
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+    """
+    Seconds between C{WATCHDOG=1} pings: half of C{WATCHDOG_USEC} when the
+    unit sets C{WatchdogSec=} for this process, else None.
+    """
+    environ = os.environ if environ is None else environ
+    pid = environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2_000_000 if usec > 0 else None

@@ -19,7 +19,7 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from voicecalld import __version__, paths
+from voicecalld import __version__, activation, paths
 from voicecalld.config import (
     ConfigError,
     LoadedConfig,
@@ -181,6 +181,9 @@ def makeService(options: Options) -> IService:
         )
 
     def endpoint(description: str, option: str) -> Any:
+        problem = activation.check(option, description)
+        if problem is not None:
+            _die(problem)
         try:
             return endpoints.serverFromString(reactor, description)
         except (ValueError, KeyError, TypeError) as e:
@@ -208,7 +211,7 @@ def makeService(options: Options) -> IService:
         warnings=warnings,
         environ=os.environ,
     )
-    reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
+    reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor, daemon)
     return _with_log_chain(daemon, options, reactor)
 
 
@@ -223,14 +226,15 @@ def _with_log_chain(daemon: IService, options: Options, reactor: Any) -> IServic
     return root
 
 
-def _stop_cleanly_on_sigterm(reactor: Any) -> None:
+def _stop_cleanly_on_sigterm(reactor: Any, daemon: Any) -> None:
     """
-    SIGTERM is the normal way to stop the daemon: shut down and exit 0 (the
-    contract), rather than Twisted's default of re-raising the signal at exit.
+    SIGTERM is the normal way to stop the daemon: shut down (or drain first,
+    L{VoiceCallDaemon.terminate}) and exit 0 (the contract), rather than
+    Twisted's default of re-raising the signal at exit.
     """
 
     def stop(signum: int, frame: object) -> None:
-        log.info("received SIGTERM: stopping")
-        reactor.callFromThread(reactor.stop)
+        log.info("received SIGTERM")
+        reactor.callFromThread(daemon.terminate)
 
     signal.signal(signal.SIGTERM, stop)

@@ -19,7 +19,10 @@ export type CallState =
   | "listening"
   | TerminalState;
 
-/** Where a call ends: upstream's nine, and ours, `transferred` (handed to a person). */
+/**
+ * Where a call ends: upstream's nine, and ours, `transferred` (handed to a person) and
+ * `shutdown` (still live when a draining daemon's time ran out).
+ */
 export type TerminalState =
   | "completed"
   | "hangup-user"
@@ -30,7 +33,8 @@ export type TerminalState =
   | "no-answer"
   | "busy"
   | "voicemail"
-  | "transferred";
+  | "transferred"
+  | "shutdown";
 
 export type CallRecord = {
   callId: string;

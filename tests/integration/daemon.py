@@ -8,6 +8,7 @@ datagram, a line of output, a process exit), never a sleep.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -22,6 +23,17 @@ from typing import Any
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 VOICECALL = str(BIN / "voicecall")
+
+# Moves the passed fds to 3, 4, ... and execs the daemon with its own pid in
+# LISTEN_PID, as systemd does (dash cannot redirect fds above 9).
+_EXEC_AS_SYSTEMD = """
+import os, sys
+for i, fd in enumerate(int(f) for f in sys.argv[1].split(",")):
+    os.dup2(fd, 3 + i)
+    os.close(fd)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 class Daemon:
@@ -41,6 +53,8 @@ class Daemon:
         self.extra_env = env or {}
         self.process: subprocess.Popen | None = None
         self._notify: socket.socket | None = None
+        #: Every datagram the daemon sent to its NOTIFY_SOCKET, in order.
+        self.notified: list[str] = []
 
     def env(self, **more: str) -> dict[str, str]:
         """The environment for the daemon and CLI: no user config leaks in."""
@@ -54,30 +68,53 @@ class Daemon:
         env.update(more)
         return env
 
-    def start(self, *extra: str, wait: bool = True, timeout: float = 30.0) -> Daemon:
-        """Start the daemon; with C{wait}, return once it said READY=1."""
+    def start(
+        self,
+        *extra: str,
+        wait: bool = True,
+        timeout: float = 30.0,
+        sockets: list[tuple[str, socket.socket]] | None = None,
+    ) -> Daemon:
+        """
+        Start the daemon; with C{wait}, return once it said READY=1.  With
+        C{sockets} (name, bound listening socket), pass them as systemd does:
+        at fds 3, 4, ... with C{LISTEN_FDS}, C{LISTEN_FDNAMES} and the
+        child's own pid in C{LISTEN_PID}; the test passes the C{systemd:}
+        endpoints in C{extra}.
+        """
         notify_path = self.root / f"notify-{time.monotonic_ns()}.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
+        self.notified = []
         log = open(self.log_path, "ab")
+        argv = [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "voicecalld",
+            "--state-dir",
+            str(self.state),
+            "--config",
+            str(self.config_path),
+        ]
+        env = self.env(NOTIFY_SOCKET=str(notify_path))
+        passed: list[int] = []
+        if sockets:
+            # Above 10 first, so moving them to 3, 4, ... overwrites none.
+            passed = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 10) for _, s in sockets]
+            argv = [sys.executable, "-c", _EXEC_AS_SYSTEMD, ",".join(map(str, passed)), *argv]
+            env.update(LISTEN_FDS=str(len(sockets)), LISTEN_FDNAMES=":".join(n for n, _ in sockets))
+        else:
+            argv += ["--webhook", "tcp:0:interface=127.0.0.1"]
         self.process = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "voicecalld",
-                "--state-dir",
-                str(self.state),
-                "--config",
-                str(self.config_path),
-                "--webhook",
-                "tcp:0:interface=127.0.0.1",
-                *extra,
-            ],
+            [*argv, *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env(NOTIFY_SOCKET=str(notify_path)),
+            env=env,
+            pass_fds=passed,
         )
+        for fd in passed:
+            os.close(fd)
         log.close()
         if wait:
             self.wait_ready(timeout)
@@ -87,14 +124,32 @@ class Daemon:
         """Wait for READY=1 (or fail with the log if the daemon died first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            readable, _, _ = select.select([self._notify], [], [], 0.25)
-            if readable and b"READY=1" in self._notify.recv(4096):
+            if self._receive(0.25) and "READY=1" in self.notified[-1]:
                 return
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"voicecalld exited ({self.process.returncode}):\n{self.log()}"
                 )
         raise AssertionError(f"voicecalld not ready within {timeout} s:\n{self.log()}")
+
+    def _receive(self, wait: float) -> bool:
+        readable, _, _ = select.select([self._notify], [], [], wait)
+        if readable:
+            self.notified.append(self._notify.recv(4096).decode())
+        return bool(readable)
+
+    def wait_notified(self, predicate, timeout: float = 30.0) -> str:
+        """The first datagram (since start) matching C{predicate}, waiting for it."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for message in self.notified[seen:]:
+                if predicate(message):
+                    return message
+            seen = len(self.notified)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no such notification within {timeout} s: {self.notified}")
+            self._receive(0.25)
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         """Wait for the process to end; its exit status."""

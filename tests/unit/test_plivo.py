@@ -277,6 +277,16 @@ class Calls(TestCase):
         self.assertEqual(failure.status, 401)
 
     @inlineCallbacks
+    def test_a_draining_daemon_answers_callers_busy(self):
+        rig = yield Rig(self, {"inboundPolicy": "open"}).start()
+        rig.manager.begin_drain()
+        refused = yield rig.fake.inbound_call("+15557654321", "+15550001111", rig.url)
+        self.assertEqual(
+            [(e.name, e.attrs.get("reason")) for e in refused.elements], [("Hangup", "busy")]
+        )
+        self.assertEqual(rig.manager.live_calls(), [])
+
+    @inlineCallbacks
     def test_inbound_allowed_and_refused(self):
         rig = yield Rig(
             self,

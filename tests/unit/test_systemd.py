@@ -1,4 +1,4 @@
-"""The systemd unit: what the contract asks of it, and systemd's own verdict."""
+"""The systemd units: what the contract asks of them, and systemd's own verdict."""
 
 from __future__ import annotations
 
@@ -31,7 +31,14 @@ class UnitTests(TestCase):
         s = settings()
         (exec_start,) = s["ExecStart"]
         self.assertIn("twistd -n --pidfile= voicecalld", exec_start)
-        self.assertIn("--control unix:%t/voicecalld/control.sock:mode=660", exec_start)
+        self.assertIn("--control systemd:domain=UNIX:name=control", exec_start)
+        self.assertIn("--webhook systemd:domain=INET:name=webhook", exec_start)
+        sockets = "voicecalld.socket voicecalld-webhook.socket"
+        self.assertEqual(s["Requires"], [sockets])
+        self.assertIn(sockets, s["After"][0])
+        self.assertEqual(s["RuntimeDirectoryPreserve"], ["yes"])
+        # shutdown.drainSeconds' default (30) plus time to end calls and flush.
+        self.assertEqual(s["TimeoutStopSec"], ["45"])
         self.assertEqual(s["Type"], ["notify"])
         self.assertEqual(s["StateDirectory"], ["voicecalld"])
         self.assertEqual(s["RuntimeDirectory"], ["voicecalld"])
@@ -52,11 +59,22 @@ class UnitTests(TestCase):
         if analyze is None:
             raise SkipTest("systemd-analyze is not installed here")
         twistd = str(Path(sys.executable).parent / "twistd")
-        unit = Path(self.mktemp())
-        unit.mkdir()
-        copy = unit / "voicecalld.service"
-        copy.write_text(UNIT.read_text().replace("/opt/voicecalld/.venv/bin/twistd", twistd))
+        units = Path(self.mktemp())
+        units.mkdir()
+        for unit in sorted(UNIT.parent.iterdir()):
+            text = unit.read_text().replace("/opt/voicecalld/.venv/bin/twistd", twistd)
+            (units / unit.name).write_text(text)
         result = subprocess.run(
-            [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60
+            [analyze, "verify", *sorted(str(p) for p in units.iterdir())],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         self.assertEqual((result.returncode, result.stderr), (0, ""))
+
+    def test_the_sockets_are_named(self):
+        named = (("voicecalld.socket", "control"), ("voicecalld-webhook.socket", "webhook"))
+        for name, expected in named:
+            text = (UNIT.parent / name).read_text()
+            self.assertIn(f"FileDescriptorName={expected}\n", text)
+            self.assertIn("Service=voicecalld.service\n", text)

@@ -153,6 +153,14 @@ class WithoutStreaming(TestCase):
         refusal = [n for n in rig.notices if n.kind == "call.refused"]
         self.assertEqual(refusal[0].from_number, "+15550000999")
 
+    def test_a_draining_daemon_answers_callers_busy(self):
+        rig = MemoryRig(self, {"inboundPolicy": "open"}, streaming=False)
+        rig.manager.begin_drain()
+        refused = rig.run(rig.fake.inbound_call("+15557654321", "+15550001111", rig.url))
+        verbs = [(v.name, v.attrs.get("reason")) for v in refused.verbs]
+        self.assertEqual(verbs, [("Reject", "busy")])
+        self.assertEqual(rig.manager.live_calls(), [])
+
     def test_an_inbound_calls_status_callback_finds_it_by_sid(self):
         # The number's status callback (set in Twilio's console) names no call id
         # of ours: the call is found by its SID, which the call manager stored.

@@ -141,12 +141,17 @@ class Admission:
         return to
 
     def inbound(
-        self, from_number: str | None, to_number: str | None, live_calls: int, accepting: bool
+        self,
+        from_number: str | None,
+        to_number: str | None,
+        live_calls: int,
+        accepting: bool,
+        stopping: str = "voicecalld is stopping",
     ) -> Decision:
         """Whether to answer a caller; a refusal is published and logged."""
         decision = inbound_decision(self._settings, from_number)
         if decision.allowed and not accepting:
-            decision = Decision(False, "voicecalld is stopping")
+            decision = Decision(False, stopping)
         decision = self._budget(decision, live_calls)
         if not decision.allowed:
             self._refused(INBOUND, from_number, to_number, decision.reason)

@@ -153,6 +153,7 @@ class CallManager:
             clock=clock,
         )
         self._accepting = False
+        self._draining = False
         self._reaper = LoopingCall(self._reap)
         self._reaper.clock = clock
 
@@ -189,6 +190,26 @@ class CallManager:
         for live in self._registry:
             live.timers.cancel_all()
             self._turns.abandon(live, ShuttingDown("voicecalld is stopping"))
+
+    def begin_drain(self) -> None:
+        """
+        Take no new calls and let the live ones go on (C{shutdown.mode: drain}):
+        outbound calls are refused with C{NOT_ALLOWED}, callers get the
+        carrier's busy answer.
+        """
+        self._accepting = False
+        self._draining = True
+
+    async def end_all(self, reason: CallState, detail: str) -> int:
+        """Hang up every live call for C{reason}; how many there were."""
+        lives = list(self._registry)
+        for live in lives:
+            try:
+                why = Why(reason, detail)
+                await self._lifecycle.feed(live, LifeInput.HANG_UP, why, client=True)
+            except Exception:
+                self.log.failure("ending call {call_id} failed", call_id=live.record.call_id)
+        return len(lives)
 
     # -- queries -----------------------------------------------------------
 
@@ -531,10 +552,14 @@ class CallManager:
 
     async def _inbound(self, event: ev.InboundCall, keys: tuple) -> Any:
         decision = self._admission.inbound(
-            event.from_number, event.to_number, len(self._registry), self._accepting
+            event.from_number,
+            event.to_number,
+            len(self._registry),
+            self._accepting,
+            stopping="voicecalld is draining" if self._draining else "voicecalld is stopping",
         )
         if not decision.allowed:
-            return await self._reject(event, decision.reason)
+            return await self._reject(event, decision.reason, busy=self._draining)
         route = resolve(self.settings, event.to_number)
         record = CallRecord(
             call_id=event.call_id or self._new_id(),
@@ -567,12 +592,12 @@ class CallManager:
 
     # -- plumbing --------------------------------------------------------------
 
-    async def _reject(self, event: ev.InboundCall, reason: str) -> Refused:
+    async def _reject(self, event: ev.InboundCall, reason: str, busy: bool = False) -> Refused:
         try:
             await maybeDeferred(self._provider.reject, event, reason)
         except Exception:
             self.log.failure("rejecting inbound call {pid} failed", pid=event.provider_call_id)
-        return Refused(reason)
+        return Refused(reason, busy)
 
     def _reap(self) -> Deferred:
         """Every 30 s: forget expired event keys; end calls unanswered for too long."""
@@ -604,6 +629,10 @@ class CallManager:
         return {}
 
     def _check_accepting(self) -> None:
+        if self._draining:
+            raise NotAllowed(
+                "voicecalld is draining: it finishes its live calls and takes no new ones"
+            )
         if not self._accepting:
             raise ShuttingDown("voicecalld is not taking calls (starting or stopping)")
 

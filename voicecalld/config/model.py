@@ -159,6 +159,14 @@ class ServeSettings:
 
 
 @frozen
+class ShutdownSettings:
+    """C{shutdown}: what SIGTERM does with live calls (docs/operations.md)."""
+
+    mode: str = setting(Enum(("resume", "drain")), "resume")
+    drain_seconds: int = setting(Int(minimum=0, maximum=3600), 30)
+
+
+@frozen
 class TailscaleSettings:
     """C{tailscale}: legacy exposure through Tailscale serve/funnel."""
 
@@ -548,6 +556,7 @@ class VoiceCallSettings:
     ring_timeout_ms: int = _positive(30000)
     max_concurrent_calls: int = _positive(1)
     serve: ServeSettings = setting(Nested(ServeSettings))
+    shutdown: ShutdownSettings = setting(Nested(ShutdownSettings))
     tailscale: TailscaleSettings = setting(Nested(TailscaleSettings))
     tunnel: TunnelSettings = setting(Nested(TunnelSettings))
     webhook_security: WebhookSecuritySettings = setting(Nested(WebhookSecuritySettings))

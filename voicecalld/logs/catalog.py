@@ -141,6 +141,9 @@ CATALOG: dict[str, Code] = _codes(
     ("expose.url", "info", "the public webhook URL in use"),
     ("expose.unreachable", "warn", "the public URL cannot be reached by carriers"),
     ("expose.failed", "warn", "exposing the webhook failed; the local URL is used"),
+    # daemon: the process's own life (daemon.py)
+    ("daemon.draining", "info", "SIGTERM with shutdown.mode drain: no new calls, live ones finish"),
+    ("daemon.drained", "info", "a drain is over; how many calls it ended as shutdown"),
     # log: the log itself (logs/flood.py)
     ("log.suppressed", "warn", "how many more of one code from one peer a window held back"),
 )

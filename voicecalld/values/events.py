@@ -169,9 +169,13 @@ class Accepted:
 
 @frozen
 class Refused:
-    """Outcome: an inbound call was refused, for C{reason}."""
+    """
+    Outcome: an inbound call was refused, for C{reason}; C{busy} when the
+    caller should hear busy (a draining daemon) rather than a rejection.
+    """
 
     reason: str
+    busy: bool = False
 
 
 class Outcome:

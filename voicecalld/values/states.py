@@ -4,7 +4,8 @@ A call's states, as records, clients and the store name them.
 Upstream's rule, kept: a call only moves forward through
 initiated → ringing → answered → active, then between active, speaking and
 listening as it talks, and may end from anywhere; an ended call never moves
-again.  Ours, beyond upstream: C{transferred}, a call handed to a person.
+again.  Ours, beyond upstream: C{transferred}, a call handed to a person, and
+C{shutdown}, a call still live when a draining daemon's time ran out.
 Unlike upstream, an idle call returns to C{active} after speaking or
 listening, so C{status} says what the call is doing now.  The moves are
 decided by the lifecycle and turn tables (L{voicecalld.calls.lifecycle},
@@ -35,6 +36,7 @@ class CallState(enum.StrEnum):
     BUSY = "busy"
     VOICEMAIL = "voicemail"
     TRANSFERRED = "transferred"
+    SHUTDOWN = "shutdown"
 
     @property
     def terminal(self) -> bool:
@@ -54,6 +56,7 @@ TERMINAL = frozenset(
         CallState.BUSY,
         CallState.VOICEMAIL,
         CallState.TRANSFERRED,
+        CallState.SHUTDOWN,
     }
 )
 

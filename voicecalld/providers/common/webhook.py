@@ -99,7 +99,8 @@ class Reading:
     What to do with a webhook: apply C{events} in order, then answer with
     C{answer()}.  For a new inbound call, C{inbound} is applied after them
     and the answer is C{accepted(call_id)} (our id of the new call, None if
-    the event was a repeat) or, if it was refused, C{refused}.
+    the event was a repeat) or, if it was refused, C{refused} (C{busy}, when
+    the carrier has one, if the caller should hear busy).
     """
 
     answer: Callable[[], Answer] | None = None
@@ -107,6 +108,7 @@ class Reading:
     inbound: ev.InboundCall | None = None
     accepted: Callable[[str | None], Answer] | None = None
     refused: Answer | None = None
+    busy: Answer | None = None
 
     @classmethod
     def of(cls, answer: Answer, *events: ev.CallEvent) -> Reading:
@@ -275,6 +277,8 @@ class WebhookResource(resource.Resource):
         if reading.inbound is not None:
             outcome = await self.emit(reading.inbound)
             if isinstance(outcome, ev.Refused):
+                if outcome.busy and reading.busy is not None:
+                    return reading.busy
                 return reading.refused
             return reading.accepted(getattr(outcome, "call_id", None))
         return reading.answer()

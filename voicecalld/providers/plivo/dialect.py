@@ -178,6 +178,7 @@ class PlivoDialect:
             ),
             accepted=accepted,
             refused=document(plivoxml.reject()),
+            busy=document(plivoxml.reject("busy")),
         )
 
     def _input(self, hook: Hook, ids: dict[str, Any]) -> tuple[ev.CallEvent, ...]:

@@ -103,9 +103,9 @@ def transfer(number: str, caller_id: str) -> str:
     return _xml(dial)
 
 
-def reject() -> str:
+def reject(reason: str = "rejected") -> str:
     """Refuse an inbound call without answering it."""
-    return _xml(HangupElement(reason="rejected"))
+    return _xml(HangupElement(reason=reason))
 
 
 def hangup() -> str:

@@ -168,6 +168,7 @@ class TwilioDialect:
             ),
             accepted=accepted,
             refused=document(twiml.reject()),
+            busy=document(twiml.reject("busy")),
         )
 
     def _gathered(self, hook: Hook, ids: dict[str, Any]) -> tuple[ev.CallEvent, ...]:

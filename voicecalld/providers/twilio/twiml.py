@@ -100,10 +100,10 @@ def transfer(to: str, caller_id: str, answered_url: str) -> str:
     return response.to_xml()
 
 
-def reject() -> str:
-    """Refuse an inbound call without answering it."""
+def reject(reason: str = "rejected") -> str:
+    """Refuse an inbound call without answering it (C{reason} C{busy}: the caller hears busy)."""
     response = VoiceResponse()
-    response.reject(reason="rejected")
+    response.reject(reason=reason)
     return response.to_xml()
 
 
