@@ -184,6 +184,7 @@ class VoiceCallDaemon(service.MultiService):
                 await listener.port.stopListening()
                 listener.port = None
         await _maybe(self.provider.stop())
+        await self.manager.settle()
         if self.exposer is not None:
             await self.exposer.stop()
         if self.retention is not None:

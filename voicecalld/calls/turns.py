@@ -40,7 +40,7 @@ from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.journal import Journal
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.machine import Machine, Transition, table
-from voicecalld.calls.speaking import Mouth, idle_state, moved
+from voicecalld.calls.speaking import UNSAID, Mouth, idle_state, moved
 from voicecalld.errors import Busy, CallEnded, Timeout, provider_error
 from voicecalld.providers.interface import IProvider
 from voicecalld.values import notices
@@ -260,6 +260,39 @@ class TurnEngine:
                 lambda f: self.log.failure("storing {call_id} idle", f, call_id=live.call_id)
             )
         self._feed(live, TurnInput.GREET)
+
+    def resume(self, live: LiveCall) -> None:
+        """
+        A call restored after a restart has its stream back: first words the
+        restart cut off are said again (whole), words of another utterance it
+        cut off (C{unsaid}) are said now; otherwise the call listens on.
+        """
+        live.resuming = False
+        turn = self.attach(live)
+        if turn.machine.state is TurnState.START:
+            self.greet(live)
+            return
+        rest = live.record.metadata.get(UNSAID)
+        if not rest:
+            return
+        self.log.info(
+            "call {call_id} resumed: saying the {n} word(s) a restart cut off",
+            call_id=live.call_id,
+            n=len(rest.split()),
+            log_code="turn.resumed",
+        )
+        Deferred.fromCoroutine(
+            self._journal.change(live, lambda r: r.with_metadata(**{UNSAID: None}))
+        ).addErrback(lambda f: self.log.failure("storing {call_id}", f, call_id=live.call_id))
+        for said in self._feed(live, TurnInput.SPEAK, text=rest):
+            said.addErrback(
+                lambda f: self.log.warn(
+                    "the rest of a cut utterance on {call_id} was not said: {error}",
+                    call_id=live.call_id,
+                    error=f.value,
+                    log_code="turn.resume_failed",
+                )
+            )
 
     def caller_started(self, live: LiveCall) -> None:
         """The caller started speaking."""
