@@ -118,9 +118,7 @@ class Resume(TestCase):
 
     def test_the_stop_waits_for_what_was_heard_to_be_stored(self):
         h, call_id = self.h, self.greeted()
-        Deferred.fromCoroutine(h.manager.speak(call_id, "one two three")).addErrback(
-            lambda f: None
-        )
+        Deferred.fromCoroutine(h.manager.speak(call_id, "one two three")).addErrback(lambda f: None)
         h.store.holding = True
         h.manager.stop()
         stream_closes(h, call_id, "one")
