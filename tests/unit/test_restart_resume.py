@@ -12,7 +12,9 @@ from twisted.trial.unittest import TestCase
 
 from tests.fakes.provider import RecordingProvider
 from tests.unit.harness import Harness, deferred
+from tests.unit.test_manager import ScriptedResponder
 from voicecalld.calls.speaking import UNSAID
+from voicecalld.calls.turns import AGAIN, MISSED
 from voicecalld.values import events as ev
 from voicecalld.values.playback import Playback
 
@@ -138,3 +140,49 @@ class Resume(TestCase):
         media_up(h2, call_id)
         self.assertEqual(said(h2), [])
         self.assertEqual(transcript(h2, call_id), [("bot", "Hello there.", False)])
+
+    def test_a_caller_turn_whose_reply_was_lost_is_answered(self):
+        h, call_id = self.h, self.greeted()
+        h.manager.replies.register(ScriptedResponder())
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="What time is it?")))
+        h.manager.stop()  # the reply is still being made: it dies with the process
+        self.successResultOf(settled(h))
+        h2 = h.restart(streamed())
+        responder = ScriptedResponder()
+        h2.manager.replies.register(responder)
+        self.assertEqual(responder.asked, [])
+        media_up(h2, call_id)
+        ((record, d),) = responder.asked
+        self.assertEqual(record.transcript[-1].text, "What time is it?")
+        d.callback("It is noon.")
+        self.assertEqual(said(h2), ["It is noon."])
+        h2.provider.finish_speaking(call_id)
+        self.assertEqual(
+            transcript(h2, call_id),
+            [
+                ("bot", "Hello there.", False),
+                ("user", "What time is it?", False),
+                ("bot", "It is noon.", False),
+            ],
+        )
+
+    def test_a_caller_cut_off_mid_sentence_is_asked_again(self):
+        h, call_id = self.h, self.greeted()
+        h.ok(h.provider.emit(ev.SpeechStarted(call_id=call_id)))
+        h.manager.stop()
+        self.successResultOf(settled(h))
+        self.assertTrue(h.stored(call_id).metadata[MISSED])
+        h2 = h.restart(streamed())
+        media_up(h2, call_id)
+        self.assertEqual(said(h2), [AGAIN])
+        h2.provider.finish_speaking(call_id)
+        self.assertNotIn(MISSED, h2.stored(call_id).metadata)
+        self.assertEqual(transcript(h2, call_id)[-1], ("bot", AGAIN, False))
+
+    def test_a_caller_whose_words_were_heard_is_not_asked_again(self):
+        h, call_id = self.h, self.greeted()
+        h.ok(h.provider.emit(ev.SpeechStarted(call_id=call_id)))
+        h.ok(h.provider.emit(ev.Speech(call_id=call_id, text="okay")))
+        h.manager.stop()
+        self.successResultOf(settled(h))
+        self.assertNotIn(MISSED, h.stored(call_id).metadata)

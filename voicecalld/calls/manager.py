@@ -192,6 +192,13 @@ class CallManager:
             live.stopping = True
             live.timers.cancel_all()
             self._turns.abandon(live, ShuttingDown("voicecalld is stopping"))
+            noting = self._turns.stopping(live)
+            if noting is not None:
+                noting.addErrback(
+                    lambda f, call_id=live.call_id: self.log.failure(
+                        "storing {call_id} at the stop", f, call_id=call_id
+                    )
+                )
 
     async def settle(self) -> None:
         """
