@@ -13,6 +13,7 @@ process listens.
 
 from __future__ import annotations
 
+import datetime
 import signal
 from typing import Any
 
@@ -89,6 +90,29 @@ class RestartScenarios:
         )
         self.assertFalse(self.daemon.ended.called, self.log.read_text())
 
+    def timeline(self) -> str:
+        """Where a restart's time went, from the daemon log's timestamps."""
+        marks = {}
+        for line in self.log.read_text(errors="replace").splitlines():
+            for key, text in (
+                ("sigterm", "received SIGTERM"),
+                ("stopped", "Server Shut Down"),
+                ("starting", "starting up"),
+                ("ready", "voicecalld ready"),
+            ):
+                if text in line:
+                    marks[key] = datetime.datetime.fromisoformat(line.split()[0].rstrip("Z"))
+        if len(marks) < 4:
+            return "(timeline incomplete)"
+
+        def gap(a: str, b: str) -> float:
+            return (marks[b] - marks[a]).total_seconds()
+
+        return (
+            f"stop {gap('sigterm', 'stopped'):.2f} s, exec {gap('stopped', 'starting'):.2f} s,"
+            f" start-up {gap('starting', 'ready'):.2f} s"
+        )
+
     @inlineCallbacks
     def record_when(self, call_id, predicate, what, tries=200):
         """The call's record once C{predicate} holds for it (one status request at a time)."""
@@ -124,6 +148,7 @@ class RestartScenarios:
         yield self.restart()
         again = yield call.when_stream(1)
         deaf = again.started_at - stopping
+        timeline = self.timeline()
         record = yield self.status(call_id)
         self.assertIn(record["state"], ("active", "listening"))
         yield self.caller_says(again, "item_1", "A table for two, please.")
@@ -136,7 +161,7 @@ class RestartScenarios:
         )
         yield self.cli("end", "--call-id", call_id)
         yield call.when_ended()
-        print(f"\n{self.carrier} mid-listen: {deaf:.2f} s from SIGTERM to the next stream")
+        print(f"\n{self.carrier} mid-listen: {deaf:.2f} s, SIGTERM to next stream ({timeline})")
 
     @inlineCallbacks
     def test_restart_mid_utterance(self):
@@ -162,6 +187,7 @@ class RestartScenarios:
             what="the rest of the cut reply played",
         )
         pause = again.frames[0][0] - last_frame
+        timeline = self.timeline()
         yield self.record_when(
             call_id, lambda r: len(r["transcript"]) == 4, "the rest of the reply in the transcript"
         )
@@ -180,4 +206,4 @@ class RestartScenarios:
         self.assertEqual(texts[4:], [("user", "Thanks, a table for two."), ("bot", REPLY)])
         yield self.cli("end", "--call-id", call_id)
         yield call.when_ended()
-        print(f"\n{self.carrier} mid-utterance: {pause:.2f} s from the last frame before the stop")
+        print(f"\n{self.carrier} mid-utterance: {pause:.2f} s of silence ({timeline})")
