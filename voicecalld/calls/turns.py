@@ -289,7 +289,9 @@ class TurnEngine:
         rest = live.record.metadata.get(UNSAID)
         if not rest:
             last = live.record.transcript[-1] if live.record.transcript else None
-            if last is not None and last.speaker == USER and last.kind == "speech":
+            # A realtime model hears the caller itself: the reply router is not asked.
+            answerable = not self._realtime(live.record)
+            if answerable and last is not None and last.speaker == USER and last.kind == "speech":
                 self.log.info(
                     "call {call_id} resumed: answering the caller's last turn",
                     call_id=live.call_id,
