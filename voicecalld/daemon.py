@@ -256,6 +256,7 @@ class VoiceCallDaemon(service.MultiService):
         for listener in self.listeners:
             await _stop_listening(listener)
         await _maybe(self.provider.stop())
+        await self.manager.settle()
         if self.exposer is not None:
             await self.exposer.stop()
         if self.retention is not None:

@@ -47,8 +47,10 @@ from urllib.parse import unquote, urlsplit
 import attrs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import ConnectionRefusedError as Refused
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -443,6 +445,9 @@ class FakeTelnyx:
         self.speak_scale = speak_scale
         self.playback_seconds = playback_seconds
         self.webhook_timeout = webhook_timeout
+        #: Whether a refused webhook connection is tried again until C{webhook_timeout}:
+        #: what a socket-activated daemon's listen backlog gives the real Telnyx.
+        self.held_webhooks = False
         #: "valid", "wrong" (another key signed it), "missing" (no signature
         #: headers), "stale" (correctly signed, timestamp C{skew} seconds old)
         #: or "future" (C{skew} seconds ahead).
@@ -777,14 +782,7 @@ class FakeTelnyx:
         if self.insecure_webhooks and url.startswith("https://"):
             url = "http://" + url[len("https://") :]
         try:
-            response = await self._http.request(
-                "POST",
-                url,
-                data=hook.body,
-                headers=hook.headers,
-                allow_redirects=False,
-                timeout=self.webhook_timeout,
-            )
+            response = await self._request(hook, url)
             hook.code = response.code
             hook.response = await response.content()
         except Exception as e:
@@ -793,6 +791,24 @@ class FakeTelnyx:
             problem = hook.error or f"answered HTTP {hook.code}"
             call.errors.append(f"webhook {hook.event_type} to {hook.url}: {problem}")
         return hook
+
+    async def _request(self, hook: Webhook, url: str) -> Any:
+        deadline = self.clock.seconds() + self.webhook_timeout
+        while True:
+            try:
+                return await self._http.request(
+                    "POST",
+                    url,
+                    data=hook.body,
+                    headers=hook.headers,
+                    allow_redirects=False,
+                    timeout=self.webhook_timeout,
+                )
+            except Refused:
+                if not self.held_webhooks or self.clock.seconds() > deadline or self._stopped:
+                    raise
+            # The backlog: the next process accepts the connection once it listens.
+            await task.deferLater(self.clock, 0.02, lambda: None)
 
     # REST API
 

@@ -46,6 +46,7 @@ from twilio.request_validator import RequestValidator
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import ConnectionRefusedError as Refused
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -260,6 +261,9 @@ class FakeTwilio:
         self.api_keys = dict(api_keys or {})
         self.webhook_timeout = webhook_timeout
         self.ws_options = dict(ws_options or {})
+        #: Whether a refused webhook connection is tried again until C{webhook_timeout}:
+        #: what a socket-activated daemon's listen backlog gives the real Twilio.
+        self.held_webhooks = False
         #: "valid", "wrong" (a signature made with another token) or "missing".
         self.signature_mode = "valid"
         #: Where the REST API is: Twilio's real root until L{listen} says otherwise.
@@ -552,14 +556,7 @@ class FakeTwilio:
         if self.insecure_webhooks and url.startswith("https://"):
             url = _plain(url, "http")
         try:
-            response = await self._http.request(
-                hook.method,
-                url,
-                data=hook.body or None,
-                headers=hook.headers,
-                allow_redirects=False,
-                timeout=self.webhook_timeout,
-            )
+            response = await self._request(hook, url)
             hook.code = response.code
             content_type = response.headers.getRawHeaders(b"content-type", [b""])[0]
             hook.content_type = content_type.decode("latin-1")
@@ -570,6 +567,24 @@ class FakeTwilio:
             problem = hook.error or f"answered HTTP {hook.code}"
             call.errors.append(f"11200 {hook.kind} webhook {hook.method} {hook.url}: {problem}")
         return hook
+
+    async def _request(self, hook: Webhook, url: str) -> Any:
+        deadline = self.clock.seconds() + self.webhook_timeout
+        while True:
+            try:
+                return await self._http.request(
+                    hook.method,
+                    url,
+                    data=hook.body or None,
+                    headers=hook.headers,
+                    allow_redirects=False,
+                    timeout=self.webhook_timeout,
+                )
+            except Refused:
+                if not self.held_webhooks or self.clock.seconds() > deadline or self._stopped:
+                    raise
+            # The backlog: the next process accepts the connection once it listens.
+            await task.deferLater(self.clock, 0.02, lambda: None)
 
     # REST API
 

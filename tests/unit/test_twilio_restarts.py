@@ -31,3 +31,25 @@ class StreamRestarts(TestCase):
         rig.run(stream.when_mark_echoed("u1:end"))
         self.assertTrue(rig.run(speaking).complete)
         self.assertEqual(len(call.streams), 3)
+
+
+class StreamEndedWhileStopping(TestCase):
+    """A stream that ends while voicecalld stops for a restart does not end the call."""
+
+    def test_the_carrier_is_told_to_ask_again(self):
+        rig = MemoryRig(self, {})
+        record = rig.initiate("Hello.", "conversation")
+        call = rig.run(rig.fake.when_call(0))
+        rig.run(call.answer())
+        stream = rig.run(call.when_stream())
+        rig.run(stream.when_mark_echoed("u1:end"))
+        # What a <Connect action> request gets from a daemon that is stopping
+        # (its stream ended just before); the next process answers the redirect.
+        rig.provider._stopping = True
+        wire = rig.provider.call_for(record.call_id, None)
+        document = rig.provider.restart_stream(wire, call.sid)
+        rig.provider._stopping = False
+        self.assertIn('<Pause length="1" />', document)
+        self.assertIn("type=stream-ended&amp;held=", document)
+        self.assertNotIn("<Hangup", document)
+        self.assertIsNone(stream.closed_by)

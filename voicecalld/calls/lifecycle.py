@@ -209,6 +209,8 @@ class Lifecycle:
             symbol = LifeInput.ANSWERED_SCREENING
         if symbol is LifeInput.MEDIA_UP:
             live.media_up = True
+            if live.resuming and phase(live.record) is Phase.CONNECTED:
+                self._turns.resume(live)
         elif symbol is LifeInput.MEDIA_DOWN:
             live.media_up = False
         before = phase(live.record)

@@ -35,6 +35,12 @@ class LiveCall:
         self.transferring: Any = None  # the lifecycle's reason, once a transfer is asked for
         self.end_pending: tuple | None = None  # an end that is still to be stored
         self.media_up = False  # the carrier's media stream is connected
+        # The daemon is stopping to be restarted: what its closing stream cuts
+        # off is left for the next process (L{voicecalld.calls.speaking}).
+        self.stopping = False
+        # Restored by this process and waiting for its stream to come back
+        # (L{voicecalld.calls.turns.TurnEngine.resume}).
+        self.resuming = False
 
     @property
     def call_id(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from voicecalld.calls import admission
@@ -66,6 +66,8 @@ from voicecalld.voice.replies import ReplyRouter
 
 MOCK_FROM_NUMBER = "+15550000000"
 REAPER_INTERVAL = 30.0
+# How many waves of changes a stop may cause before the store closes anyway.
+SETTLE_ROUNDS = 10
 
 _LIFE_EVENTS = {
     ev.Ringing: LifeInput.RINGING,
@@ -188,8 +190,31 @@ class CallManager:
         if self._reaper.running:
             self._reaper.stop()
         for live in self._registry:
+            live.stopping = True
             live.timers.cancel_all()
             self._turns.abandon(live, ShuttingDown("voicecalld is stopping"))
+            noting = self._turns.stopping(live)
+            if noting is not None:
+                noting.addErrback(
+                    lambda f, call_id=live.call_id: self.log.failure(
+                        "storing {call_id} at the stop", f, call_id=call_id
+                    )
+                )
+
+    async def settle(self) -> None:
+        """
+        Wait until the changes the stop caused are stored (what the caller had
+        heard when the streams closed), so the store can close with them.
+        """
+        for _ in range(SETTLE_ROUNDS):
+            # One reactor turn first: a stored change may lead straight to the next.
+            await deferLater(self._clock, 0, lambda: None)
+            busy = [live for live in self._registry if live.changes.locked]
+            if not busy:
+                return
+            for live in busy:
+                await live.changes.acquire()
+                live.changes.release()
 
     def begin_drain(self) -> None:
         """

@@ -98,6 +98,9 @@ class Restorer:
             self._turns.attach(live)
             if not self._provider.waits_for_media(live.record):
                 self._turns.greet(live)
+            else:
+                # A streamed call goes on when the carrier reconnects its stream.
+                live.resuming = True
 
     async def _end(self, live: LiveCall, reason: CallState, detail: str) -> None:
         try:

@@ -7,6 +7,12 @@ transcript entry (what the caller heard of it) is stored when the
 utterance ends, stamped with the time its audio started, so the transcript
 reads in the order things were said even when the caller talked over it.
 Utterances on one call are said one after another.
+
+An utterance cut off because the daemon is stopping (a restart) keeps what
+the caller heard as an interrupted entry, and stores the words not yet heard
+as C{unsaid}: the next process says them once the stream is back, so
+nothing is lost and nothing heard is said twice.  (The first words are not
+split: a cut greeting keeps C{initialMessage} and is said again whole.)
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from voicecalld.values import notices
 from voicecalld.values.playback import Playback
 from voicecalld.values.record import BOT, CONVERSATION, CallRecord, TranscriptEntry
 from voicecalld.values.states import CallState
+
+# The call record's metadata key for words a restart cut off before the caller heard them.
+UNSAID = "unsaid"
 
 
 def idle_state(live: LiveCall) -> CallState:
@@ -98,10 +107,21 @@ class Mouth:
                 entries = (entry,)
             if first and playback.complete:
                 record = attrs.evolve(record, initial_message=None)
+            rest = unheard(playback)
+            if live.stopping and not first and rest:
+                record = record.with_metadata(**{UNSAID: rest})
             return Change(moved(record, idle_state(live)), entries)
 
         await self._journal.change(live, played)
         return playback
+
+
+def unheard(playback: Playback) -> str:
+    """The words of an utterance after those the caller heard ("" when it played whole)."""
+    if playback.complete:
+        return ""
+    words = playback.text.split()
+    return " ".join(words[len(playback.played.split()) :])
 
 
 def moved(record: CallRecord, state: CallState) -> CallRecord:

@@ -40,16 +40,20 @@ from voicecalld.calls.hub import NoticeHub
 from voicecalld.calls.journal import Journal
 from voicecalld.calls.live import LiveCall
 from voicecalld.calls.machine import Machine, Transition, table
-from voicecalld.calls.speaking import Mouth, idle_state, moved
+from voicecalld.calls.speaking import UNSAID, Mouth, idle_state, moved
 from voicecalld.errors import Busy, CallEnded, Timeout, provider_error
 from voicecalld.providers.interface import IProvider
 from voicecalld.values import notices
 from voicecalld.values.playback import Playback
-from voicecalld.values.record import CONVERSATION, NOTIFY, CallRecord
+from voicecalld.values.record import CONVERSATION, NOTIFY, USER, CallRecord
 from voicecalld.values.states import CallState
 from voicecalld.voice.replies import ReplyRouter
 
 APOLOGY = "Sorry, I can't answer that right now. Could you say it again?"
+# Said after a restart that cut the caller off mid-sentence (their words were lost).
+AGAIN = "Sorry, I missed that. Could you say it again?"
+# The call record's metadata key for a caller cut off mid-sentence by a restart.
+MISSED = "missedTurn"
 
 # Words that acknowledge rather than take the turn.
 BACKCHANNEL_WORDS = frozenset(
@@ -205,6 +209,7 @@ class Turn:
     heard: int = 0  # final caller turns so far; a reply is for one of them
     queue: deque[str] = field(factory=deque)  # what is being said, then what is queued
     speech_ended_at: float | None = None
+    caller_speaking: bool = False  # speech started, no final words yet
 
 
 class TurnEngine:
@@ -261,9 +266,77 @@ class TurnEngine:
             )
         self._feed(live, TurnInput.GREET)
 
+    def resume(self, live: LiveCall) -> None:
+        """
+        A call restored after a restart has its stream back: first words the
+        restart cut off are said again (whole); words of another utterance it
+        cut off (C{unsaid}) are said now; a caller's turn the stored
+        transcript ends with, which no reply followed, is answered now (the
+        reply was lost with the process); a caller cut off mid-sentence is
+        asked to say it again; otherwise the call listens on.
+        """
+        live.resuming = False
+        turn = self.attach(live)
+        if turn.machine.state is TurnState.START:
+            self.greet(live)
+            return
+        if live.record.metadata.get(MISSED):
+            Deferred.fromCoroutine(
+                self._journal.change(live, lambda r: r.with_metadata(**{MISSED: None}))
+            ).addErrback(lambda f: self.log.failure("storing {call_id}", f, call_id=live.call_id))
+            self._say_again(live, AGAIN)
+            return
+        rest = live.record.metadata.get(UNSAID)
+        if not rest:
+            last = live.record.transcript[-1] if live.record.transcript else None
+            # A realtime model hears the caller itself: the reply router is not asked.
+            answerable = not self._realtime(live.record)
+            if answerable and last is not None and last.speaker == USER and last.kind == "speech":
+                self.log.info(
+                    "call {call_id} resumed: answering the caller's last turn",
+                    call_id=live.call_id,
+                    log_code="turn.resumed",
+                )
+                self._feed(live, TurnInput.TURN, text=last.text, heard_at=self._clock.seconds())
+            return
+        self.log.info(
+            "call {call_id} resumed: saying the {n} word(s) a restart cut off",
+            call_id=live.call_id,
+            n=len(rest.split()),
+            log_code="turn.resumed",
+        )
+        Deferred.fromCoroutine(
+            self._journal.change(live, lambda r: r.with_metadata(**{UNSAID: None}))
+        ).addErrback(lambda f: self.log.failure("storing {call_id}", f, call_id=live.call_id))
+        self._say_again(live, rest)
+
+    def stopping(self, live: LiveCall) -> Deferred | None:
+        """
+        The daemon is stopping to be restarted: a caller cut off mid-sentence
+        is noted (C{missed}), so the next process asks them to say it again.
+        """
+        turn = live.turn
+        if turn is None or not turn.caller_speaking or live.record.ended:
+            return None
+        return Deferred.fromCoroutine(
+            self._journal.change(live, lambda r: r.with_metadata(**{MISSED: True}))
+        )
+
+    def _say_again(self, live: LiveCall, rest: str) -> None:
+        for said in self._feed(live, TurnInput.SPEAK, text=rest):
+            said.addErrback(
+                lambda f: self.log.warn(
+                    "the rest of a cut utterance on {call_id} was not said: {error}",
+                    call_id=live.call_id,
+                    error=f.value,
+                    log_code="turn.resume_failed",
+                )
+            )
+
     def caller_started(self, live: LiveCall) -> None:
         """The caller started speaking."""
         turn = self.attach(live)
+        turn.caller_speaking = True
         turn.speech_ended_at = None
         self._feed(live, TurnInput.CALLER_STARTED)
 
@@ -280,6 +353,7 @@ class TurnEngine:
     def final(self, live: LiveCall, text: str, heard_at: float) -> None:
         """The caller finished a turn (already in the stored transcript)."""
         turn = self.attach(live)
+        turn.caller_speaking = False
         turn.heard += 1
         if self._realtime(live.record):
             symbol = TurnInput.HEARD

@@ -84,6 +84,12 @@ CATALOG: dict[str, Code] = _codes(
     ("turn.reply_failed", "warn", "no reply could be made for the caller's words"),
     ("turn.barge_in", "debug", "the caller spoke over the bot"),
     ("turn.stale_speech", "debug", "words that answer an earlier turn; kept in the transcript"),
+    (
+        "turn.resumed",
+        "info",
+        "a call restored after a restart goes on (cut-off words, a lost reply, a repeat asked)",
+    ),
+    ("turn.resume_failed", "warn", "what a restored call was to say after a restart failed"),
     # store: the call store (calls/journal.py, calls/restore.py)
     ("store.restored", "info", "live calls restored at start"),
     ("store.restore_unchecked", "warn", "a restored call could not be checked with the carrier"),

@@ -24,6 +24,10 @@ from voicecalld.providers.common.webhook import Reading
 from voicecalld.values.playback import Playback
 from voicecalld.values.record import CONVERSATION, INBOUND, CallRecord
 
+# How long a carrier whose stream ended while voicecalld stops waits before
+# asking again (the next process answers it).
+RESTART_HOLD_SECONDS = 1
+
 
 class Utterance:
     """One utterance spoken with the carrier's own voice (no media stream)."""
@@ -184,8 +188,17 @@ class DocumentProvider(CarrierProvider):
         """A media stream ended while the call goes on: start another, a few times."""
         if call.handed_over is not None:
             return self.handover_document(call)
-        if call.ended or self._stopping:
+        if call.ended:
             return self.markup.hangup()
+        if self._stopping:
+            # A restart: the call is the next process's.  The carrier waits a
+            # moment, then asks again (a new URL, not a retry of this request).
+            again = self.url(
+                callId=call.call_id,
+                type="stream-ended",
+                held=str(round(self.clock.seconds() * 1000)),
+            )
+            return self.markup.hold(again, RESTART_HOLD_SECONDS)
         if not self.streaming:
             return self.document(call)
         if not self.media.restart(call.call_id, carrier_id):

@@ -91,9 +91,9 @@ def listen(action_url: str, idle_url: str) -> str:
     )
 
 
-def hold(idle_url: str) -> str:
+def hold(idle_url: str, seconds: int = HOLD_SECONDS) -> str:
     """Keep the line open quietly, then ask again what to do."""
-    return _xml(WaitElement(length=HOLD_SECONDS), RedirectElement(idle_url, method="POST"))
+    return _xml(WaitElement(length=seconds), RedirectElement(idle_url, method="POST"))
 
 
 def transfer(number: str, caller_id: str) -> str:

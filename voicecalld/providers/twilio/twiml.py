@@ -68,10 +68,10 @@ def listen(action_url: str, idle_url: str) -> str:
     return response.to_xml()
 
 
-def hold(idle_url: str) -> str:
+def hold(idle_url: str, seconds: int = HOLD_SECONDS) -> str:
     """Keep the line open quietly, then ask again what to do."""
     response = VoiceResponse()
-    response.pause(length=HOLD_SECONDS)
+    response.pause(length=seconds)
     response.redirect(idle_url, method="POST")
     return response.to_xml()
 

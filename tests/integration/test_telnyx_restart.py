@@ -1,0 +1,20 @@
+"""A restart drops no call, on Telnyx (L{tests.integration.restarts})."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration import test_telnyx_conversation as conversation
+from tests.integration.restarts import RestartScenarios, elsewhere
+
+pytestmark = pytest.mark.integration
+
+
+class TelnyxRestart(RestartScenarios, conversation.TelnyxConversation):
+    """SIGTERM mid-call, a new daemon, and the call goes on."""
+
+    carrier = "telnyx"
+    test_outbound_streamed_conversation = elsewhere
+
+    def setUp(self):
+        return super().setUp().addCallback(self.hold)
