@@ -152,7 +152,8 @@ def _ask_status_as(uid: int, gid: int, path: str) -> str:
                 try:
                     client.sendall(STATUS_BOX)
                     outcome = b"answered" if client.recv(65536) else b"closed"
-                except ConnectionResetError:
+                except (ConnectionResetError, BrokenPipeError):
+                    # The daemon may close before our request is even written.
                     outcome = b"closed"
         except Exception as e:
             outcome = repr(e).encode()
