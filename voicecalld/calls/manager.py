@@ -351,13 +351,7 @@ class CallManager:
         ask the carrier; returns once the carrier took the request.  The call
         ends as C{transferred} when the carrier confirms (L{Lifecycle.transfer}).
         """
-        call_id = admission.clean(call_id)
-        if call_id is None:
-            raise InvalidArgument("callId required")
-        live = self._registry.find(call_id, call_id)
-        if live is None:
-            record = await self.get(call_id)
-            raise CallEnded(f"Call has ended ({record.end_reason})")
+        live = await self._live(call_id)
         if live.record.state not in CONNECTED:
             raise NotAllowed(
                 f"only a connected call can be transferred (state {live.record.state.value})"
@@ -668,7 +662,8 @@ class CallManager:
         )
         self._registry.index(live)
 
-    async def _connected(self, call_id: str | None) -> LiveCall:
+    async def _live(self, call_id: str | None) -> LiveCall:
+        """The live call C{call_id}; fails when it is missing, unknown or over."""
         call_id = admission.clean(call_id)
         if call_id is None:
             raise InvalidArgument("callId required")
@@ -676,6 +671,10 @@ class CallManager:
         if live is None:
             record = await self.get(call_id)
             raise CallEnded(f"Call has ended ({record.end_reason})")
+        return live
+
+    async def _connected(self, call_id: str | None) -> LiveCall:
+        live = await self._live(call_id)
         if live.record.state not in CONNECTED:
             raise NotConnected(f"Call not connected yet (state {live.record.state.value})")
         if live.transferring is not None:
