@@ -83,7 +83,8 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def _busy(times: dict[str, int]) -> int:
-    return sum(v for k, v in times.items() if k not in ("idle", "iowait"))
+    # Process time only: interrupts (loopback traffic among them) are charged to no process.
+    return sum(times.get(k, 0) for k in ("user", "nice", "system"))
 
 
 def _snapshot(peer_pid: int, load_pid: int, core: int | None) -> dict[str, Any]:

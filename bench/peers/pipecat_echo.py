@@ -15,8 +15,8 @@ Prints one JSON line, C{{"ready": true, "port": N, "path": P, "pid": PID}}, once
 serving; runs until killed.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": FastAPI reads the route's parameter annotations at
+# run time, and WebSocket is imported inside build_app.
 import argparse
 import asyncio
 import json
@@ -95,7 +95,8 @@ def build_app(path: str):
         async def gone(transport, client) -> None:
             await runner.cancel()
 
-        await runner.run(worker)
+        await runner.add_workers(worker)
+        await runner.run()
 
     return app
 
