@@ -162,11 +162,22 @@ class Generator:
         )
         self.lateness = []
         self.measuring = True
+        # Gaps are counted from the window's start, so a stream that stays silent counts too.
+        opened_at = time.monotonic()
+        for client in self.open:
+            client.last_media = opened_at
         emit({"window": "open", "opened": len(self.open), "failed": self.failed})
         self.reactor.callLater(self.window[1], self._close_window)
 
     def _close_window(self) -> None:
         self.measuring = False
+        closed_at = time.monotonic()
+        for client in self.open:
+            # A stream still waiting for its next frame at the end: a gap longer than 60 ms
+            # already is a late frame, whenever that frame comes.
+            gap = int((closed_at - client.last_media) * 1000)
+            if client.live and gap > 60:
+                self.gaps[min(gap, GAP_BUCKETS)] += 1
         began_wall, began_cpu, sent, received = self._window_begin
         wall = max(1e-9, time.perf_counter() - began_wall)
         sent = self.sent - sent
@@ -315,9 +326,8 @@ def _client_class(gen: Generator) -> type:
                     if buf.find(b'"media"', start, start + 24) >= 0:
                         received["media"] += 1
                         if now:
-                            if self.last_media:
-                                gap = int((now - self.last_media) * 1000)
-                                gen.gaps[gap if gap < GAP_BUCKETS else GAP_BUCKETS] += 1
+                            gap = int((now - self.last_media) * 1000)
+                            gen.gaps[gap if gap < GAP_BUCKETS else GAP_BUCKETS] += 1
                             self.last_media = now
                     elif buf.find(b'"mark"', start, start + 24) >= 0:
                         received["mark"] += 1

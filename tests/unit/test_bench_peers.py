@@ -99,3 +99,9 @@ class SearchTests(TestCase):
     def test_nothing_passes(self) -> None:
         """If even the floor is late there is no answer."""
         self.assertIsNone(driver.search(lambda n: verdict(n, 1), {}, floor=5))
+
+    def test_estimate_from_cpu(self) -> None:
+        """From the largest on-time point: 50 calls at 25 % of a core is 190 at 95 %."""
+        points = [verdict(20, 100), {**verdict(50, 100), "cpuUtilization": 0.25}, verdict(200, 100)]
+        self.assertEqual(driver.estimate(points), 190)
+        self.assertIsNone(driver.estimate([verdict(200, 100)]))
