@@ -118,7 +118,8 @@ def _read(process: subprocess.Popen, key: str, log: Path) -> dict[str, Any]:
             continue
         if isinstance(message, dict) and key in message:
             return message
-    raise PeerError(f"{Path(process.args[1]).name} ended without a {key!r} line:\n{_tail(log)}")
+    who = " ".join(map(str, process.args[1:3]))
+    raise PeerError(f"{who} ended without a {key!r} line:\n{_tail(log)}")
 
 
 def _stop(*processes: subprocess.Popen | None) -> None:
