@@ -394,7 +394,7 @@ def run(
                     entry["maxCalls"] = search(
                         at,
                         known,
-                        max_points=3 if quick else 8,
+                        max_points=2 if quick else 8,
                         resolution=0.25 if quick else 0.1,
                     )
             except (PeerError, venv.VenvError, OSError, subprocess.SubprocessError) as e:
