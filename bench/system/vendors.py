@@ -89,8 +89,14 @@ class Script:
     """How far into the reply a barge-in starts (a fraction of its length)."""
     barge_in_speech: float = 0.2
     """Seconds from a barge-in's speech_started to its completed transcript."""
-    turn_gap: float = 0.06
-    """Seconds after a reply's estimated end before the next caller turn is sent."""
+    turn_gap: float = 0.25
+    """
+    Seconds the next caller turn waits after the reply's length has passed since
+    its first byte.  The carrier finishes playing 30-160 ms after that (the
+    daemon sends silence, 60 ms ahead, while it waits for the first byte, and
+    catches up on its frame schedule after a short pause), so the turn lands
+    right after the bot stopped, never on it.
+    """
     first_byte: float = 0.02
     """Seconds from a speech request to its first byte."""
     speedup: float = 3.0
@@ -213,10 +219,7 @@ class Vendors:
         """Stream speech for C{text} as the answer to C{request}."""
         seconds = self.script.speech_seconds(text)
         size = min(len(self.audio), round(seconds * PCM_RATE) * 2)
-        stream = SpeechStream(self, request, session, turn, size)
-        owner = self.sessions.get(session) if session is not None else None
-        if owner is not None:
-            owner.reply_coming(turn, seconds)
+        stream = SpeechStream(self, request, session, turn, size, seconds)
         stream.due = self.reactor.callLater(self.script.first_byte, stream.begin)
 
     def _tick(self) -> None:
@@ -260,9 +263,16 @@ class SpeechStream:
     """One speech answer: the prebuilt audio's first C{size} bytes, chunked, ahead of time."""
 
     def __init__(
-        self, vendors: Vendors, request: Request, session: int | None, turn: int | None, size: int
+        self,
+        vendors: Vendors,
+        request: Request,
+        session: int | None,
+        turn: int | None,
+        size: int,
+        seconds: float,
     ) -> None:
         self._vendors = vendors
+        self._seconds = seconds
         self._request = request
         self._session = session
         self._turn = turn
@@ -288,6 +298,9 @@ class SpeechStream:
         self._request.setResponseCode(200)
         self._request.setHeader(b"content-type", b"audio/pcm")
         self._started = self._vendors.stats.note("tts_first_byte", self._session, self._turn)
+        owner = self._vendors.sessions.get(self._session)
+        if owner is not None:
+            owner.reply_started(self._turn, self._seconds)
         self._write_chunk()
         if self._more():
             self._vendors.streaming(self)
@@ -625,8 +638,8 @@ class SttSession(Protocol):
         if self._open:
             self._finish(turn, item, f"Wait, sorry, one more thing (ref c{self.id}.t{turn}).", [])
 
-    def reply_coming(self, turn: int | None, seconds: float) -> None:
-        """Speech for our turn C{turn}, C{seconds} long, starts in C{first_byte}."""
+    def reply_started(self, turn: int | None, seconds: float) -> None:
+        """The first byte of the speech answering our turn C{turn}, C{seconds} long, is out."""
         if turn != self.turn or not self._open:
             return
         script = self.vendors.script
@@ -634,10 +647,10 @@ class SttSession(Protocol):
             self._timer.cancel()
         following = turn + 1
         if script.barge_in_every and following % script.barge_in_every == 0 and turn >= 1:
-            delay = script.first_byte + seconds * script.barge_in_at
+            delay = seconds * script.barge_in_at
             self._timer = self.vendors.reactor.callLater(delay, self._barge_in)
         else:
-            delay = script.first_byte + seconds + script.turn_gap
+            delay = seconds + script.turn_gap
             self._timer = self.vendors.reactor.callLater(delay, self._reply_over)
 
     def _reply_over(self) -> None:
