@@ -245,8 +245,15 @@ class Vendors:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         events = {}
         for name, entries in self.stats.events.items():
-            kept = entries if since is None else [e for e in entries if e[0] > since]
-            events[name] = [list(e) for e in kept]
+            if since is None:
+                events[name] = [list(e) for e in entries]
+                continue
+            newer = []
+            for entry in reversed(entries):
+                if entry[0] <= since:
+                    break
+                newer.append(list(entry))
+            events[name] = newer[::-1]
         sessions = {str(s.id): s.describe() for s in (*self.closed, *self.sessions.values())}
         return {
             "now": time.monotonic(),
@@ -515,7 +522,10 @@ class SttSession(Protocol):
         if fin:
             # Padding: the last two base64 characters, before the closing '"}'.
             end = start + length
-            pad = sum(data[i] ^ mask[(i - start) % 4] == 0x3D for i in (end - 4, end - 3))
+            last = end - 3
+            pad = (data[last] ^ mask[(last - start) & 3] == 0x3D) + (
+                data[last - 1] ^ mask[(last - 1 - start) & 3] == 0x3D
+            )
         else:
             pad = 0
         count = chars * 3 // 4 - pad

@@ -141,6 +141,14 @@ class VendorsTests(TestCase):
         text = answer["choices"][0]["message"]["content"]
         self.assertIn("(ref c3.t4)", text)
         self.assertEqual([e[1:] for e in self.vendors.stats.events["chat"]], [(3, 4)])
+        (asked_at, _, _) = self.vendors.stats.events["chat"][0]
+        for since, seen in ((asked_at - 1, [[asked_at, 3, 4]]), (asked_at, [])):
+            response = yield bounded(
+                treq.get(f"{self.urls['stats']}?since={since!r}", pool=self.pool)
+            )
+            stats = yield treq.json_content(response)
+            self.assertEqual(stats["counts"]["chat"], 1)
+            self.assertEqual(stats["events"]["chat"], seen)
 
     @inlineCallbacks
     def test_transcription_script(self):
