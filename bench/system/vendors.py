@@ -417,6 +417,8 @@ class SttSession(Protocol):
             self.vendors.stats.counts["sessions_closed"] += 1
 
     def dataReceived(self, data: bytes) -> None:
+        if self.closed_at is not None:
+            return
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
