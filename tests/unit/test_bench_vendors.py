@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import treq
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -191,6 +192,68 @@ class VendorsTests(TestCase):
         counts = self.vendors.stats.counts
         self.assertEqual(counts["session_updates"], 1)
         self.assertEqual(counts["appends"], live.appends)
+
+
+class _Raw(WebSocketClientProtocol):
+    """A plain autobahn client that records what the server sends."""
+
+    def onOpen(self) -> None:
+        self.factory.client = self
+        self.factory.seen.add("open")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.seen.add("message", json.loads(payload))
+
+    def onPong(self, payload: bytes) -> None:
+        self.factory.seen.add("pong", payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.seen.add("close", wasClean)
+
+
+class Seen(Waitable):
+    """Events, in order, with waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple] = []
+
+    def add(self, *event: object) -> None:
+        self.events.append(event)
+        self.changed()
+
+    def kinds(self) -> list[str]:
+        return [e[0] for e in self.events]
+
+
+class WebSocketTests(TestCase):
+    """The transcription socket's RFC 6455 side: pings, refusals, a clean close."""
+
+    @inlineCallbacks
+    def test_ping_error_close(self):
+        vendors = v.Vendors(v.Script(), reactor)
+        port, server = v.listen(vendors)
+        self.addCleanup(port.stopListening)
+        self.addCleanup(server.stop)
+        factory = WebSocketClientFactory(v.urls(port.getHost().port)["realtime_url"])
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        factory.protocol = _Raw
+        factory.seen = seen = Seen()
+        connectWS(factory)
+        yield bounded(seen.when(lambda: "message" in seen.kinds()))
+        self.assertEqual(seen.events[1][1]["type"], "session.created")
+        client = factory.client
+        client.sendPing(b"are you there")
+        client.sendMessage(b'{"type":"response.create"}')
+        yield bounded(seen.when(lambda: len(seen.events) == 4))
+        self.assertEqual(seen.events[2], ("pong", b"are you there"))
+        self.assertEqual(seen.events[3][1]["type"], "error")
+        self.assertEqual(seen.events[3][1]["error"]["code"], "invalid_value")
+        client.sendClose(1000)
+        yield bounded(seen.when(lambda: "close" in seen.kinds()))
+        self.assertEqual(seen.events[-1], ("close", True))
+        self.assertEqual(vendors.stats.counts["pings"], 1)
+        self.assertEqual(vendors.stats.counts["sessions_closed"], 1)
 
 
 class CommandLineTests(TestCase):
