@@ -1,0 +1,1 @@
+"""The system benchmark: the real daemon process against a load generator and vendor fakes."""
