@@ -427,6 +427,7 @@ def build(
         ticker = _ticker_of(provider)
         if ticker is not None:
             ticker.on_tick = collector.pacing_lateness.observe
+        collector.store(store)
         collector.gauge(
             "control_clients",
             "Connected control clients.",

@@ -11,6 +11,7 @@ WebSocket upgrade without a token and expects the daemon's refusal.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Mapping
@@ -25,7 +26,12 @@ from voicecalld import paths
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_MESSAGE = "voicecalld doctor test call."
 SELF_TEST_TYPE = "doctor-selftest"
-MIN_FREE_BYTES = 64 * 1024 * 1024
+# Below this much free space on the state file system, doctor warns.
+LOW_FREE_BYTES = 64 * 1024 * 1024
+# The probe write: a write-ahead log's worth (the store truncates its log to this).
+PROBE_BYTES = 64 * 1024
+PROBE_NAME = ".doctor-space-probe"
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 HTTP_TIMEOUT = 10.0
 
 
@@ -101,16 +107,72 @@ def check_state_dir(state: str) -> Check:
         )
     if not os.access(state, os.W_OK | os.X_OK):
         return Check("state-dir", FAIL, f"{state} is not writable", f"chmod u+rwx {state}")
-    free = os.statvfs(state)
-    room = free.f_bavail * free.f_frsize
-    if room < MIN_FREE_BYTES:
+    return Check("state-dir", OK, f"{state}: private, writable")
+
+
+def probe_write(state: str) -> None:
+    """Write, fsync and remove a small file in C{state}, as the store's next write would."""
+    path = os.path.join(state, PROBE_NAME)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"\0" * PROBE_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+async def check_store_space(
+    state: str, *, statvfs: Any = os.statvfs, write: Any = probe_write
+) -> Check:
+    """
+    Room for the call store: a small write in the state directory (in a
+    thread) and the file system's free space; fail when it is full or
+    read-only, warn under L{LOW_FREE_BYTES}.
+    """
+    from twisted.internet.threads import deferToThread
+
+    store = os.path.join(state, paths.STORE_NAME)
+    fix_space = f"free space on the file system holding {state} (or move the state directory)"
+    if os.path.exists(store) and not os.access(store, os.R_OK | os.W_OK):
+        return Check("store-space", FAIL, f"{store} is not writable", f"chmod u+rw {store}")
+    try:
+        await deferToThread(write, state)
+    except OSError as e:
+        if e.errno in FULL_ERRNOS:
+            return Check(
+                "store-space",
+                FAIL,
+                f"{state} is full ({e.strerror}): the daemon refuses new calls with STORE_ERROR",
+                fix_space,
+            )
         return Check(
-            "state-dir",
+            "store-space",
             FAIL,
-            f"{state}: only {room // 1024} KiB free; new calls are refused when the store fills",
-            "free space on that filesystem",
+            f"cannot write in {state}: {e.strerror or e}",
+            "make that file system writable for voicecalld's user (is it mounted read-only?)",
         )
-    return Check("state-dir", OK, f"{state}: private, writable, {room // (1024 * 1024)} MiB free")
+    fs = statvfs(state)
+    room = fs.f_bavail * fs.f_frsize
+    if room < LOW_FREE_BYTES:
+        return Check(
+            "store-space",
+            WARN,
+            f"{state}: only {_size(room)} free; new calls are refused once the store fills it",
+            fix_space,
+        )
+    return Check("store-space", OK, f"{state}: {_size(room)} free, takes writes")
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024 * 1024:
+        return f"{n / (1024 * 1024 * 1024):.1f} GiB"
+    if n >= 1024 * 1024:
+        return f"{n // (1024 * 1024)} MiB"
+    return f"{n // 1024} KiB"
 
 
 def check_control_socket(path: str) -> Check:
@@ -541,6 +603,8 @@ async def doctor(
     path = socket or paths.control_socket(configured, environ, state)
     checks.append(check_control_socket(path))
     checks.append(check_state_dir(state))
+    if os.path.isdir(state):
+        checks.append(await check_store_space(state))
     if call:
         checks.append(await check_call(reactor, path, call, yes))
     return checks
