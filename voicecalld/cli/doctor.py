@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Mapping
 from typing import Any
@@ -405,27 +406,43 @@ async def check_stream(reactor: Any, settings: Any, route: Any = None) -> Check:
     return Check("media-stream", OK, f"{url} accepts WebSocket upgrades")
 
 
-async def check_stt(reactor: Any, settings: Any, route: Any = None) -> Check:
-    """A handshake with the streaming STT vendor, with its key, closed at once."""
+async def check_stt(reactor: Any, settings: Any, route: Any = None, http: Any = treq) -> Check:
+    """
+    The streaming STT vendor with its key: Deepgram and ElevenLabs by one
+    read-only GET on their API's host; OpenAI by a handshake closed at once.
+    """
     from voicecalld.cli.handshake import opens
+    from voicecalld.config.model import DeepgramStreamingSettings, ElevenLabsStreamingSettings
     from voicecalld.config.secret import reveal
 
     streaming = settings.streaming
     name = streaming.provider or "openai"
     block = streaming.providers.get(name)
     key = reveal(getattr(block, "api_key", None)) if block is not None else None
-    if name in ("openai", "openai-realtime"):
-        url, header = streaming.stt_url, f"Bearer {key}"
-    elif name == "deepgram":
-        from voicecalld.config.model import DeepgramStreamingSettings
-
-        url, header = (block or DeepgramStreamingSettings()).base_url, f"Token {key}"
-    else:
+    setting = f"streaming.providers.{name}"
+    if name == "deepgram":
+        block = block or DeepgramStreamingSettings()
+        if not key:
+            return _no_key("stt", "Deepgram", setting, "DEEPGRAM_API_KEY")
+        url = rest_url(block.base_url, "/v1/", "/v1/projects")
+        return await _vendor_get(
+            reactor, http, "stt", "Deepgram", url, {"Authorization": f"Token {key}"}, setting
+        )
+    if name == "elevenlabs":
+        block = block or ElevenLabsStreamingSettings()
+        if not key:
+            return _no_key("stt", "ElevenLabs", setting, "ELEVENLABS_API_KEY")
+        url = rest_url(block.base_url, "/v1/", "/v1/models")
+        return await _vendor_get(
+            reactor, http, "stt", "ElevenLabs", url, {"xi-api-key": key}, setting
+        )
+    if name not in ("openai", "openai-realtime"):
         return Check("stt", WARN, f"{name}: not checked by this doctor")
+    url = streaming.stt_url
     if not key:
         return Check("stt", FAIL, f"no {name} STT key", f"set streaming.providers.{name}.apiKey")
     why = await opens(
-        reactor, url, headers={"Authorization": header}, route=route, timeout=HTTP_TIMEOUT
+        reactor, url, headers={"Authorization": f"Bearer {key}"}, route=route, timeout=HTTP_TIMEOUT
     )
     if why is not None:
         return Check(
@@ -435,6 +452,67 @@ async def check_stt(reactor: Any, settings: Any, route: Any = None) -> Check:
             f"check streaming.sttUrl and streaming.providers.{name}.apiKey",
         )
     return Check("stt", OK, f"{url} accepted the key (handshake, closed at once)")
+
+
+def rest_url(ws_url: str, marker: str, path: str) -> str:
+    """
+    A vendor's REST URL on the host of its WebSocket URL: C{https} for
+    C{wss} (C{http} for C{ws}), what the path has before C{marker}, then C{path}.
+    """
+    parts = urlsplit(ws_url)
+    scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+    prefix = parts.path.split(marker, 1)[0] if marker in parts.path else parts.path
+    return urlunsplit((scheme, parts.netloc, prefix.rstrip("/") + path, "", ""))
+
+
+def _no_key(check: str, vendor: str, setting: str, env: str) -> Check:
+    return Check(check, FAIL, f"no {vendor} API key", f"set {setting}.apiKey (or ${env})")
+
+
+async def _vendor_get(
+    reactor: Any,
+    http: Any,
+    check: str,
+    vendor: str,
+    url: str,
+    headers: dict[str, str],
+    setting: str,
+    *,
+    model: str | None = None,
+    refusals: tuple[int, ...] = (401, 403),
+) -> Check:
+    """One read-only GET to a speech vendor's API with its key (in a header, never shown)."""
+    try:
+        code, _ = await _exchange(http, reactor, url, headers={k: [v] for k, v in headers.items()})
+    except Exception as e:
+        return Check(
+            check,
+            FAIL,
+            f"no answer from {url}: {e or type(e).__name__}",
+            f"check {setting}.baseUrl and the network",
+        )
+    if code in refusals:
+        return Check(
+            check, FAIL, f"{vendor} refused the key (HTTP {code})", f"set a valid {setting}.apiKey"
+        )
+    if code == 404 and model is not None:
+        return Check(
+            check,
+            FAIL,
+            f"{vendor} has no model {model} (HTTP 404 from {url})",
+            f"set {setting}.model to a model the key may use",
+        )
+    if code >= 400:
+        return Check(
+            check,
+            FAIL if code < 500 else WARN,
+            f"{url} answered HTTP {code}",
+            f"check {setting}.baseUrl (it must be {vendor}'s)",
+        )
+    path = urlsplit(url).path
+    if model is not None:
+        return Check(check, OK, f"{vendor} accepted the key; model {model} found (GET {path})")
+    return Check(check, OK, f"{vendor} accepted the key (read-only GET {path})")
 
 
 async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
@@ -476,33 +554,50 @@ async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
     return Check("tts", OK, f"openai {block.model} / voice {block.speaker_voice}")
 
 
-async def check_realtime(reactor: Any, settings: Any, route: Any = None) -> Check:
-    """A handshake with the realtime voice vendor (OpenAI), with its key, closed at once."""
-    from voicecalld.cli.handshake import opens
+async def check_realtime(reactor: Any, settings: Any, http: Any = treq) -> Check:
+    """
+    The realtime voice vendor with its key, by one read-only GET of the
+    configured model on the API's host: OpenAI C{/v1/models/{model}}, Google
+    C{/v1beta/models/{model}} (the version of the Live URL).
+    """
+    from voicecalld.config.model import GoogleRealtimeSettings, OpenAIRealtimeSettings
     from voicecalld.config.secret import reveal
 
     name = settings.realtime.provider or "openai"
-    if name != "openai":
-        return Check("realtime", WARN, f"{name}: not checked by this doctor")
-    from voicecalld.config.model import OpenAIRealtimeSettings
-    from voicecalld.realtime.openai import session_url
-
-    block = settings.realtime.providers.get("openai") or OpenAIRealtimeSettings()
-    key = reveal(block.api_key) or os.environ.get("OPENAI_API_KEY")
-    if not key:
-        return Check("realtime", FAIL, "no OpenAI key", "set realtime.providers.openai.apiKey")
-    url = session_url(block)
-    why = await opens(
-        reactor, url, headers={"Authorization": f"Bearer {key}"}, route=route, timeout=HTTP_TIMEOUT
-    )
-    if why is not None:
-        return Check(
-            "realtime",
-            FAIL,
-            f"{url}: {why}",
-            "check realtime.providers.openai.baseUrl and apiKey",
+    setting = f"realtime.providers.{name}"
+    if name == "openai":
+        block = settings.realtime.providers.get("openai") or OpenAIRealtimeSettings()
+        key = reveal(block.api_key) or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            return _no_key("realtime", "OpenAI", setting, "OPENAI_API_KEY")
+        model = block.model
+        url = rest_url(block.base_url, "/v1/", f"/v1/models/{model}")
+        headers = {"Authorization": f"Bearer {key}"}
+        return await _vendor_get(
+            reactor, http, "realtime", "OpenAI", url, headers, setting, model=model
         )
-    return Check("realtime", OK, f"{url} accepted the key (handshake, closed at once)")
+    if name == "google":
+        block = settings.realtime.providers.get("google") or GoogleRealtimeSettings()
+        key = reveal(block.api_key)
+        if not key:
+            return _no_key("realtime", "Google", setting, "GEMINI_API_KEY")
+        model = block.model.removeprefix("models/")
+        version = re.search(r"generativelanguage\.(v1\w*)\.", block.base_url)
+        path = f"/{version.group(1) if version else 'v1beta'}/models/{model}"
+        url = rest_url(block.base_url, "/ws/", path)
+        # Google answers a bad key with 400 (INVALID_ARGUMENT).
+        return await _vendor_get(
+            reactor,
+            http,
+            "realtime",
+            "Google",
+            url,
+            {"x-goog-api-key": key},
+            setting,
+            model=model,
+            refusals=(400, 401, 403),
+        )
+    return Check("realtime", WARN, f"{name}: not checked by this doctor")
 
 
 def _voice_lookup(key: str, base_url: str | None, voice_id: str) -> Any:
@@ -594,9 +689,9 @@ async def doctor(
             checks.append(await check_stream(reactor, s, route))
         checks.append(await check_tts(reactor, s, http))
         if s.streaming.enabled:
-            checks.append(await check_stt(reactor, s))
+            checks.append(await check_stt(reactor, s, http=http))
         if s.realtime.enabled:
-            checks.append(await check_realtime(reactor, s))
+            checks.append(await check_realtime(reactor, s, http))
         configured = s.control_socket
     else:
         configured = None
