@@ -281,6 +281,18 @@ class WithoutStreaming(TestCase):
         self.assertEqual(refusal[0].from_number, "+15550000999")
 
     @inlineCallbacks
+    def test_a_draining_daemon_answers_callers_busy(self):
+        rig = yield Rig(self, {"inboundPolicy": "open"}, False).start()
+        rig.manager.begin_drain()
+        refused = yield rig.fake.inbound_call(CALLER, FROM)
+        yield refused.when_ended()
+        (reject,) = refused.commands_named("reject")
+        self.assertEqual(reject.get("cause"), "USER_BUSY")
+        self.assertEqual(refused.hangup_cause, "user_busy")
+        self.assertEqual(refused.commands_named("answer"), [])
+        self.assertEqual(rig.manager.live_calls(), [])
+
+    @inlineCallbacks
     def test_hangup_causes_become_end_reasons(self):
         rig = yield Rig(self, {"maxConcurrentCalls": 3}, False).start()
         outcomes = []

@@ -150,6 +150,11 @@ CATALOG: dict[str, Code] = _codes(
     # daemon: the process's own life (daemon.py)
     ("daemon.draining", "info", "SIGTERM with shutdown.mode drain: no new calls, live ones finish"),
     ("daemon.drained", "info", "a drain is over; how many calls it ended as shutdown"),
+    (
+        "daemon.stopping",
+        "info",
+        "on the way out: calls drained, or how many are left with the carrier to restore",
+    ),
     # log: the log itself (logs/flood.py)
     ("log.suppressed", "warn", "how many more of one code from one peer a window held back"),
 )

@@ -99,16 +99,15 @@ class Reading:
     What to do with a webhook: apply C{events} in order, then answer with
     C{answer()}.  For a new inbound call, C{inbound} is applied after them
     and the answer is C{accepted(call_id)} (our id of the new call, None if
-    the event was a repeat) or, if it was refused, C{refused} (C{busy}, when
-    the carrier has one, if the caller should hear busy).
+    the event was a repeat) or, if it was refused, C{refused(refusal)}: the
+    carrier's answer for that L{ev.Refusal}.
     """
 
     answer: Callable[[], Answer] | None = None
     events: tuple[ev.CallEvent, ...] = ()
     inbound: ev.InboundCall | None = None
     accepted: Callable[[str | None], Answer] | None = None
-    refused: Answer | None = None
-    busy: Answer | None = None
+    refused: Callable[[ev.Refusal], Answer] | None = None
 
     @classmethod
     def of(cls, answer: Answer, *events: ev.CallEvent) -> Reading:
@@ -277,9 +276,7 @@ class WebhookResource(resource.Resource):
         if reading.inbound is not None:
             outcome = await self.emit(reading.inbound)
             if isinstance(outcome, ev.Refused):
-                if outcome.busy and reading.busy is not None:
-                    return reading.busy
-                return reading.refused
+                return reading.refused(outcome.refusal)
             return reading.accepted(getattr(outcome, "call_id", None))
         return reading.answer()
 

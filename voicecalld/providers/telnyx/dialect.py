@@ -217,7 +217,8 @@ class TelnyxDialect:
                 dedupe_key=dedupe,
             ),
             accepted=lambda call_id: OK,
-            refused=OK,
+            # The refusal itself is a command (see TelnyxProvider.reject).
+            refused=lambda _refusal: OK,
         )
 
     def _transcript(
