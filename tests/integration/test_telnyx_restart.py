@@ -15,6 +15,3 @@ class TelnyxRestart(RestartScenarios, conversation.TelnyxConversation):
 
     carrier = "telnyx"
     test_outbound_streamed_conversation = elsewhere
-
-    def setUp(self):
-        return super().setUp().addCallback(self.hold)
