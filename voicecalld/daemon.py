@@ -113,6 +113,8 @@ class VoiceCallDaemon(service.MultiService):
         self.ready: Deferred[None] = Deferred()
         #: Fires with the number of calls a drain had to end, once it is over.
         self.drained: Deferred[int] = Deferred()
+        #: Whether the stop finished: everything stored and the store closed.
+        self.stopped = False
 
     def startService(self) -> None:
         super().startService()
@@ -263,6 +265,7 @@ class VoiceCallDaemon(service.MultiService):
             await self.retention.stop()
         await self.store.close()
         self.log.info("voicecalld stopped")
+        self.stopped = True
 
 
 DRAIN_POLL = 0.25
