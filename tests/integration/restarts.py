@@ -223,10 +223,10 @@ class RestartScenarios:
             ),
             what="part of the long reply played",
         )
-        stopped_at = len(stream.frames)
         stopping = reactor.seconds()
         yield self.restart(call_id)
-        last_frame = stream.frames[stopped_at - 1][0]
+        # The last frame the caller got before the old stream closed.
+        last_frame = stream.frames[-1][0]
         self.tts.openai = openai_script(chunks=split(sine_pcm(0.6), 6), delay=0.02)
         again = yield call.when_stream(1)
         self.assertNotEqual(again.start_message, None)

@@ -15,3 +15,11 @@ class TelnyxRestart(RestartScenarios, conversation.TelnyxConversation):
 
     carrier = "telnyx"
     test_outbound_streamed_conversation = elsewhere
+
+    def setUp(self):
+        # As docs/operations.md asks: the failover URL is the webhook itself.
+        return (
+            super()
+            .setUp()
+            .addCallback(lambda _: setattr(self.telnyx, "failover_url", self.webhook))
+        )
