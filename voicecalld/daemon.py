@@ -115,6 +115,8 @@ class VoiceCallDaemon(service.MultiService):
         self.drained: Deferred[int] = Deferred()
         # (calls live when the drain began, calls it ended as shutdown), once over.
         self._drain_outcome: tuple[int, int] | None = None
+        #: Whether the stop finished: everything stored and the store closed.
+        self.stopped = False
 
     def startService(self) -> None:
         super().startService()
@@ -263,6 +265,7 @@ class VoiceCallDaemon(service.MultiService):
             await self.retention.stop()
         await self.store.close()
         self.log.info("voicecalld stopped")
+        self.stopped = True
 
     def _log_stopping(self) -> None:
         """One line on what becomes of the calls: drained, or left for the next process."""

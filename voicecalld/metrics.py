@@ -225,7 +225,7 @@ class _Scraped:
         for tally in self.webhooks():
             for key, n in tally.items():
                 outcomes[webhook_outcome(key)] += n
-        for outcome in ("accepted", "bad_signature", "replay", "limited", "malformed"):
+        for outcome in ("accepted", "bad_signature", "replay", "limited", "malformed", "stopping"):
             hooks.add_metric([self.metrics.provider, outcome], outcomes[outcome])
         yield hooks
 

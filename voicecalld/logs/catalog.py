@@ -43,6 +43,7 @@ CATALOG: dict[str, Code] = _codes(
     ("webhook.unverified", "warn", "a webhook accepted unchecked (skipSignatureVerification)"),
     ("webhook.replay", "info", "a webhook seen before; answered as the first time"),
     ("webhook.foreign_call", "warn", "a carrier call voicecalld did not place; hung up"),
+    ("webhook.stopping", "warn", "a webhook only the next process can act on, while stopping; 503"),
     ("webhook.error", "critical", "applying a webhook failed (a bug); answered 500"),
     # media: carrier media-stream WebSockets (media/stream.py, media/session.py)
     ("media.too_many", "warn", "a media socket refused: streaming.maxConnections are open"),
