@@ -106,6 +106,7 @@ def run(
     warmup: int = 2000,
     *,
     quick: bool = False,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Start the daemon, run the client against it, return the figures."""
     if quick:
@@ -113,7 +114,9 @@ def run(
     daemon_core, client_core = _daemon.two_cores()
     port = _daemon.free_port()
     webhook = f"tcp:{port}:interface=127.0.0.1"
-    with _daemon.running(config(calls, port), "--webhook", webhook, core=daemon_core) as daemon:
+    with _daemon.running(
+        config(calls, port), "--webhook", webhook, core=daemon_core, profile=profile
+    ) as daemon:
         figures = _daemon.client(
             "bench.webhooks",
             client_core,
@@ -279,8 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", help="save a cProfile of the daemon here")
     args = parser.parse_args(argv)
-    figures = run(args.calls, args.connections, args.requests, args.warmup, quick=args.quick)
+    figures = run(
+        args.calls,
+        args.connections,
+        args.requests,
+        args.warmup,
+        quick=args.quick,
+        profile=args.profile,
+    )
     if args.json:
         print(json.dumps(figures))
     else:
