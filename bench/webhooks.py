@@ -110,7 +110,8 @@ def run(
 ) -> dict[str, Any]:
     """Start the daemon, run the client against it, return the figures."""
     if quick:
-        calls, connections, requests, warmup = min(calls, 4), min(connections, 8), 400, 50
+        calls, connections = min(calls, 4), min(connections, 8)
+        requests, warmup = min(requests, 400), min(warmup, 50)
     daemon_core, client_core = _daemon.two_cores()
     port = _daemon.free_port()
     webhook = f"tcp:{port}:interface=127.0.0.1"
