@@ -34,7 +34,7 @@ format: $(STAMP)
 	$(BIN)/ruff format voicecalld tests twisted bench
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
