@@ -218,7 +218,15 @@ class MetricsPages(TestCase):
             if name == "voicecalld_webhook_requests_total"
         }
         self.assertEqual(
-            hooks, {"accepted": 5, "bad_signature": 2, "replay": 1, "limited": 3, "malformed": 1}
+            hooks,
+            {
+                "accepted": 5,
+                "bad_signature": 2,
+                "replay": 1,
+                "limited": 3,
+                "malformed": 1,
+                "stopping": 0,
+            },
         )
 
     def test_each_daemon_has_its_own_registry(self) -> None:
