@@ -411,6 +411,16 @@ class InboundTests(TestCase):
         self.assertEqual(h.ok(h.store.recent(5)), [])
         self.assertEqual(h.kinds(), ["call.refused"])
 
+    def test_a_caller_the_store_cannot_keep_hears_busy(self):
+        h = Harness(self, {"inboundPolicy": "open"})
+        h.ok(h.store.close())
+        outcome = self.ring(h)
+        self.assertIsInstance(outcome, ev.Refused)
+        self.assertEqual(outcome.refusal, ev.Refusal.BUSY)
+        self.assertEqual(h.provider.requests, [("reject", "IN-1", ev.Refusal.BUSY)])
+        self.assertEqual(h.manager.live_calls(), [])
+        self.flushLoggedErrors(RuntimeError)
+
     def test_allowlist_compares_digits_exactly(self):
         h = Harness(self, {"inboundPolicy": "allowlist", "allowFrom": ["+15557654321"]})
         self.assertIsInstance(self.ring(h, "+1 (555) 765-4321"), ev.Accepted)

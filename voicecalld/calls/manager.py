@@ -599,7 +599,7 @@ class CallManager:
             await self._journal.create(live, keys)
         except StoreError as e:
             # A full disk, say: the caller hears busy rather than a call we cannot keep.
-            return await self._reject(event, e.message)
+            return await self._reject(event, e.message, ev.Refusal.BUSY)
         self._registry.add(live)
         self._publish_created(record)
         self._lifecycle.arm_timers(live)
