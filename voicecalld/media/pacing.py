@@ -109,7 +109,10 @@ class FramePacer:
         self._send_frame = send_frame
         self._send_mark = send_mark
         self.lead = lead
+        # Audio (bytes of one or more whole frames), marks and notifications, in order.
         self._queue: deque[bytes | Mark | Notify] = deque()
+        # How much of the audio at the head of the queue has been sent.
+        self._offset = 0
         self._partial = bytearray()
         self._due: float | None = None
         self._keepalive = False
@@ -130,16 +133,30 @@ class FramePacer:
 
     def audio(self, ulaw: bytes) -> None:
         """Queue mu-law audio of any length (whole frames go out; the rest waits)."""
-        self._partial += ulaw
-        whole = len(self._partial) - len(self._partial) % FRAME_BYTES
-        if whole == 0:
-            return
-        data = bytes(self._partial[:whole])
-        del self._partial[:whole]
-        for offset in range(0, whole, FRAME_BYTES):
-            self._queue.append(data[offset : offset + FRAME_BYTES])
-        self.queued_frames += whole // FRAME_BYTES
-        self._start()
+        if ulaw.__class__ is not bytes:
+            ulaw = bytes(ulaw)
+        size = len(ulaw)
+        partial = self._partial
+        frames = 0
+        start = 0
+        if partial:
+            start = FRAME_BYTES - len(partial)
+            partial += ulaw[:start]
+            if len(partial) < FRAME_BYTES:
+                return
+            self._queue.append(bytes(partial))
+            partial.clear()
+            frames = 1
+        end = size - (size - start) % FRAME_BYTES if size > start else start
+        if end > start:
+            # Whole frames stay in the chunk they came in; tick slices them out.
+            self._queue.append(ulaw if start == 0 and end == size else ulaw[start:end])
+            frames += (end - start) // FRAME_BYTES
+        if end < size:
+            partial += ulaw[end:]
+        if frames:
+            self.queued_frames += frames
+            self._start()
 
     def mark(self, name: str) -> None:
         """Queue a mark after the whole frames queued so far."""
@@ -162,9 +179,9 @@ class FramePacer:
 
     def clear(self) -> int:
         """Drop everything queued (barge-in); returns how many frames were dropped."""
-        dropped = sum(1 for item in self._queue if item.__class__ is bytes)
-        dropped += 1 if self._partial else 0
+        dropped = self.queued_frames + (1 if self._partial else 0)
         self._queue.clear()
+        self._offset = 0
         self._partial.clear()
         self.queued_frames = 0
         self._keepalive = False
@@ -172,8 +189,7 @@ class FramePacer:
 
     def backlog(self) -> float:
         """Seconds of audio queued and not yet sent."""
-        frames = sum(1 for item in self._queue if item.__class__ is bytes)
-        return frames * FRAME_SECONDS
+        return self.queued_frames * FRAME_SECONDS
 
     def stop(self) -> None:
         """Drop everything and stop ticking for good (the stream went away)."""
@@ -202,10 +218,22 @@ class FramePacer:
         queue = self._queue
         while self._due <= horizon:
             if queue:
-                item = queue.popleft()
+                item = queue[0]
                 if item.__class__ is not bytes:
+                    queue.popleft()
                     self._control(item, now)
                     continue
+                offset = self._offset
+                if offset == 0 and len(item) == FRAME_BYTES:
+                    queue.popleft()
+                else:
+                    end = offset + FRAME_BYTES
+                    if end >= len(item):
+                        queue.popleft()
+                        self._offset = 0
+                    else:
+                        self._offset = end
+                    item = item[offset:end]
                 self.queued_frames -= 1
                 if self._due < now:
                     self._ticker.late_frames += 1
