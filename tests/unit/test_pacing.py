@@ -209,3 +209,24 @@ class ChunkedQueueTests(TestCase):
         p.audio(b"\x03" * 160)
         run(clock, 0.1)
         self.assertEqual(rec.frames[-1][1], b"\x03" * 160)
+
+
+class LowWaterTests(TestCase):
+    """when_below tells once the queue has drained to a level (the TTS may send more)."""
+
+    def test_told_once_drained_at_once_when_already_low_and_on_clear(self):
+        clock, p, _rec, _ = pacer(lead=0.0)
+        told: list[float] = []
+        p.audio(b"\x01" * 160 * 100)  # 2 s
+        p.when_below(0.5, lambda: told.append(p.backlog()))
+        run(clock, 1.0)
+        self.assertEqual(told, [])
+        run(clock, 0.6)
+        self.assertEqual(len(told), 1)
+        self.assertLessEqual(told[0], 0.5)
+        p.when_below(1.0, lambda: told.append(-1.0))
+        self.assertEqual(told[-1], -1.0)  # already below
+        p.audio(b"\x01" * 160 * 100)
+        p.when_below(0.1, lambda: told.append(-2.0))
+        p.clear()
+        self.assertEqual(told[-1], -2.0)

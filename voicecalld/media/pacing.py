@@ -119,6 +119,8 @@ class FramePacer:
         self.frames_sent = 0
         self.queued_frames = 0
         self._stopped = False
+        # (frames, fn): call fn() once no more than that many frames are queued.
+        self._low: tuple[int, Callable[[], object]] | None = None
 
     @property
     def keepalive(self) -> bool:
@@ -133,30 +135,27 @@ class FramePacer:
 
     def audio(self, ulaw: bytes) -> None:
         """Queue mu-law audio of any length (whole frames go out; the rest waits)."""
-        if ulaw.__class__ is not bytes:
-            ulaw = bytes(ulaw)
-        size = len(ulaw)
         partial = self._partial
-        frames = 0
-        start = 0
-        if partial:
-            start = FRAME_BYTES - len(partial)
-            partial += ulaw[:start]
-            if len(partial) < FRAME_BYTES:
-                return
-            self._queue.append(bytes(partial))
+        held = len(partial)
+        total = held + len(ulaw)
+        whole = total - total % FRAME_BYTES
+        if whole == 0:
+            partial += ulaw
+            return
+        # Whole frames stay in one chunk (as they came, when aligned); tick slices them out.
+        cut = whole - held
+        if held:
+            chunk = b"".join((partial, memoryview(ulaw)[:cut]))
             partial.clear()
-            frames = 1
-        end = size - (size - start) % FRAME_BYTES if size > start else start
-        if end > start:
-            # Whole frames stay in the chunk they came in; tick slices them out.
-            self._queue.append(ulaw if start == 0 and end == size else ulaw[start:end])
-            frames += (end - start) // FRAME_BYTES
-        if end < size:
-            partial += ulaw[end:]
-        if frames:
-            self.queued_frames += frames
-            self._start()
+        elif cut == len(ulaw) and ulaw.__class__ is bytes:
+            chunk = ulaw
+        else:
+            chunk = bytes(memoryview(ulaw)[:cut])
+        if cut < len(ulaw):
+            partial += memoryview(ulaw)[cut:]
+        self._queue.append(chunk)
+        self.queued_frames += whole // FRAME_BYTES
+        self._start()
 
     def mark(self, name: str) -> None:
         """Queue a mark after the whole frames queued so far."""
@@ -167,6 +166,22 @@ class FramePacer:
         """Call C{fn(now)} once what is queued so far has gone out."""
         self._queue.append(Notify(fn))
         self._start()
+
+    def when_below(self, seconds: float, fn: Callable[[], object]) -> None:
+        """
+        Call C{fn()} once no more than C{seconds} of audio is queued (at once if
+        so already, or when the queue is cleared); one such call is kept at a time.
+        """
+        frames = int(seconds / FRAME_SECONDS)
+        if self.queued_frames <= frames:
+            fn()
+        else:
+            self._low = (frames, fn)
+
+    def _release(self) -> None:
+        low, self._low = self._low, None
+        if low is not None:
+            low[1]()
 
     def end(self, name: str) -> None:
         """End an utterance: pad its last partial frame with silence, then mark it."""
@@ -185,6 +200,7 @@ class FramePacer:
         self._partial.clear()
         self.queued_frames = 0
         self._keepalive = False
+        self._release()
         return dropped
 
     def backlog(self) -> float:
@@ -248,6 +264,9 @@ class FramePacer:
             self._due += FRAME_SECONDS
         while queue and queue[0].__class__ is not bytes:
             self._control(queue.popleft(), now)
+        low = self._low
+        if low is not None and self.queued_frames <= low[0]:
+            self._release()
         return bool(queue) or self._keepalive
 
     def _control(self, item: Mark | Notify, now: float) -> None:
