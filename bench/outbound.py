@@ -29,7 +29,9 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+from twisted.internet.defer import Deferred
 
+# 68 characters: 3.4 s of speech at SECONDS_PER_CHAR (--repeat makes longer replies).
 UTTERANCE = "Thanks for calling. Your table for two is booked for eight tonight."
 SECONDS_PER_CHAR = 0.05
 _HANDSHAKE = (
@@ -150,8 +152,6 @@ class ChunkedTTS:
         self.ulaw_chunk = ulaw_encode(tone[::3].tobytes())
 
     def synthesize(self, text: str, on_audio: Any) -> Any:
-        from twisted.internet.defer import Deferred
-
         from voicecalld.voice.tts import Synthesis
         from voicecalld.voice.tts_openai import PcmToUlaw
 
@@ -162,12 +162,16 @@ class ChunkedTTS:
 
         def chunk() -> None:
             if transcoder is not None:
-                on_audio(transcoder.feed(self.pcm_chunk))
+                hold = on_audio(transcoder.feed(self.pcm_chunk))
             else:
-                on_audio(self.ulaw_chunk)
+                hold = on_audio(self.ulaw_chunk)
             state["n"] += 1
             if state["n"] < chunks:
-                state["timer"] = self.clock.callLater(0.025, chunk)
+                if isinstance(hold, Deferred):
+                    # The listener has enough: the vendor's next chunk waits (flow control).
+                    hold.addCallback(lambda _: go_on())
+                else:
+                    go_on()
                 return
             if transcoder is not None:
                 tail = transcoder.flush()
@@ -175,6 +179,10 @@ class ChunkedTTS:
                     on_audio(tail)
             now = self.clock.seconds()
             done.callback(Synthesis(self.name, text, requested, requested, now, 0))
+
+        def go_on() -> None:
+            if not done.called:
+                state["timer"] = self.clock.callLater(0.025, chunk)
 
         def cancel(d: Any) -> None:
             if state["timer"] is not None and state["timer"].active():
@@ -188,7 +196,7 @@ class ChunkedTTS:
 class Rig:
     """N speaking Twilio streams on one clock."""
 
-    def __init__(self, streams: int, tts_kind: str) -> None:
+    def __init__(self, streams: int, tts_kind: str, repeat: int = 1) -> None:
         from voicecalld.media.session import MediaSessions
         from voicecalld.media.stream import StreamLimits
         from voicecalld.providers.twilio.codec import TwilioCodec
@@ -204,6 +212,7 @@ class Rig:
         self.utterances = 0
         self.failures = 0
         self._count = streams
+        self._text = " ".join([UTTERANCE] * repeat)
 
     def connect(self) -> None:
         """Open every stream (handshake, start) and start it speaking."""
@@ -254,7 +263,7 @@ class Rig:
         def failed(_: Any) -> None:
             self.failures += 1
 
-        session.say(UTTERANCE).addCallbacks(again, failed)
+        session.say(self._text).addCallbacks(again, failed)
 
     def step(self, count: int) -> None:
         """Move the clock 20 ms, C{count} times."""
@@ -268,10 +277,15 @@ class Rig:
 
 
 def measure_cpu(
-    streams: int, steps: int, tts: str, warmup: int = 100, profile: str | None = None
+    streams: int,
+    steps: int,
+    tts: str,
+    warmup: int = 100,
+    profile: str | None = None,
+    repeat: int = 1,
 ) -> dict[str, Any]:
     """µs of CPU per outbound frame with C{streams} speaking."""
-    rig = Rig(streams, tts)
+    rig = Rig(streams, tts, repeat)
     rig.connect()
     rig.step(warmup)
     frames_before = rig.frames_sent()
@@ -302,12 +316,12 @@ def measure_cpu(
     }
 
 
-def measure_memory(streams: int, tts: str, warmup: int = 150) -> dict[str, Any]:
+def measure_memory(streams: int, tts: str, warmup: int = 150, repeat: int = 1) -> dict[str, Any]:
     """Python heap per speaking stream: N streams speaking less none, over N."""
     import gc
 
     tracemalloc.start(1)
-    rig = Rig(streams, tts)
+    rig = Rig(streams, tts, repeat)
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
     snapshot_before = tracemalloc.take_snapshot()
@@ -341,20 +355,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tts", choices=("ulaw", "pcm"), default=None, help="default: both")
     parser.add_argument("--profile", metavar="PATH", help="cProfile one round into PATH")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="utterance length in 3.4 s units (default 1)"
+    )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     kinds = (args.tts,) if args.tts else ("ulaw", "pcm")
     figures: dict[str, Any] = {}
     for kind in kinds:
-        rounds = [measure_cpu(args.streams, args.steps, kind) for _ in range(args.rounds)]
+        rounds = [
+            measure_cpu(args.streams, args.steps, kind, repeat=args.repeat)
+            for _ in range(args.rounds)
+        ]
         best = min(rounds, key=lambda r: r["usPerFrame"] or math.inf)
         best["usPerFrameRounds"] = [r["usPerFrame"] for r in rounds]
         figures[kind] = {"cpu": best}
         if args.profile:
-            measure_cpu(args.streams, args.steps, kind, profile=f"{args.profile}.{kind}")
+            measure_cpu(
+                args.streams, args.steps, kind, profile=f"{args.profile}.{kind}", repeat=args.repeat
+            )
         if not args.no_memory:
-            figures[kind]["memory"] = measure_memory(args.streams, kind)
+            figures[kind]["memory"] = measure_memory(args.streams, kind, repeat=args.repeat)
     if args.json:
         print(json.dumps(figures, indent=2))
         return
