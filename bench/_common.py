@@ -42,6 +42,18 @@ def cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def rss_kib() -> int | None:
+    """This process's resident memory now, in KiB (None where /proc is not there)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def machine() -> dict[str, Any]:
     """CPU model, core count and Python version."""
     model = platform.processor() or platform.machine()

@@ -231,6 +231,11 @@ def notes(results: dict[str, Any]) -> list[str]:
             f" {s['expectedFramesEachWay']} expected, reactor lag max {s['reactorLagMsMax']} ms,"
             f" load generator cpu {load['cpuUtilization']:.0%}"
             f" (tick lateness p99 {load['tickLatenessMsP99']} ms)"
+            + (
+                f", resident memory {s['rssKiBPerStream']} KiB per stream"
+                if s.get("rssKiBPerStream") is not None
+                else ""
+            )
             + (f"; {', '.join(flags)}" if flags else "")
         )
     return out

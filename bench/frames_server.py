@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from bench._common import core_shares, core_times, cpu_seconds, emit, percentile, pin
+from bench._common import core_shares, core_times, cpu_seconds, emit, percentile, pin, rss_kib
 
 STREAM_PATH = "/voice/stream"
 # BENCH_DEBUG=1: a line on stderr every 100 ms of the window (lag, counts, CPU).
@@ -57,6 +57,8 @@ class Window:
         self.extra: Any = None  # () -> dict of facts for the result, set by the contender
         self.profile: Any = None
         self.profile_path = ""
+        # Resident memory before the first stream connected (KiB).
+        self.rss_ready: int | None = None
 
     def stream_started(self) -> None:
         """One more stream sent a valid start; the window opens once all have."""
@@ -127,6 +129,11 @@ class Window:
             **{k: int(v) for k, v in delta.items() if k not in _BASE_KEYS},
             "coreTimeShares": core,
         }
+        rss = rss_kib()
+        if rss is not None and self.rss_ready is not None:
+            result["rssKiBBeforeStreams"] = self.rss_ready
+            result["rssKiB"] = rss
+            result["rssKiBPerStream"] = round((rss - self.rss_ready) / self.streams, 1)
         if self.extra is not None:
             result.update(self.extra())
         emit({"result": result})
@@ -228,7 +235,7 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
 
         def connect(self, factory: Any) -> Any:
             socket = NullSocket(factory, totals)
-            session = factory.session
+            session = factory.owner
             # What the real protocol does: on open the session sends session.update, and the
             # server answers session.updated.
             reactor.callLater(0, session._opened, socket)
@@ -301,7 +308,7 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
     def read_counts() -> dict[str, float]:
         sessions = media_sessions()
         # Audio still waiting in a session's batch has been handled too.
-        pending = sum(len(m.stt._pending) for m in sessions if m.stt is not None)
+        pending = sum(len(m.stt._audio.pending) for m in sessions if m.stt is not None)
         return {
             "inbound": (totals["sttAudioBytes"] + pending) / 160,
             "outbound": sum(m.pacer.frames_sent for m in sessions),
@@ -368,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         port, credentials = serve_relay(reactor, window, args.max_message_bytes)
     else:
         port, credentials = serve_voicecalld(reactor, window, args.streams, args.max_message_bytes)
+    window.rss_ready = rss_kib()
     emit(
         {
             "ready": True,

@@ -125,3 +125,36 @@ def test_first_audio_comes_out_early():
 
 def test_an_empty_feed_gives_nothing():
     assert codec.Resampler(24000, 8000).feed(b"") == b""
+
+
+def test_encoding_samples_gives_what_encoding_their_bytes_gives():
+    samples = np.frombuffer(ALL_SAMPLES, dtype="<i2")
+    assert codec.ulaw_encode_samples(samples) == codec.ulaw_encode(ALL_SAMPLES)
+    assert codec.ulaw_encode_samples(samples[:0]) == b""
+
+
+def test_tts_transcoding_without_bytes_in_between_gives_the_same_mu_law():
+    """soxr dithers its int16 output (two runs differ), so each chunk is checked against its own."""
+    from voicecalld.voice.tts_openai import PcmToUlaw
+
+    rng = np.random.default_rng(7)
+    pcm = (rng.standard_normal(24000) * 4000).astype("<i2").tobytes()
+    cuts = sorted(rng.integers(0, len(pcm), 40).tolist())
+    chunks = [pcm[a:b] for a, b in zip([0, *cuts], [*cuts, len(pcm)], strict=True)]
+    transcoder = PcmToUlaw()
+    resampler = transcoder._resampler
+    outputs: list[bytes] = []
+
+    def recorded(method):
+        def call(*args):
+            samples = method(*args)
+            outputs.append(samples.tobytes())
+            return samples
+
+        return call
+
+    resampler.feed_samples = recorded(resampler.feed_samples)
+    resampler.flush_samples = recorded(resampler.flush_samples)
+    got = [transcoder.feed(c) for c in chunks] + [transcoder.flush()]
+    assert got == [codec.ulaw_encode(out) for out in outputs]
+    assert sum(map(len, got)) == pytest.approx(len(pcm) // 6, abs=2)

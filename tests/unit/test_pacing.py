@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -151,3 +153,80 @@ class StoppedPacerTests(TestCase):
         run(clock, 0.5)
         self.assertEqual((rec.frames, rec.marks), ([], []))
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ChunkedQueueTests(TestCase):
+    """Audio in chunks of any size goes out as the same frames, marks between the same ones."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.binary(min_size=0, max_size=700).map(lambda b: ("audio", b)),
+                st.integers(0, 9).map(lambda n: ("mark", f"m{n}")),
+                st.integers(0, 9).map(lambda n: ("end", f"e{n}")),
+                st.just(("wait", 0.04)),
+            ),
+            max_size=30,
+        )
+    )
+    def test_frames_and_marks_are_the_audio_cut_in_order(self, script):
+        clock, p, rec, _ = pacer()
+        expected_frames: list[bytes] = []
+        expected_marks: list[tuple[str, int]] = []
+        pending = b""
+        for kind, value in script:
+            if kind == "audio":
+                pending += value
+                while len(pending) >= 160:
+                    expected_frames.append(pending[:160])
+                    pending = pending[160:]
+                p.audio(value)
+            elif kind == "mark":
+                expected_marks.append((value, len(expected_frames)))
+                p.mark(value)
+            elif kind == "end":
+                if pending:
+                    expected_frames.append(pending + SILENCE_FRAME[len(pending) :])
+                    pending = b""
+                expected_marks.append((value, len(expected_frames)))
+                p.end(value)
+            else:
+                run(clock, value)
+            self.assertAlmostEqual(p.backlog(), p.queued_frames * FRAME_SECONDS)
+        run(clock, len(expected_frames) * FRAME_SECONDS + 1)
+        self.assertEqual([frame for _, frame in rec.frames], expected_frames)
+        self.assertEqual([(name, at) for _, name, at in rec.marks], expected_marks)
+        self.assertEqual(p.queued_frames, 0)
+
+    def test_clear_counts_a_half_sent_chunk_by_its_frames_left(self):
+        clock, p, rec, _ = pacer(lead=0.0)
+        p.audio(b"\x01" * 1600 + b"\x02" * 80)  # ten frames and a half
+        run(clock, 3 * FRAME_SECONDS + 0.001)
+        sent = len(rec.frames)
+        self.assertEqual(p.clear(), 10 - sent + 1)
+        self.assertEqual(p.backlog(), 0.0)
+        p.audio(b"\x03" * 160)
+        run(clock, 0.1)
+        self.assertEqual(rec.frames[-1][1], b"\x03" * 160)
+
+
+class LowWaterTests(TestCase):
+    """when_below tells once the queue has drained to a level (the TTS may send more)."""
+
+    def test_told_once_drained_at_once_when_already_low_and_on_clear(self):
+        clock, p, _rec, _ = pacer(lead=0.0)
+        told: list[float] = []
+        p.audio(b"\x01" * 160 * 100)  # 2 s
+        p.when_below(0.5, lambda: told.append(p.backlog()))
+        run(clock, 1.0)
+        self.assertEqual(told, [])
+        run(clock, 0.6)
+        self.assertEqual(len(told), 1)
+        self.assertLessEqual(told[0], 0.5)
+        p.when_below(1.0, lambda: told.append(-1.0))
+        self.assertEqual(told[-1], -1.0)  # already below
+        p.audio(b"\x01" * 160 * 100)
+        p.when_below(0.1, lambda: told.append(-2.0))
+        p.clear()
+        self.assertEqual(told[-1], -2.0)

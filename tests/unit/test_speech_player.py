@@ -129,3 +129,40 @@ class PlayerTests(TestCase):
     def test_no_tts_configured(self):
         player = SpeechPlayer(self.clock, self.pacer, self.stream.clear, None, print)
         self.assertRaises(ProviderError, player.say, "hi")
+
+
+class LookaheadTests(TestCase):
+    """A TTS far ahead of playback is asked to hold, and let go once playback catches up."""
+
+    setUp = PlayerTests.setUp
+    play_for = PlayerTests.play_for
+
+    def test_the_tts_holds_past_the_high_mark_and_goes_on_at_the_low_one(self):
+        from voicecalld.media.speech import LOOKAHEAD_HIGH, LOOKAHEAD_LOW
+
+        d = self.player.say("a long answer")
+        second = 8000
+        self.assertIsNone(self.tts.last.on_audio(b"\x01" * second))
+        hold = self.tts.last.on_audio(b"\x02" * int(second * LOOKAHEAD_HIGH))
+        self.assertIsNotNone(hold)
+        self.assertIsNone(self.tts.last.on_audio(b"\x03" * 800))  # read while pausing: kept
+        self.play_for(LOOKAHEAD_HIGH + 1 - LOOKAHEAD_LOW - 0.2)
+        self.assertNoResult(hold)
+        self.play_for(0.4)
+        self.successResultOf(hold)
+        self.assertLessEqual(self.pacer.backlog(), LOOKAHEAD_LOW)
+        self.tts.finish()
+        self.play_for(LOOKAHEAD_LOW + 0.5)
+        self.player.mark_echoed("u1:end")
+        self.assertTrue(self.successResultOf(d).complete)
+        sent = b"".join(f for f in self.stream.frames if f != SILENCE_FRAME)
+        self.assertEqual(
+            sent, b"\x01" * second + b"\x02" * int(second * LOOKAHEAD_HIGH) + b"\x03" * 800
+        )
+
+    def test_barge_in_lets_a_held_tts_go(self):
+        self.player.say("a long answer")
+        hold = self.tts.last.on_audio(b"\x01" * 8000 * 5)
+        self.player.interrupt()
+        self.successResultOf(hold)
+        self.assertTrue(self.tts.last.cancelled)

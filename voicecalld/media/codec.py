@@ -21,6 +21,7 @@ FRAME_BYTES = 160
 _S16 = np.dtype("<i2")
 _ALL_S16 = np.arange(-32768, 32768, dtype=np.int32)
 _ALL_BYTES = np.arange(256, dtype=np.int32)
+_NO_SAMPLES = np.zeros(0, dtype=_S16)
 
 
 def _segment(value: np.ndarray, ends: list[int]) -> np.ndarray:
@@ -80,7 +81,7 @@ _ALAW_DECODE = _alaw_decoder()
 def _encode(table: np.ndarray, pcm: bytes) -> bytes:
     if len(pcm) % 2:
         raise ValueError("16-bit PCM must have an even number of bytes")
-    return table[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
+    return table.take(np.frombuffer(pcm, dtype=np.uint16)).tobytes()
 
 
 def _decode(table: np.ndarray, data: bytes) -> bytes:
@@ -90,6 +91,11 @@ def _decode(table: np.ndarray, data: bytes) -> bytes:
 def ulaw_encode(pcm: bytes) -> bytes:
     """s16le mono PCM -> G.711 mu-law, one byte a sample."""
     return _encode(_ULAW_ENCODE, pcm)
+
+
+def ulaw_encode_samples(samples: np.ndarray) -> bytes:
+    """Native-order C{int16} samples -> G.711 mu-law, with no intermediate bytes."""
+    return _ULAW_ENCODE.take(samples.astype(_S16, copy=False).view(np.uint16)).tobytes()
 
 
 def ulaw_decode(data: bytes) -> bytes:
@@ -125,6 +131,14 @@ class Resampler:
 
     def feed(self, pcm: bytes) -> bytes:
         """Take any number of input bytes; return the output ready so far (maybe none)."""
+        return self.feed_samples(pcm).tobytes()
+
+    def flush(self) -> bytes:
+        """The input is over: return the rest of the output and start afresh."""
+        return self.flush_samples().tobytes()
+
+    def feed_samples(self, pcm: bytes) -> np.ndarray:
+        """As L{feed}, the output as an C{int16} array (for encoding it without a copy)."""
         if self._odd:
             pcm = self._odd + pcm
         if len(pcm) % 2:
@@ -132,15 +146,15 @@ class Resampler:
         else:
             self._odd = b""
         if not pcm:
-            return b""
+            return _NO_SAMPLES
         return self._run(np.frombuffer(pcm, dtype=_S16), last=False)
 
-    def flush(self) -> bytes:
-        """The input is over: return the rest of the output and start afresh."""
+    def flush_samples(self) -> np.ndarray:
+        """As L{flush}, the output as an C{int16} array."""
         self._odd = b""
-        tail = self._run(np.zeros(0, dtype=_S16), last=True)
+        tail = self._run(_NO_SAMPLES, last=True)
         self._stream.clear()
         return tail
 
-    def _run(self, samples: np.ndarray, last: bool) -> bytes:
-        return self._stream.resample_chunk(samples, last=last).astype(_S16, copy=False).tobytes()
+    def _run(self, samples: np.ndarray, last: bool) -> np.ndarray:
+        return self._stream.resample_chunk(samples, last=last).astype(_S16, copy=False)

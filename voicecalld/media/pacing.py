@@ -109,13 +109,18 @@ class FramePacer:
         self._send_frame = send_frame
         self._send_mark = send_mark
         self.lead = lead
+        # Audio (bytes of one or more whole frames), marks and notifications, in order.
         self._queue: deque[bytes | Mark | Notify] = deque()
+        # How much of the audio at the head of the queue has been sent.
+        self._offset = 0
         self._partial = bytearray()
         self._due: float | None = None
         self._keepalive = False
         self.frames_sent = 0
         self.queued_frames = 0
         self._stopped = False
+        # (frames, fn): call fn() once no more than that many frames are queued.
+        self._low: tuple[int, Callable[[], object]] | None = None
 
     @property
     def keepalive(self) -> bool:
@@ -130,14 +135,25 @@ class FramePacer:
 
     def audio(self, ulaw: bytes) -> None:
         """Queue mu-law audio of any length (whole frames go out; the rest waits)."""
-        self._partial += ulaw
-        whole = len(self._partial) - len(self._partial) % FRAME_BYTES
+        partial = self._partial
+        held = len(partial)
+        total = held + len(ulaw)
+        whole = total - total % FRAME_BYTES
         if whole == 0:
+            partial += ulaw
             return
-        data = bytes(self._partial[:whole])
-        del self._partial[:whole]
-        for offset in range(0, whole, FRAME_BYTES):
-            self._queue.append(data[offset : offset + FRAME_BYTES])
+        # Whole frames stay in one chunk (as they came, when aligned); tick slices them out.
+        cut = whole - held
+        if held:
+            chunk = b"".join((partial, memoryview(ulaw)[:cut]))
+            partial.clear()
+        elif cut == len(ulaw) and ulaw.__class__ is bytes:
+            chunk = ulaw
+        else:
+            chunk = bytes(memoryview(ulaw)[:cut])
+        if cut < len(ulaw):
+            partial += memoryview(ulaw)[cut:]
+        self._queue.append(chunk)
         self.queued_frames += whole // FRAME_BYTES
         self._start()
 
@@ -151,6 +167,22 @@ class FramePacer:
         self._queue.append(Notify(fn))
         self._start()
 
+    def when_below(self, seconds: float, fn: Callable[[], object]) -> None:
+        """
+        Call C{fn()} once no more than C{seconds} of audio is queued (at once if
+        so already, or when the queue is cleared); one such call is kept at a time.
+        """
+        frames = int(seconds / FRAME_SECONDS)
+        if self.queued_frames <= frames:
+            fn()
+        else:
+            self._low = (frames, fn)
+
+    def _release(self) -> None:
+        low, self._low = self._low, None
+        if low is not None:
+            low[1]()
+
     def end(self, name: str) -> None:
         """End an utterance: pad its last partial frame with silence, then mark it."""
         if self._partial:
@@ -162,18 +194,18 @@ class FramePacer:
 
     def clear(self) -> int:
         """Drop everything queued (barge-in); returns how many frames were dropped."""
-        dropped = sum(1 for item in self._queue if item.__class__ is bytes)
-        dropped += 1 if self._partial else 0
+        dropped = self.queued_frames + (1 if self._partial else 0)
         self._queue.clear()
+        self._offset = 0
         self._partial.clear()
         self.queued_frames = 0
         self._keepalive = False
+        self._release()
         return dropped
 
     def backlog(self) -> float:
         """Seconds of audio queued and not yet sent."""
-        frames = sum(1 for item in self._queue if item.__class__ is bytes)
-        return frames * FRAME_SECONDS
+        return self.queued_frames * FRAME_SECONDS
 
     def stop(self) -> None:
         """Drop everything and stop ticking for good (the stream went away)."""
@@ -202,10 +234,22 @@ class FramePacer:
         queue = self._queue
         while self._due <= horizon:
             if queue:
-                item = queue.popleft()
+                item = queue[0]
                 if item.__class__ is not bytes:
+                    queue.popleft()
                     self._control(item, now)
                     continue
+                offset = self._offset
+                if offset == 0 and len(item) == FRAME_BYTES:
+                    queue.popleft()
+                else:
+                    end = offset + FRAME_BYTES
+                    if end >= len(item):
+                        queue.popleft()
+                        self._offset = 0
+                    else:
+                        self._offset = end
+                    item = item[offset:end]
                 self.queued_frames -= 1
                 if self._due < now:
                     self._ticker.late_frames += 1
@@ -220,6 +264,9 @@ class FramePacer:
             self._due += FRAME_SECONDS
         while queue and queue[0].__class__ is not bytes:
             self._control(queue.popleft(), now)
+        low = self._low
+        if low is not None and self.queued_frames <= low[0]:
+            self._release()
         return bool(queue) or self._keepalive
 
     def _control(self, item: Mark | Notify, now: float) -> None:

@@ -29,6 +29,11 @@ MARK_EVERY_BYTES = BYTES_PER_SECOND // 2
 # after the audio before it should have played.
 MARK_GRACE = 3.0
 CHARS_PER_SECOND = 15.0
+# Synthesized audio held ahead of playback: past the high mark the TTS stream
+# is paused (the rest waits at the vendor and in the socket), and resumed at
+# the low mark, so a long reply does not sit whole in memory.
+LOOKAHEAD_HIGH = 2.0
+LOOKAHEAD_LOW = 1.0
 
 
 class _Utterance:
@@ -44,6 +49,8 @@ class _Utterance:
         self.first_frame_at: float | None = None
         self.synthesis: Any = None
         self.request: Deferred | None = None
+        # Fires when the TTS may send more (while its stream is paused).
+        self.hold: Deferred | None = None
         self.done: Deferred[Playback] = Deferred()
         self.fallback: IDelayedCall | None = None
 
@@ -113,9 +120,10 @@ class SpeechPlayer:
         self._current = utterance
         return utterance
 
-    def _audio(self, utterance: _Utterance, ulaw: bytes) -> None:
+    def _audio(self, utterance: _Utterance, ulaw: bytes) -> Deferred | None:
+        """Queue TTS audio; a Deferred asks the TTS to hold the rest until it fires."""
         if utterance is not self._current or not ulaw:
-            return
+            return None
         if utterance.first_audio_at is None:
             utterance.first_audio_at = self._clock.seconds()
             self._pacer.notify(lambda now: setattr(utterance, "first_frame_at", now))
@@ -125,6 +133,16 @@ class SpeechPlayer:
         if utterance.sent_bytes // MARK_EVERY_BYTES > before // MARK_EVERY_BYTES:
             whole = utterance.sent_bytes - utterance.sent_bytes % FRAME_BYTES
             self._pacer.mark(f"{utterance.name}:{whole}")
+        if utterance.hold is None and self._pacer.backlog() > LOOKAHEAD_HIGH:
+            hold = utterance.hold = Deferred()
+            self._pacer.when_below(LOOKAHEAD_LOW, lambda: self._go_on(utterance, hold))
+            return hold
+        return None
+
+    def _go_on(self, utterance: _Utterance, hold: Deferred) -> None:
+        if utterance.hold is hold:
+            utterance.hold = None
+            hold.callback(None)
 
     def _synthesized(self, synthesis: Any, utterance: _Utterance) -> None:
         if utterance is not self._current:

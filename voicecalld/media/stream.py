@@ -21,6 +21,7 @@ malformed message is a L{BadMessage}, and the protocol closes.
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from voicecalld.media.codec import FRAME_BYTES
 from voicecalld.media.reorder import Reorder
 
 CLOSE_NORMAL = 1000
@@ -39,6 +41,9 @@ CLOSE_BAD_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_LATER = 1013
+
+# Base64 of one whole frame, in bytes.
+_B64_FRAME = 4 * -(-FRAME_BYTES // 3)
 
 
 # -- what a codec reads -----------------------------------------------------------
@@ -100,6 +105,12 @@ class IStreamEncoder(Interface):
 
     binary = Attribute("Whether the messages go in binary frames (else text).")
 
+    media_parts = Attribute(
+        "Optional: C{(prefix, suffix)} when C{media(frame)} is always C{prefix}, the"
+        " frame in base64 (no newline), then C{suffix}; None (or absent) otherwise."
+        " The socket then builds each media message's WebSocket frame around them itself."
+    )
+
     def media(frame):
         """The message carrying one frame of mu-law audio (bytes)."""
 
@@ -130,6 +141,16 @@ class IStreamCodec(Interface):
 
     def encoder(start):
         """The L{IStreamEncoder} for the stream that L{StreamStart} C{start} began."""
+
+
+def frame_header(size: int, binary: bool) -> bytes:
+    """The header of one final, unmasked server WebSocket frame of C{size} payload bytes."""
+    first = 0x82 if binary else 0x81
+    if size <= 125:
+        return bytes((first, size))
+    if size <= 0xFFFF:
+        return bytes((first, 126)) + size.to_bytes(2, "big")
+    return bytes((first, 127)) + size.to_bytes(8, "big")
 
 
 # -- what a started socket reports to --------------------------------------------
@@ -239,6 +260,12 @@ class MediaStream(WebSocketServerProtocol):
         self._encode_media: Callable[[bytes], bytes] | None = None
         self._encoder: Any = None
         self._binary = False
+        # Set once started when frames may go straight to the transport (see _direct_ok).
+        self._direct = False
+        # The WebSocket frame header and the codec's prefix of a whole-frame media
+        # message, and its suffix: the base64 frame goes in between.
+        self._media_head: bytes | None = None
+        self._media_tail = b""
         self._paused = False
         self._backlog = 0
         self._closing = False
@@ -353,7 +380,28 @@ class MediaStream(WebSocketServerProtocol):
         self._encoder = self._codec.encoder(start)
         self._encode_media = self._encoder.media
         self._binary = bool(self._encoder.binary)
+        self._direct = self._direct_ok()
+        parts = getattr(self._encoder, "media_parts", None)
+        if self._direct and parts is not None:
+            prefix, self._media_tail = parts
+            size = len(prefix) + _B64_FRAME + len(self._media_tail)
+            self._media_head = frame_header(size, self._binary) + prefix
         self.handler = result
+
+    def _direct_ok(self) -> bool:
+        """
+        Whether our messages may be framed here and written to the transport, bypassing
+        autobahn's C{sendMessage}: only when it would write the same bytes (one
+        unmasked, uncompressed, unfragmented frame) and keeps no log or timing of them.
+        """
+        return (
+            self._perMessageCompress is None
+            and not self.maskServerFrames
+            and not self.autoFragmentSize
+            and not self.logFrames
+            and not self.logOctets
+            and not self.trackedTimings
+        )
 
     def _leave_pending(self) -> None:
         if self._start_timer is not None and self._start_timer.active():
@@ -370,7 +418,14 @@ class MediaStream(WebSocketServerProtocol):
 
     def send_frame(self, frame: bytes) -> None:
         """Send one frame of mu-law audio."""
-        if self._encode_media is not None:
+        head = self._media_head
+        if head is not None and len(frame) == FRAME_BYTES:
+            # The hot path: one base64 and one join per frame, no JSON, no autobahn.
+            self.frames_out += 1
+            self._write(
+                b"".join((head, binascii.b2a_base64(frame, newline=False), self._media_tail))
+            )
+        elif self._encode_media is not None:
             self.frames_out += 1
             self._send(self._encode_media(frame))
 
@@ -385,10 +440,26 @@ class MediaStream(WebSocketServerProtocol):
             self._send(self._encoder.clear())
 
     def _send(self, data: bytes) -> None:
+        if self._direct and len(data) <= self.maxMessagePayloadSize:
+            self._write(frame_header(len(data), self._binary) + data)
+        elif self._accept(len(data)):
+            self.sendMessage(data, isBinary=self._binary)
+
+    def _write(self, frame: bytes) -> None:
+        """Write one whole WebSocket frame (framed by us) to the transport."""
+        if self._accept(len(frame)):
+            if self.send_queue:
+                # Behind autobahn's own queued writes, in order.
+                self.sendData(frame)
+            else:
+                self.transport.write(frame)
+
+    def _accept(self, size: int) -> bool:
+        """Whether C{size} more bytes may be sent (False also when the backlog closed us)."""
         if self._closing or self.state != self.STATE_OPEN:
-            return
+            return False
         if self._paused:
-            self._backlog += len(data)
+            self._backlog += size
             if self._backlog > self.factory.limits.max_send_backlog:
                 _log.warn(
                     "media stream {sid}: {carrier} is not reading; {size} bytes waiting, closing",
@@ -399,8 +470,8 @@ class MediaStream(WebSocketServerProtocol):
                     log_code="media.backpressure",
                 )
                 self.close(CLOSE_TRY_LATER, "Backpressure: send buffer exceeded")
-                return
-        self.sendMessage(data, isBinary=self._binary)
+                return False
+        return True
 
     def pauseProducing(self) -> None:
         self._paused = True

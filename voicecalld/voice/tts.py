@@ -63,4 +63,8 @@ class ITTS(Interface):
         connection, timeout, malformed stream); a failure after some audio ends
         the utterance there, with no more calls to C{on_audio}.  Cancelling the
         Deferred aborts the request and guarantees no more calls to C{on_audio}.
+
+        C{on_audio} may return a Deferred: the listener holds enough audio, and the
+        provider should stop reading the vendor's stream (and its timeout) until it
+        fires.  A provider may ignore this; audio already read is still delivered.
         """

@@ -65,9 +65,9 @@ class _Attempts:
         self._try(0)
         return self.done
 
-    def _deliver(self, ulaw: bytes) -> None:
+    def _deliver(self, ulaw: bytes) -> object:
         self._delivered += len(ulaw)
-        self._on_audio(ulaw)
+        return self._on_audio(ulaw)
 
     def _try(self, index: int) -> None:
         current = self._chain[index].synthesize(self._text, self._deliver)

@@ -105,6 +105,7 @@ class _Speech(Protocol):
         self._requested_at = clock.seconds()
         self._first_byte_at: float | None = None
         self._audio_bytes = 0
+        self._paused = False
         self.done: Deferred[Synthesis] = Deferred(self._cancel)
 
     def start(self, http: Any, url: str, headers: dict[str, str], body: Any, params: Any) -> None:
@@ -190,9 +191,30 @@ class _Speech(Protocol):
             return
         self._audio_bytes += len(ulaw)
         try:
-            self._on_audio(ulaw)
+            hold = self._on_audio(ulaw)
         except Exception:
             self._fail(Failure())
+            return
+        if isinstance(hold, Deferred) and not self._paused and not self._finished:
+            self._pause(hold)
+
+    def _pause(self, hold: Deferred) -> None:
+        """The listener has enough for now: stop reading the body (and its timer) until C{hold}."""
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pauseProducing()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        hold.addCallback(self._resume)
+
+    def _resume(self, _: object) -> None:
+        self._paused = False
+        if self._finished:
+            return
+        self._timer = self._clock.callLater(self._timeout, self._timed_out)
+        if self.transport is not None:
+            self.transport.resumeProducing()
 
     def _end_audio(self) -> None:
         """Hand on what the transcoder still holds, so audio given so far ends whole."""

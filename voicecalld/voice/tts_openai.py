@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from voicecalld.config.model import OpenAITtsSettings
-from voicecalld.media.codec import Resampler, ulaw_encode
+from voicecalld.media.codec import Resampler, ulaw_encode_samples
 from voicecalld.voice.tts import DEFAULT_TIMEOUT_MS, ITTS, Synthesis
 from voicecalld.voice.tts_http import stream_speech
 
@@ -32,12 +32,12 @@ class PcmToUlaw:
         self._resampler = Resampler(rate, TELEPHONY_RATE)
 
     def feed(self, data: bytes) -> bytes:
-        """Encode what the resampler can give for C{data} so far."""
-        return ulaw_encode(self._resampler.feed(data))
+        """Encode what the resampler can give for C{data} so far (one copy: the mu-law)."""
+        return ulaw_encode_samples(self._resampler.feed_samples(data))
 
     def flush(self) -> bytes:
         """Encode the resampler's tail."""
-        return ulaw_encode(self._resampler.flush())
+        return ulaw_encode_samples(self._resampler.flush_samples())
 
 
 def _takes_instructions(model: str) -> bool:

@@ -28,6 +28,10 @@ def audio(payload: str) -> bytes:
     return binascii.a2b_base64(payload, strict_mode=True)
 
 
+MEDIA_SUFFIX = b'"}}'
+"""What closes an outbound media message after its base64 audio."""
+
+
 def media_frame(prefix: bytes, frame: bytes) -> bytes:
-    """An outbound media frame: C{prefix}, the audio in base64, and C{"}}}."""
-    return prefix + binascii.b2a_base64(frame, newline=False) + b'"}}'
+    """An outbound media frame: C{prefix}, the audio in base64, and L{MEDIA_SUFFIX}."""
+    return prefix + binascii.b2a_base64(frame, newline=False) + MEDIA_SUFFIX

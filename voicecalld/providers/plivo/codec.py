@@ -29,7 +29,7 @@ from voicecalld.media.stream import (
     StreamStart,
     StreamStop,
 )
-from voicecalld.providers.common.frames import audio, media_frame, read_json
+from voicecalld.providers.common.frames import MEDIA_SUFFIX, audio, media_frame, read_json
 
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 ENCODING, RATE = "audio/x-mulaw", 8000
@@ -56,15 +56,21 @@ class PlivoEncoder:
             + str(RATE).encode()
             + b',"payload":"'
         )
+        self.media_parts = (self._prefix, MEDIA_SUFFIX)
+        # The bytes json.dumps gives for a checkpoint, around the name.
+        self._mark_prefix = (
+            b'{"event": "checkpoint", "streamId": ' + json.dumps(stream_id).encode() + b', "name": '
+        )
+        self._clear = json.dumps({"event": "clearAudio", "streamId": stream_id}).encode()
 
     def media(self, frame: bytes) -> bytes:
         return media_frame(self._prefix, frame)
 
     def mark(self, name: str) -> bytes:
-        return json.dumps({"event": "checkpoint", "streamId": self._id, "name": name}).encode()
+        return self._mark_prefix + json.dumps(name).encode() + b"}"
 
     def clear(self) -> bytes:
-        return json.dumps({"event": "clearAudio", "streamId": self._id}).encode()
+        return self._clear
 
 
 @implementer(IStreamCodec)

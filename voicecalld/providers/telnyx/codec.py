@@ -27,11 +27,13 @@ from voicecalld.media.stream import (
     StreamStart,
     StreamStop,
 )
-from voicecalld.providers.common.frames import audio, media_frame, read_json
+from voicecalld.providers.common.frames import MEDIA_SUFFIX, audio, media_frame, read_json
 
 _STOP = StreamStop()
 _PREFIX = b'{"event":"media","media":{"payload":"'
 _CLEAR = b'{"event":"clear"}'
+# The bytes json.dumps gives for a mark, around the name.
+_MARK_PREFIX = b'{"event": "mark", "mark": {"name": '
 
 
 @implementer(IStreamEncoder)
@@ -39,12 +41,13 @@ class TelnyxEncoder:
     """Outbound media, marks and clears for one Telnyx stream."""
 
     binary = False
+    media_parts = (_PREFIX, MEDIA_SUFFIX)
 
     def media(self, frame: bytes) -> bytes:
         return media_frame(_PREFIX, frame)
 
     def mark(self, name: str) -> bytes:
-        return json.dumps({"event": "mark", "mark": {"name": name}}).encode()
+        return _MARK_PREFIX + json.dumps(name).encode() + b"}}"
 
     def clear(self) -> bytes:
         return _CLEAR

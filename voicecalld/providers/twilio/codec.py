@@ -26,7 +26,7 @@ from voicecalld.media.stream import (
     StreamStart,
     StreamStop,
 )
-from voicecalld.providers.common.frames import audio, media_frame, read_json
+from voicecalld.providers.common.frames import MEDIA_SUFFIX, audio, media_frame, read_json
 
 _STOP = StreamStop()
 
@@ -39,22 +39,21 @@ class TwilioEncoder:
 
     def __init__(self, stream_sid: str) -> None:
         self._sid = stream_sid
-        self._prefix = (
-            b'{"event":"media","streamSid":'
-            + json.dumps(stream_sid).encode()
-            + b',"media":{"payload":"'
-        )
+        sid = json.dumps(stream_sid).encode()
+        self._prefix = b'{"event":"media","streamSid":' + sid + b',"media":{"payload":"'
+        self.media_parts = (self._prefix, MEDIA_SUFFIX)
+        # The bytes json.dumps gives for a mark, around the name.
+        self._mark_prefix = b'{"event": "mark", "streamSid": ' + sid + b', "mark": {"name": '
+        self._clear = json.dumps({"event": "clear", "streamSid": stream_sid}).encode()
 
     def media(self, frame: bytes) -> bytes:
         return media_frame(self._prefix, frame)
 
     def mark(self, name: str) -> bytes:
-        return json.dumps(
-            {"event": "mark", "streamSid": self._sid, "mark": {"name": name}}
-        ).encode()
+        return self._mark_prefix + json.dumps(name).encode() + b"}}"
 
     def clear(self) -> bytes:
-        return json.dumps({"event": "clear", "streamSid": self._sid}).encode()
+        return self._clear
 
 
 @implementer(IStreamCodec)
