@@ -257,7 +257,7 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
 
         def connect(self, factory: Any) -> Any:
             socket = NullSocket(factory, totals)
-            session = factory.session
+            session = factory.owner
             # What the real protocol does: on open the session sends session.update, and the
             # server answers session.updated.
             reactor.callLater(0, session._opened, socket)
@@ -330,7 +330,7 @@ def serve_voicecalld(reactor: Any, window: Window, streams: int, max_message_byt
     def read_counts() -> dict[str, float]:
         sessions = media_sessions()
         # Audio still waiting in a session's batch has been handled too.
-        pending = sum(len(m.stt._pending) for m in sessions if m.stt is not None)
+        pending = sum(len(m.stt._audio.pending) for m in sessions if m.stt is not None)
         return {
             "inbound": (totals["sttAudioBytes"] + pending) / 160,
             "outbound": sum(m.pacer.frames_sent for m in sessions),
