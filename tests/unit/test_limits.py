@@ -616,6 +616,7 @@ class WebSocketTests(GuardTestCase):
         client, transport = await self.upgraded()
         socket = transport.protocol
         self.assertIsInstance(socket, EchoProtocol)
+        self.assertIs(socket.transport, transport)
         self.assertEqual(self.site.open_connections, 1)
         mask = b"\x01\x02\x03\x04"
         payload = bytes(c ^ mask[i % 4] for i, c in enumerate(b"hi"))

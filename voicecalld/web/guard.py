@@ -313,8 +313,8 @@ class _Connection(ProtocolWrapper):
     Counts one open connection and stands between the transport and the
     channel, so that it notices when a WebSocket takes the connection over.
 
-    Once one does, the transport delivers straight to the WebSocket's
-    protocol (no wrapper call per frame); a hook on that protocol's
+    Once one does, the transport and the WebSocket's protocol talk directly
+    (no wrapper call per frame either way); a hook on that protocol's
     C{connectionLost} still counts the connection out when it closes.
     """
 
@@ -349,7 +349,13 @@ class _Connection(ProtocolWrapper):
             slot = "protocol"
         else:
             return
-        lost = protocol.connectionLost
+        make, lost = protocol.makeConnection, protocol.connectionLost
+
+        def make_connection(wrapper: Any) -> None:
+            # The upgrade connects the protocol to us; give it the transport itself,
+            # so that its writes do not pass through us either.
+            del protocol.makeConnection
+            make(transport if wrapper is self else wrapper)
 
         def connection_lost(reason: Any) -> None:
             # The hook goes first, so the protocol is told exactly once.
@@ -358,7 +364,8 @@ class _Connection(ProtocolWrapper):
             self._closed()
             lost(reason)
 
-        # An instance attribute shadows the class's method for this connection only.
+        # Instance attributes shadow the class's methods for this connection only.
+        protocol.makeConnection = make_connection
         protocol.connectionLost = connection_lost
         setattr(transport, slot, protocol)
 
