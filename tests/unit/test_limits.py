@@ -556,10 +556,16 @@ class MalformedTests(GuardTestCase):
 
 
 class EchoProtocol(WebSocketServerProtocol):
-    """Echoes WebSocket messages."""
+    """Echoes WebSocket messages; counts how often it was told the connection is gone."""
+
+    lost = 0
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.sendMessage(payload, isBinary)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost += 1
+        super().connectionLost(reason)
 
 
 class WebSocketTests(GuardTestCase):
@@ -590,6 +596,46 @@ class WebSocketTests(GuardTestCase):
         await client.done
         await eventually(lambda: self.site.open_connections == 0, "the connection counted out")
         self.assertEqual(self.codes(), [])
+
+    async def upgraded(self, limits: WebLimits | None = None) -> tuple[RawClient, Any]:
+        """A client whose upgrade was answered, and the server side's transport."""
+        factory = WebSocketServerFactory()
+        factory.protocol = EchoProtocol
+        resource = build_root({"/voice/stream": WebSocketResource(factory)})
+        self.start(limits, resource=resource)
+        client = await self.connect()
+        client.transport.write(
+            b"GET /voice/stream HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await eventually(lambda: b"\r\n\r\n" in client.received, "the handshake answer")
+        return client, self.connections[-1].transport
+
+    async def test_upgraded_socket_is_read_without_the_guard(self) -> None:
+        client, transport = await self.upgraded()
+        socket = transport.protocol
+        self.assertIsInstance(socket, EchoProtocol)
+        self.assertIs(socket.transport, transport)
+        self.assertEqual(self.site.open_connections, 1)
+        mask = b"\x01\x02\x03\x04"
+        payload = bytes(c ^ mask[i % 4] for i, c in enumerate(b"hi"))
+        client.transport.write(b"\x81\x82" + mask + payload)
+        await eventually(lambda: client.received.endswith(b"\x81\x02hi"), "the echo")
+        # The server ends it: still counted out, and the protocol is told once.
+        socket.dropConnection(abort=True)
+        await client.done
+        await eventually(lambda: self.site.open_connections == 0, "the connection counted out")
+        self.assertEqual(socket.lost, 1)
+
+    async def test_upgraded_socket_counts_toward_the_cap(self) -> None:
+        client, _ = await self.upgraded(WebLimits(max_connections=1))
+        self.assertEqual((await self.exchange(OK_REQUEST)).status, 503)
+        self.assertEqual(self.codes(), [codes.TOO_MANY_CONNECTIONS])
+        client.transport.loseConnection()
+        await client.done
+        await eventually(lambda: self.site.open_connections == 0, "the connection counted out")
+        self.assertEqual((await self.exchange(OK_REQUEST)).status, 404)
 
 
 class BookkeepingTests(unittest.TestCase):

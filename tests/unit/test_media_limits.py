@@ -598,7 +598,7 @@ class StalledReader(TestCase):
             pause()
 
         stream.pauseProducing = pausing
-        tcp = stream.transport.transport
+        tcp = stream.transport
         write = tcp.write
 
         def measured(data: bytes) -> None:

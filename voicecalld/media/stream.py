@@ -26,13 +26,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from attrs import field, frozen
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from voicecalld.media.codec import FRAME_BYTES
+from voicecalld.media.fast_frames import FastServerProtocol
 from voicecalld.media.reorder import Reorder
 
 CLOSE_NORMAL = 1000
@@ -245,7 +246,7 @@ class MediaStreamFactory(WebSocketServerFactory):
 
 
 @implementer(IPushProducer)
-class MediaStream(WebSocketServerProtocol):
+class MediaStream(FastServerProtocol):
     """One media-stream socket, speaking its factory's codec."""
 
     def __init__(self) -> None:

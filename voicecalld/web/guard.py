@@ -312,6 +312,10 @@ class _Connection(ProtocolWrapper):
     """
     Counts one open connection and stands between the transport and the
     channel, so that it notices when a WebSocket takes the connection over.
+
+    Once one does, the transport and the WebSocket's protocol talk directly
+    (no wrapper call per frame either way); a hook on that protocol's
+    C{connectionLost} still counts the connection out when it closes.
     """
 
     factory: GuardedSite
@@ -333,6 +337,37 @@ class _Connection(ProtocolWrapper):
         previous, self._wrapped = self._wrapped, value
         if previous is self._channel and value is not None and value is not previous:
             self._channel.detached()
+            self._hand_over(value)
+
+    def _hand_over(self, protocol: Any) -> None:
+        """Let the transport deliver to C{protocol} directly, keeping only a close hook."""
+        transport = self.transport
+        if getattr(transport, "wrappedProtocol", None) is self:
+            # A TLS transport (itself a protocol wrapper).
+            slot = "wrappedProtocol"
+        elif getattr(transport, "protocol", None) is self:
+            slot = "protocol"
+        else:
+            return
+        make, lost = protocol.makeConnection, protocol.connectionLost
+
+        def make_connection(wrapper: Any) -> None:
+            # The upgrade connects the protocol to us; give it the transport itself,
+            # so that its writes do not pass through us either.
+            del protocol.makeConnection
+            make(transport if wrapper is self else wrapper)
+
+        def connection_lost(reason: Any) -> None:
+            # The hook goes first, so the protocol is told exactly once.
+            del protocol.connectionLost
+            self._wrapped = None
+            self._closed()
+            lost(reason)
+
+        # Instance attributes shadow the class's methods for this connection only.
+        protocol.makeConnection = make_connection
+        protocol.connectionLost = connection_lost
+        setattr(transport, slot, protocol)
 
     def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
@@ -361,17 +396,21 @@ class _Connection(ProtocolWrapper):
         if not self._refused:
             self._wrapped.dataReceived(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def _closed(self) -> None:
+        """The connection is gone: count it out and give back what it held (idempotent)."""
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()
         if self._counted:
             self._counted = False
             self.factory.open_connections -= 1
-        wrapped, self._wrapped = self._wrapped, None
         if not self._refused:
             self._channel.release_all()
-            if wrapped is not None:
-                wrapped.connectionLost(reason)
+
+    def connectionLost(self, reason: Any) -> None:
+        wrapped, self._wrapped = self._wrapped, None
+        self._closed()
+        if not self._refused and wrapped is not None:
+            wrapped.connectionLost(reason)
 
 
 class GuardedSite(server.Site):
