@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 class Child:
     """A C{python -m MODULE} child that prints JSON lines and may read commands."""
 
-    def __init__(self, module: str, *args: str, stderr: Path | None = None) -> None:
+    def __init__(
+        self, module: str, *args: str, stderr: Path | None = None, cwd: Path | None = None
+    ) -> None:
         self.name = module
         self._err = open(stderr, "ab") if stderr else subprocess.DEVNULL
         self.process = subprocess.Popen(
@@ -25,7 +27,7 @@ class Child:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._err,
-            cwd=ROOT,
+            cwd=cwd or ROOT,
         )
         self._buffer = b""
         self._lines: list[dict[str, Any]] = []

@@ -44,7 +44,9 @@ def vendor_urls(vendors: dict[str, Any]) -> dict[str, str]:
     ws = "ws" + base[len("http") :] if base.startswith("http") else base
     return {
         "tts": vendors.get("tts_base") or base,
-        "stt": vendors.get("stt_url") or f"{ws}/realtime?intent=transcription",
+        "stt": vendors.get("stt_url")
+        or vendors.get("realtime_url")
+        or f"{ws}/realtime?intent=transcription",
         "chat": vendors.get("chat_base") or base,
     }
 

@@ -37,6 +37,8 @@ PHASES = 10
 NO_TIMERS = {"openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
 #: Inbound calls started per second (the daemon allows 100 webhooks/s per peer).
 CALL_RATE = {"twilio": 60.0, "plivo": 40.0, "telnyx": 25.0, "direct": 200.0}
+#: Calls placed but not yet streaming, at most (the daemon serves 32 webhooks at once per peer).
+IN_FLIGHT = 16
 CALLER = "+15557650000"
 DIALLED = "+15550001111"
 SECRETS = {
@@ -145,14 +147,38 @@ class Generator:
 
     # -- placing calls -----------------------------------------------------------------------
 
-    def calls(self, count: int, webhook: str) -> None:
-        """Place C{count} more inbound calls, paced under the daemon's webhook rate limit."""
+    def calls(self, count: int, webhook: str, timeout: float = 120.0) -> None:
+        """
+        Place C{count} more inbound calls, paced under the daemon's webhook limits (a rate,
+        and at most L{IN_FLIGHT} calls between their webhook and their open stream).  Prints
+        C{up} once every stream is open, or after C{timeout} seconds with what there is.
+        """
         self.wanted += count
         self.waiting_up = True
-        interval = 1.0 / CALL_RATE["direct" if self.direct else self.carrier]
-        for i in range(count):
-            self.reactor.callLater(i * interval, self._place, webhook)
+        self.webhook = webhook
+        self._pump()
         self._start_pacing()
+        wanted = self.wanted
+        self.reactor.callLater(timeout, self._up_timeout, wanted)
+
+    def _pump(self) -> None:
+        in_flight = self.placed - len(self.streams) - self.failed
+        if self.placed < self.wanted and in_flight < IN_FLIGHT:
+            self._place(self.webhook)
+        if self.placed % 50 == 0:
+            live = sum(1 for lean in self.streams if lean.live)
+            sys.stderr.write(
+                f"generator: {self.placed} placed, {len(self.streams)} streams ({live} live),"
+                f" {self.failed} failed\n"
+            )
+        if self.placed < self.wanted:
+            rate = CALL_RATE["direct" if self.direct else self.carrier]
+            self.reactor.callLater(1.0 / rate, self._pump)
+
+    def _up_timeout(self, wanted: int) -> None:
+        if self.waiting_up and self.wanted == wanted:
+            self.waiting_up = False
+            emit({"up": {"streams": len(self.streams), "failed": self.failed, "timedOut": True}})
 
     def _place(self, webhook: str) -> None:
         self.placed += 1
@@ -166,7 +192,24 @@ class Generator:
             d = self.fake.inbound_call(caller, DIALLED, webhook_url=webhook)
         else:
             d = self.fake.inbound_call(caller, DIALLED, webhook)
-        d.addErrback(self._place_failed)
+        d.addCallbacks(self._placed, self._place_failed)
+
+    def _placed(self, call: Any) -> None:
+        # Twilio's fires once the stream is open; Telnyx's and Plivo's once the first webhook
+        # is answered.  A call that ended by then will never stream.
+        errors = getattr(call, "errors", None)
+        ended = getattr(call, "status", getattr(call, "state", "")) in (
+            "completed",
+            "failed",
+            "busy",
+            "no-answer",
+            "canceled",
+            "hangup",
+        )
+        if ended or (errors and not getattr(call, "streams", None)):
+            self.failed += 1
+            sys.stderr.write(f"generator: a call ended before streaming: {errors}\n")
+            self._check_up()
 
     def _place_failed(self, failure: Any) -> None:
         self.failed += 1
@@ -330,7 +373,11 @@ def main(argv: list[str] | None = None) -> None:
             command = json.loads(line)
             name = command.get("cmd")
             if name == "calls":
-                gen.calls(int(command["count"]), command.get("webhook", ""))
+                gen.calls(
+                    int(command["count"]),
+                    command.get("webhook", ""),
+                    float(command.get("timeout", 120.0)),
+                )
             elif name == "begin":
                 emit({"begun": gen.begin()})
             elif name == "end":
