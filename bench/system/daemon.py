@@ -203,7 +203,7 @@ class DaemonProcess:
         return 0
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, then SIGKILL if it does not go."""
+        """SIGTERM, then SIGKILL if it has not gone after C{timeout} seconds."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
         self.process.send_signal(signal.SIGTERM)

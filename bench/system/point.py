@@ -151,6 +151,8 @@ class Point:
     def run(self) -> dict[str, Any]:
         """Start everything, measure the window, stop everything."""
         root = Path(tempfile.mkdtemp(prefix="vcsys-"))
+        self.began = time.monotonic()
+        self.phases: dict[str, float] = {}
         load = [] if self.load_core is None else ["--cpu", str(self.load_core)]
         module, cwd = vendors_module(self.vendors_root)
         children: list[Child] = []
@@ -159,7 +161,6 @@ class Point:
             script = VENDOR_ARGS if module.endswith(".vendors") else ()
             vendors = Child(module, *load, *script, stderr=root / "vendors.log", cwd=cwd)
             children.append(vendors)
-            urls = vendors.expect(None, timeout=60)
             generator = Child(
                 "bench.system.generator",
                 "--carrier",
@@ -168,11 +169,13 @@ class Point:
                 stderr=root / "generator.log",
             )
             children.append(generator)
+            urls = vendors.expect(None, timeout=60)
             facts = generator.expect("ready", timeout=60)
             port = free_port()
             daemon = DaemonProcess(
                 root, config(self.carrier, facts, urls, port), port, self.daemon_core
             )
+            self.phases["children"] = time.monotonic() - self.began
             startup = daemon.start()
             rss_idle = daemon.rss_kib()
             ramp = self.calls / CALL_RATE[self.carrier]
@@ -185,15 +188,23 @@ class Point:
                 }
             )
             up = generator.expect("up", timeout=60 + 3 * ramp)
+            self.phases["up"] = time.monotonic() - self.began
             time.sleep(self.warmup)
-            return self._window(
+            figures = self._window(
                 root, daemon, generator, vendors, urls, up, startup, rss_idle, module
             )
+            figures["phaseSeconds"] = self.phases
+            return figures
         finally:
+            ended = time.monotonic()
             if daemon is not None:
-                daemon.stop(timeout=15)
-            for child in reversed(children):
+                # Its drain is not measured: a few seconds, then SIGKILL.
+                daemon.stop(timeout=1)
+            for child in children:
+                child.close()
+            for child in children:
                 child.stop()
+            self.phases["teardown"] = time.monotonic() - ended
             if not self.keep:
                 shutil.rmtree(root, ignore_errors=True)
 
