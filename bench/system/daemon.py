@@ -139,11 +139,11 @@ class DaemonProcess:
         env["OPENAI_API_KEY"] = SECRETS["chat"]
         return env
 
-    def start(self, timeout: float = 60.0) -> float:
-        """Start and pin it; return the seconds it took to say READY=1."""
+    def start(self, timeout: float = 60.0, wait: bool = True) -> float | None:
+        """Start and pin it; with C{wait}, return the seconds it took to say READY=1."""
         notify_path = self.root / "notify.sock"
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(notify_path))
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(notify_path))
         argv = [
             TWISTD,
             "-n",
@@ -162,7 +162,7 @@ class DaemonProcess:
         ]
         env = self.env()
         env["NOTIFY_SOCKET"] = str(notify_path)
-        began = time.monotonic()
+        self._began = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         if self.cpu is not None:
@@ -170,19 +170,23 @@ class DaemonProcess:
                 os.sched_setaffinity(self.process.pid, {self.cpu})
             except OSError:
                 pass
+        return self.wait_ready(timeout) if wait else None
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Wait (bounded) for READY=1; the seconds since the start."""
         try:
-            deadline = began + timeout
+            deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                readable, _, _ = select.select([notify], [], [], 0.25)
-                if readable and b"READY=1" in notify.recv(4096):
-                    return time.monotonic() - began
+                readable, _, _ = select.select([self._notify], [], [], 0.25)
+                if readable and b"READY=1" in self._notify.recv(4096):
+                    return time.monotonic() - self._began
                 if self.process.poll() is not None:
                     raise RuntimeError(
-                        f"voicecalld exited ({self.process.returncode}):\n{self.log()}"
+                        f"voicecalld exited ({self.process.returncode}):\n{self.log()[-3000:]}"
                     )
             raise RuntimeError(f"voicecalld not ready within {timeout} s:\n{self.log()[-3000:]}")
         finally:
-            notify.close()
+            self._notify.close()
 
     def log(self) -> str:
         """Everything it printed."""

@@ -19,6 +19,8 @@ config needs (the fake's REST base URL, keys), then reads commands on stdin:
 - C{{"cmd": "begin"}}: start a measuring window; prints C{{"begun": {...}}}.
 - C{{"cmd": "end"}}: prints C{{"window": {...}}}: frames sent and received, outbound gaps,
   C{clear} arrival times (C{time.monotonic}) since C{begin}.
+- C{{"cmd": "until", "frames": K}}: prints C{{"reached": {...}}} (frames each stream sent
+  and received) once every stream has received at least K frames from the daemon.
 - C{{"cmd": "quit"}}: stop.
 """
 
@@ -241,6 +243,20 @@ class Generator:
             due = self.t0 + self.tick_number * step
         self.reactor.callLater(max(0.0, due - self.reactor.seconds()), self._tick)
 
+    def until(self, frames: int) -> None:
+        """Print C{reached} once every stream has heard C{frames} frames from the daemon."""
+        if self.streams and all(lean.inbound >= frames for lean in self.streams):
+            emit(
+                {
+                    "reached": {
+                        "received": [lean.inbound for lean in self.streams],
+                        "sent": [lean.number for lean in self.streams],
+                    }
+                }
+            )
+            return
+        self.reactor.callLater(0.05, self.until, frames)
+
     # -- windows -----------------------------------------------------------------------------
 
     def begin(self) -> dict[str, Any]:
@@ -378,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
                     command.get("webhook", ""),
                     float(command.get("timeout", 120.0)),
                 )
+            elif name == "until":
+                gen.until(int(command["frames"]))
             elif name == "begin":
                 emit({"begun": gen.begin()})
             elif name == "end":

@@ -4,7 +4,8 @@ A stand-in for the vendor fakes (C{bench.system.vendors}) while they are not the
 C{python -m bench.system.standin [--cpu 1]} serves OpenAI's speech (one long utterance per
 request, streamed in 100 ms chunks at five times real time), a realtime transcription socket
 that swallows the audio and never hears a turn, and chat completions, from C{tests.fakes}.
-It prints one JSON line like C{bench.system.vendors} does, with the separate URLs of each.
+It prints one JSON line like C{bench.system.vendors} does, with the separate URLs of each,
+and serves until its stdin closes.
 So every call speaks its greeting for L{SPEECH_SECONDS} and hears nothing: enough for the CPU,
 audio and memory figures, not for the per-turn ones.
 """
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
                 return
             super().message(proto, payload, is_binary)
 
-    pcm = sine_pcm(SPEECH_SECONDS)
+    pcm = sine_pcm(1.0) * int(SPEECH_SECONDS)
     step = 4800
     tts = FakeTtsServer()
     tts.openai = openai_script(
@@ -64,7 +65,18 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
 
+    from twisted.internet import stdio
+    from twisted.internet.protocol import Protocol
+
+    class Stdin(Protocol):
+        """The runner closes our stdin to stop us."""
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if reactor.running:
+                reactor.stop()
+
     reactor.callWhenRunning(lambda: stt.start().addCallback(started))
+    reactor.callWhenRunning(stdio.StandardIO, Stdin())
     reactor.run()
 
 
