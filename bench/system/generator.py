@@ -378,7 +378,16 @@ def main(argv: list[str] | None = None) -> None:
     pin(args.cpu)
 
     from twisted.internet import reactor, stdio
+    from twisted.logger import LogLevel, LogLevelFilterPredicate, globalLogBeginner
+    from twisted.logger import FilteringLogObserver, textFileLogObserver
     from twisted.protocols.basic import LineReceiver
+
+    # Errors (a fake's, a stream's) go to stderr, which the runner keeps in a file.
+    errors = FilteringLogObserver(
+        textFileLogObserver(sys.stderr),
+        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
+    )
+    globalLogBeginner.beginLoggingTo([errors], redirectStandardIO=False)
 
     gen = Generator(reactor, args.carrier, args.direct)
 
@@ -386,7 +395,13 @@ def main(argv: list[str] | None = None) -> None:
         delimiter = b"\n"
 
         def lineReceived(self, line: bytes) -> None:
-            command = json.loads(line)
+            # A bad command is reported and the generator goes on.
+            try:
+                self._command(json.loads(line))
+            except Exception as e:
+                sys.stderr.write(f"generator: bad command {line[:200]!r}: {e!r}\n")
+
+        def _command(self, command: dict[str, Any]) -> None:
             name = command.get("cmd")
             if name == "calls":
                 gen.calls(
