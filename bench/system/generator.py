@@ -378,8 +378,13 @@ def main(argv: list[str] | None = None) -> None:
     pin(args.cpu)
 
     from twisted.internet import reactor, stdio
-    from twisted.logger import LogLevel, LogLevelFilterPredicate, globalLogBeginner
-    from twisted.logger import FilteringLogObserver, textFileLogObserver
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
     from twisted.protocols.basic import LineReceiver
 
     # Errors (a fake's, a stream's) go to stderr, which the runner keeps in a file.
