@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -186,7 +187,8 @@ class LeanStream:
     def _other(self, payload: bytes, now: float, window: Window) -> None:
         window.other += 1
         if b'"clear' in payload[:40]:
-            window.clears.append(now)
+            # On the system-wide monotonic clock, as the vendor fakes time barge-ins.
+            window.clears.append(time.monotonic())
             self.last_media = None
         elif b':end"' in payload:
             self.last_media = None
