@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             system.CARRIERS,
             calls,
             do_search=args.system_search,
-            warmup=2.0 if args.quick else 5.0,
-            duration=4.0 if args.quick else 15.0,
+            warmup=1.5 if args.quick else 5.0,
+            duration=3.0 if args.quick else 15.0,
             rerun=not args.quick,
         )
         results["system"] = figures

@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     carriers = CARRIERS if args.carrier == "all" else (args.carrier,)
     default_calls = QUICK_CALLS if args.quick else DEFAULT_CALLS
     calls = tuple(int(n) for n in args.calls.split(",")) if args.calls else default_calls
-    duration = args.duration or (4.0 if args.quick else 15.0)
-    warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
+    duration = args.duration or (3.0 if args.quick else 15.0)
+    warmup = args.warmup if args.warmup is not None else (1.5 if args.quick else 5.0)
 
     def log(point: dict[str, Any]) -> None:
         print(
