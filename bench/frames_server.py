@@ -22,8 +22,6 @@ prints a C{result} line and exits.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 import sys
 import time
@@ -143,38 +141,11 @@ _BASE_KEYS = {"wall", "user", "system", "inbound", "outbound"}
 
 
 def serve_relay(reactor: Any, window: Window, max_message_bytes: int) -> Any:
-    """Listen with the bare relay; returns the listening port."""
-    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    """Listen with the bare relay (L{bench.peers.relay}); returns the listening port."""
+    from bench.peers.relay import relay_factory
 
     counts = {"inbound": 0, "outbound": 0}
-
-    class Relay(WebSocketServerProtocol):
-        stream_sid = ""
-
-        def onMessage(self, payload: bytes, isBinary: bool) -> None:
-            message = json.loads(payload)
-            event = message["event"]
-            if event == "media":
-                audio = base64.b64decode(message["media"]["payload"])
-                counts["inbound"] += 1
-                reply = {
-                    "event": "media",
-                    "streamSid": self.stream_sid,
-                    "media": {"payload": base64.b64encode(audio).decode("ascii")},
-                }
-                self.sendMessage(json.dumps(reply).encode(), isBinary=False)
-                counts["outbound"] += 1
-            elif event == "start":
-                self.stream_sid = message["streamSid"]
-                window.stream_started()
-
-    factory = WebSocketServerFactory()
-    factory.protocol = Relay
-    factory.setProtocolOptions(
-        maxMessagePayloadSize=max_message_bytes,
-        maxFramePayloadSize=max_message_bytes,
-        autoPingInterval=0,
-    )
+    factory = relay_factory(counts, window.stream_started, max_message_bytes)
     window.read_counts = lambda: dict(counts)
     return reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024), []
 

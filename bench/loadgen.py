@@ -14,7 +14,11 @@ frame carries the same audio, and its sequence fields do not change), and inboun
 counted by reading their headers instead of by a full autobahn parse.
 
 It reads the streams' credentials as one JSON line on stdin, prints a C{load} line with its own
-figures once the server closes the sockets, and exits.
+figures once the server closes the sockets, and exits.  With C{--duration} it measures a window
+of its own instead, for servers that never close (the peers of L{bench.peers}): C{--warmup}
+seconds after pacing begins it prints a C{window} line, then counts media sent and received and
+the gaps between successive media frames received on each stream (1 ms buckets) for
+C{--duration} seconds, prints the C{load} line with a C{window} part, and exits.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import sys
 import time
@@ -30,6 +35,8 @@ from typing import Any
 from bench._common import cpu_seconds, emit, percentile, pin
 
 FRAME = 0.020
+# Gaps between received media frames are counted in 1 ms buckets; the last holds longer ones.
+GAP_BUCKETS = 1000
 PHASES = 10
 CONNECTING_AT_ONCE = 48
 # 160 bytes of mu-law that are not all one value (the payload is opaque to the server anyway).
@@ -47,6 +54,20 @@ def masked_frame(payload: bytes, key: bytes) -> bytes:
         header = bytes((0x81, 0x80 | 127)) + size.to_bytes(8, "big")
     body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
     return header + key + body
+
+
+def gap_percentile(buckets: list[int], q: float) -> int | None:
+    """The C{q}-th percentile (0-100) of gaps counted in 1 ms C{buckets}, in ms (nearest rank)."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = max(1, math.ceil(q / 100 * total))
+    seen = 0
+    for ms, n in enumerate(buckets):
+        seen += n
+        if seen >= rank:
+            return ms
+    return len(buckets) - 1
 
 
 class Generator:
@@ -73,6 +94,11 @@ class Generator:
         self.pacing_began: tuple[float, float] | None = None
         self.pacing_ended: tuple[float, float] | None = None
         self.reported = False
+        self.window_figures: dict[str, Any] | None = None
+        self.window: tuple[float, float] | None = None
+        self.measuring = False
+        self.gaps = [0] * (GAP_BUCKETS + 1)
+        self._window_begin: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -122,6 +148,52 @@ class Generator:
         self.pacing_began = (time.perf_counter(), sum(cpu_seconds()))
         self.t0 = self.reactor.seconds()
         self.reactor.callLater(0, self._tick)
+        if self.window is not None:
+            self.reactor.callLater(self.window[0], self._open_window)
+
+    # -- the measured window (--duration) ------------------------------------------------
+
+    def _open_window(self) -> None:
+        self._window_begin = (
+            time.perf_counter(),
+            sum(cpu_seconds()),
+            self.sent,
+            self.received["media"],
+        )
+        self.lateness = []
+        self.measuring = True
+        # Gaps are counted from the window's start, so a stream that stays silent counts too.
+        opened_at = time.monotonic()
+        for client in self.open:
+            client.last_media = opened_at
+        emit({"window": "open", "opened": len(self.open), "failed": self.failed})
+        self.reactor.callLater(self.window[1], self._close_window)
+
+    def _close_window(self) -> None:
+        self.measuring = False
+        closed_at = time.monotonic()
+        for client in self.open:
+            # A stream still waiting for its next frame at the end: a gap longer than 60 ms
+            # already is a late frame, whenever that frame comes.
+            gap = int((closed_at - client.last_media) * 1000)
+            if client.live and gap > 60:
+                self.gaps[min(gap, GAP_BUCKETS)] += 1
+        began_wall, began_cpu, sent, received = self._window_begin
+        wall = max(1e-9, time.perf_counter() - began_wall)
+        sent = self.sent - sent
+        received = self.received["media"] - received
+        self.window_figures = {
+            "seconds": round(wall, 3),
+            "mediaSent": sent,
+            "mediaReceived": received,
+            "outInRatio": round(received / sent, 4) if sent else None,
+            "gapMsP50": gap_percentile(self.gaps, 50),
+            "gapMsP99": gap_percentile(self.gaps, 99),
+            "gapMsMax": max((ms for ms, n in enumerate(self.gaps) if n), default=None),
+            "gapsOver60ms": sum(self.gaps[61:]),
+            "cpuUtilization": round((sum(cpu_seconds()) - began_cpu) / wall, 4),
+        }
+        self.report()
 
     def _tick(self) -> None:
         if self.pacing_ended is not None:
@@ -163,6 +235,7 @@ class Generator:
                     "tickLatenessMsP99": round(percentile(late, 99) * 1000, 2) if late else None,
                     "tickLatenessMsMax": round(max(late, default=0.0) * 1000, 2),
                     "ticksLaterThan20ms": sum(1 for x in late if x > FRAME),
+                    **({"window": self.window_figures} if self.window_figures else {}),
                 }
             }
         )
@@ -179,6 +252,7 @@ def _client_class(gen: Generator) -> type:
         live = False
         frame = b""
         was_open = False
+        last_media = 0.0
 
         def onOpen(self) -> None:
             self.was_open = True
@@ -229,6 +303,7 @@ def _client_class(gen: Generator) -> type:
             buf += data
             pos, end_of_data = 0, len(buf)
             received = gen.received
+            now = time.monotonic() if gen.measuring else 0.0
             while end_of_data - pos >= 2:
                 size = buf[pos + 1] & 0x7F
                 head = 2
@@ -250,6 +325,10 @@ def _client_class(gen: Generator) -> type:
                 if opcode == 1:
                     if buf.find(b'"media"', start, start + 24) >= 0:
                         received["media"] += 1
+                        if now:
+                            gap = int((now - self.last_media) * 1000)
+                            gen.gaps[gap if gap < GAP_BUCKETS else GAP_BUCKETS] += 1
+                            self.last_media = now
                     elif buf.find(b'"mark"', start, start + 24) >= 0:
                         received["mark"] += 1
                         self._echo_mark(bytes(buf[start:end]))
@@ -288,6 +367,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path", default="/voice/stream")
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--duration", type=float, default=None, help="measure a window of this many seconds"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before the window")
     args = parser.parse_args(argv)
     pin(args.cpu)
     credentials = json.loads(sys.stdin.readline())["streams"]
@@ -295,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
 
     gen = Generator(reactor, args.port, args.path, credentials)
+    if args.duration is not None:
+        gen.window = (args.warmup, args.duration)
     reactor.callWhenRunning(gen.start)
     reactor.callLater(args.max_seconds, gen.report)
     reactor.run()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import frames, turns
+from bench import control, frames, startup, turns, webhooks
 from bench._common import machine
 from bench.system import runner as system
 
@@ -63,14 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--turns-per-call", type=int, default=100)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--quick", action="store_true", help="a reduced run of everything (make bench QUICK=1)"
-    )
+    parser.add_argument("--quick", action="store_true", help="a reduced run, in seconds")
     parser.add_argument("--system-calls", default=None, help="the system benchmark's call counts")
     parser.add_argument("--system-search", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.streams, args.warmup, args.duration, args.turns_per_call = "100", 1.0, 3.0, 20
+        args.streams, args.warmup, args.duration, args.turns_per_call = "100", 1.0, 2.0, 10
     began = time.time()
     results: dict[str, Any] = {
         "machine": machine(),
@@ -114,6 +112,21 @@ def main(argv: list[str] | None = None) -> int:
                 " reply's first frame with instant vendors; other processes used"
                 f" {figures['machineShareUsedByOthers']:.0%} of the machine meanwhile"
             )
+
+    # The real daemon's process (issue 15): each returns its figures, rows and notes.
+    for name, module in (("control", control), ("webhooks", webhooks), ("startup", startup)):
+        print(f"{name}: the real daemon", file=sys.stderr)
+        try:
+            figures = module.run(quick=args.quick)
+        except Exception as e:
+            failed = True
+            results[name] = {"error": str(e)}
+            rows.append((name, "error", type(e).__name__, "", "error"))
+            notes.append(f"{name}: {e}")
+            continue
+        results[name] = figures
+        rows += module.rows(figures)
+        notes += module.notes(figures)
 
     print("system: the real daemon under N streamed calls", file=sys.stderr)
     try:

@@ -113,6 +113,10 @@ class VoiceCallDaemon(service.MultiService):
         self.ready: Deferred[None] = Deferred()
         #: Fires with the number of calls a drain had to end, once it is over.
         self.drained: Deferred[int] = Deferred()
+        # (calls live when the drain began, calls it ended as shutdown), once over.
+        self._drain_outcome: tuple[int, int] | None = None
+        #: Whether the stop finished: everything stored and the store closed.
+        self.stopped = False
 
     def startService(self) -> None:
         super().startService()
@@ -190,7 +194,7 @@ class VoiceCallDaemon(service.MultiService):
         self.manager.begin_drain()
         if self.metrics is not None:
             self.metrics.ready = False
-        live = len(self.manager.live_calls())
+        live = began = len(self.manager.live_calls())
         self.log.info(
             "draining: {live} live calls may finish within {seconds} s; no new calls",
             live=live,
@@ -213,6 +217,7 @@ class VoiceCallDaemon(service.MultiService):
         self.log.info(
             "drained: {ended} calls ended as shutdown", ended=ended, log_code="daemon.drained"
         )
+        self._drain_outcome = (began, ended)
         self.drained.callback(ended)
 
     def _stop_reactor(self) -> None:
@@ -241,10 +246,7 @@ class VoiceCallDaemon(service.MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        self.log.info(
-            "voicecalld stopping: live calls stay with the provider and are"
-            " restored at the next start"
-        )
+        self._log_stopping()
         self._notify("STOPPING=1\nSTATUS=stopping")
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
@@ -263,6 +265,28 @@ class VoiceCallDaemon(service.MultiService):
             await self.retention.stop()
         await self.store.close()
         self.log.info("voicecalld stopped")
+        self.stopped = True
+
+    def _log_stopping(self) -> None:
+        """One line on what becomes of the calls: drained, or left for the next process."""
+        live = len(self.manager.live_calls())
+        if self._drain_outcome is not None and not live:
+            began, ended = self._drain_outcome
+            self.log.info(
+                "voicecalld stopping: drained {drained}, {ended} ended as shutdown;"
+                " no call is left with the carrier",
+                drained=_calls(began),
+                ended=ended,
+                live=0,
+                log_code="daemon.stopping",
+            )
+            return
+        self.log.info(
+            "voicecalld stopping: {left} left with the carrier for the next process to restore",
+            left=_calls(live),
+            live=live,
+            log_code="daemon.stopping",
+        )
 
 
 DRAIN_POLL = 0.25
@@ -406,6 +430,7 @@ def build(
         ticker = _ticker_of(provider)
         if ticker is not None:
             ticker.on_tick = collector.pacing_lateness.observe
+        collector.store(store)
         collector.gauge(
             "control_clients",
             "Connected control clients.",

@@ -10,6 +10,7 @@ integer add and nothing here.  docs/metrics.md lists every metric.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from twisted.python.threadable import isInIOThread
 from twisted.web import resource
 
 from voicecalld.calls.hub import NoticeHub
+from voicecalld.store.sqlite import StoreFull
 from voicecalld.values import notices
 
 PREFIX = "voicecalld_"
@@ -148,6 +150,14 @@ class Metrics:
         """Report C{read()} as gauge C{voicecalld_<name>} at every scrape."""
         self._scraped.gauges[name] = (help_text, read)
 
+    def store(self, store: Any) -> None:
+        """
+        Report C{store}'s fullness, its size and the free space of the file
+        system holding it; C{/healthz} fails while the store reports full.
+        """
+        self.health.store = store
+        self.registry.register(_Disk(store))
+
     def store_commit(self, seconds: float, error: BaseException | None) -> None:
         """A store commit took C{seconds}; it failed with C{error}, if any."""
         self.store_write.observe(seconds)
@@ -215,7 +225,7 @@ class _Scraped:
         for tally in self.webhooks():
             for key, n in tally.items():
                 outcomes[webhook_outcome(key)] += n
-        for outcome in ("accepted", "bad_signature", "replay", "limited", "malformed"):
+        for outcome in ("accepted", "bad_signature", "replay", "limited", "malformed", "stopping"):
             hooks.add_metric([self.metrics.provider, outcome], outcomes[outcome])
         yield hooks
 
@@ -248,6 +258,38 @@ class _Scraped:
             yield GaugeMetricFamily(PREFIX + name, help_text, read())
 
 
+class _Disk:
+    """
+    The store's fullness and the state file system's free space, read in the
+    scrape's own thread: C{stat} and C{statvfs} touch the file system, which
+    the reactor thread must not wait on.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily(
+            PREFIX + "store_full",
+            "1 while the call store reports its file system full (new calls refused), else 0.",
+            0.0 if self.store.health().ok else 1.0,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "store_bytes",
+            "Bytes the call store and its write-ahead log take.",
+            self.store.disk_usage(),
+        )
+        try:
+            fs = os.statvfs(os.path.dirname(os.path.abspath(self.store.path)))
+        except OSError:
+            return  # the directory went away: no sample rather than a wrong one
+        yield GaugeMetricFamily(
+            PREFIX + "state_free_bytes",
+            "Bytes free to voicecalld on the file system of the state directory.",
+            fs.f_bavail * fs.f_frsize,
+        )
+
+
 def webhook_outcome(key: str) -> str:
     """The outcome a tally key counts toward: a guard refusal code, or an outcome itself."""
     if key in LIMITED_CODES:
@@ -259,8 +301,9 @@ def webhook_outcome(key: str) -> str:
 
 class Health:
     """
-    Whether the daemon is well: the store's last write succeeded and the
-    reactor ran the heartbeat within L{HEARTBEAT_BOUND} seconds.
+    Whether the daemon is well: the store (when L{store} is set) does not
+    report itself full, its last write succeeded, and the reactor ran the
+    heartbeat within L{HEARTBEAT_BOUND} seconds.
     """
 
     def __init__(
@@ -270,6 +313,8 @@ class Health:
         self.bound = bound
         self.beat = clock.seconds()
         self.store_error: BaseException | None = None
+        #: The call store, whose own C{health()} says whether it is full.
+        self.store: Any = None
         self.heartbeat = LoopingCall(self._beat)
         self.heartbeat.clock = clock
         self._period = period
@@ -293,8 +338,14 @@ class Health:
 
     def problem(self) -> str | None:
         """Why the daemon is not well, in one line, or None."""
-        if self.store_error is not None:
-            return f"store not writable: {self.store_error}"
+        store = self.store.health() if self.store is not None else None
+        if store is not None and not store.ok:
+            return f"store {store.status}: {store.detail}"
+        error = self.store_error
+        if isinstance(error, StoreFull) and store is not None:
+            error = None  # full then, but a write (the sweep's probe, say) has found room since
+        if error is not None:
+            return f"store not writable: {error}"
         behind = self.clock.seconds() - self.beat
         if behind > self.bound:
             return f"reactor heartbeat {behind:.1f} s old (bound {self.bound:g} s)"

@@ -9,6 +9,8 @@ data (L{voicecalld.store.guard}), in one line saying how to recover.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import signal
 import sys
@@ -212,6 +214,7 @@ def makeService(options: Options) -> IService:
         environ=os.environ,
     )
     reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor, daemon)
+    atexit.register(_exit_without_tear_down, daemon)
     return _with_log_chain(daemon, options, reactor)
 
 
@@ -224,6 +227,21 @@ def _with_log_chain(daemon: IService, options: Options, reactor: Any) -> IServic
     root = LoggingRoot(chain)
     daemon.setServiceParent(root)
     return root
+
+
+def _exit_without_tear_down(daemon: Any) -> None:
+    """
+    At exit after a clean stop, skip the interpreter's tear-down of every
+    module (under load it takes a second or more): everything is stored and
+    closed, and a restart's next process, with every caller, waits for this
+    one to exit.  Anything else exits as usual.
+    """
+    if not daemon.stopped or getattr(sys, "last_value", None) is not None:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _stop_cleanly_on_sigterm(reactor: Any, daemon: Any) -> None:

@@ -35,6 +35,15 @@ class FakeDeepgramServer(FakeVendorServer):
         self.bad_messages: list[bytes] = []
         self._cursor = 0.0
 
+    def rest(self, path: str, headers: dict[str, str], query: dict[str, str]) -> tuple[int, Any]:
+        """C{GET /v1/projects} with C{Authorization: Token <key>}: the key's projects."""
+        if path != "/v1/projects":
+            return 404, {"err_code": "NOT_FOUND", "err_msg": f"{path} not found"}
+        scheme, _, key = (headers.get("authorization") or "").partition(" ")
+        if scheme != "Token" or not self.accepts(key):
+            return 401, {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}
+        return 200, {"projects": [{"project_id": "p-fake", "name": "fake project"}]}
+
     @property
     def authorization(self) -> str | None:
         """The C{Authorization} header of the latest handshake."""

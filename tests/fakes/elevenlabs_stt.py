@@ -33,6 +33,14 @@ class FakeElevenLabsSTTServer(FakeVendorServer):
         self.chunks: list[dict[str, Any]] = []
         self.greet = True
 
+    def rest(self, path: str, headers: dict[str, str], query: dict[str, str]) -> tuple[int, Any]:
+        """C{GET /v1/models} with C{xi-api-key}: the models the key may use."""
+        if path != "/v1/models":
+            return 404, {"detail": "Not Found"}
+        if not self.accepts(headers.get("xi-api-key")):
+            return 401, {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}
+        return 200, [{"model_id": "eleven_multilingual_v2", "name": "Eleven Multilingual v2"}]
+
     @property
     def api_key(self) -> str | None:
         """The C{xi-api-key} header of the latest handshake."""

@@ -40,6 +40,28 @@ class FakeGeminiLive(FakeVendorServer):
         self.ack_setup = True
         self.binary = True
         self._set_up: set[VendorServerProtocol] = set()
+        #: The models C{GET /v1beta/models/{model}} knows (None: any).
+        self.models: set[str] | None = None
+
+    def rest(self, path: str, headers: dict[str, str], query: dict[str, str]) -> tuple[int, Any]:
+        """C{GET /v1beta/models/{model}} with C{x-goog-api-key}: the model's description."""
+        if not self.accepts(headers.get("x-goog-api-key") or query.get("key")):
+            # Google answers a bad key with 400, not 401.
+            return 400, {
+                "error": {
+                    "code": 400,
+                    "message": "API key not valid. Please pass a valid API key.",
+                    "status": "INVALID_ARGUMENT",
+                }
+            }
+        model = path.removeprefix("/v1beta/models/")
+        known = self.models is None or model in self.models
+        if not path.startswith("/v1beta/models/") or not known:
+            return 404, {"error": {"code": 404, "message": f"models/{model} is not found"}}
+        return 200, {
+            "name": f"models/{model}",
+            "supportedGenerationMethods": ["bidiGenerateContent"],
+        }
 
     def messages(self, key: str) -> list[Any]:
         """The bodies of every client message of one kind (C{clientContent}, ...), in order."""

@@ -35,6 +35,31 @@ class FakeRealtimeServer(FakeVendorServer):
         self.session_updates: list[dict[str, Any]] = []
         self.audio = bytearray()
         self.ack_updates = True
+        #: The models C{GET /v1/models/{model}} knows (None: any).
+        self.models: set[str] | None = None
+
+    def rest(self, path: str, headers: dict[str, str], query: dict[str, str]) -> tuple[int, Any]:
+        """C{GET /v1/models/{model}} with C{Authorization: Bearer <key>}: the model."""
+        scheme, _, key = (headers.get("authorization") or "").partition(" ")
+        if scheme != "Bearer" or not self.accepts(key):
+            return 401, {
+                "error": {
+                    "message": "Incorrect API key provided.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            }
+        model = path.removeprefix("/v1/models/")
+        if not path.startswith("/v1/models/") or (
+            self.models is not None and model not in self.models
+        ):
+            return 404, {
+                "error": {
+                    "message": f"The model '{model}' does not exist",
+                    "code": "model_not_found",
+                }
+            }
+        return 200, {"id": model, "object": "model", "owned_by": "system"}
 
     @property
     def authorization(self) -> str | None:

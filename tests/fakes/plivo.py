@@ -48,10 +48,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
 import attrs
-from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.error import ConnectionRefusedError as Refused
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -401,9 +399,6 @@ class FakePlivo:
         self.stream_stop_frame = stream_stop_frame
         self.transfer_waits_for_stream = transfer_waits_for_stream
         self.callback_timeout = callback_timeout
-        #: Whether a refused callback connection is tried again until C{callback_timeout}:
-        #: what a socket-activated daemon's listen backlog gives the real Plivo.
-        self.held_callbacks = False
         #: "valid" (V3), "wrong" (V3 made with another token), "missing",
         #: "v2" (only the deprecated V2 headers) or "v2+v3" (both).
         self.signature_mode = "valid"
@@ -678,22 +673,14 @@ class FakePlivo:
         return await self._deliver(call, hook)
 
     async def _request(self, hook: Callback, url: str) -> Any:
-        deadline = self.clock.seconds() + self.callback_timeout
-        while True:
-            try:
-                return await self._http.request(
-                    hook.method,
-                    url,
-                    data=hook.body or None,
-                    headers=hook.headers,
-                    allow_redirects=False,
-                    timeout=self.callback_timeout,
-                )
-            except Refused:
-                if not self.held_callbacks or self.clock.seconds() > deadline or self._stopped:
-                    raise
-            # The backlog: the next process accepts the connection once it listens.
-            await task.deferLater(self.clock, 0.02, lambda: None)
+        return await self._http.request(
+            hook.method,
+            url,
+            data=hook.body or None,
+            headers=hook.headers,
+            allow_redirects=False,
+            timeout=self.callback_timeout,
+        )
 
     async def _deliver(self, call: FakeCall, hook: Callback) -> Callback:
         call.callbacks.append(hook)

@@ -66,8 +66,8 @@ class RecordingProvider:
         self.requests.append(("answer", record.call_id))
         return succeed(None)
 
-    def reject(self, event: ev.InboundCall, reason: str) -> Deferred:
-        self.requests.append(("reject", event.provider_call_id, reason))
+    def reject(self, event: ev.InboundCall, refusal: ev.Refusal) -> Deferred:
+        self.requests.append(("reject", event.provider_call_id, refusal))
         return succeed(None)
 
     def hangup(self, record: CallRecord, reason: CallState) -> Deferred:

@@ -47,10 +47,8 @@ from urllib.parse import unquote, urlsplit
 import attrs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.error import ConnectionRefusedError as Refused
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -230,6 +228,8 @@ class Webhook:
     sent_at: float
     duplicate: bool = False
     held: bool = False
+    #: Sent again to the failover URL because the first delivery was not answered 2xx.
+    failover: bool = False
     code: int | None = None
     response: bytes = b""
     error: str | None = None
@@ -445,9 +445,8 @@ class FakeTelnyx:
         self.speak_scale = speak_scale
         self.playback_seconds = playback_seconds
         self.webhook_timeout = webhook_timeout
-        #: Whether a refused webhook connection is tried again until C{webhook_timeout}:
-        #: what a socket-activated daemon's listen backlog gives the real Telnyx.
-        self.held_webhooks = False
+        #: The connection's failover URL: a webhook not answered 2xx is sent there once more.
+        self.failover_url: str | None = None
         #: "valid", "wrong" (another key signed it), "missing" (no signature
         #: headers), "stale" (correctly signed, timestamp C{skew} seconds old)
         #: or "future" (C{skew} seconds ahead).
@@ -787,28 +786,32 @@ class FakeTelnyx:
             hook.response = await response.content()
         except Exception as e:
             hook.error = f"{type(e).__name__}: {e}"
-        if not hook.ok:
+        if not hook.ok and self.failover_url and not hook.failover:
+            again = attrs.evolve(
+                hook,
+                url=self.failover_url,
+                headers={**hook.headers, **self._signature_headers(hook.body)},
+                sent_at=self.clock.seconds(),
+                failover=True,
+                code=None,
+                response=b"",
+                error=None,
+            )
+            await self._deliver(call, again)
+        elif not hook.ok:
             problem = hook.error or f"answered HTTP {hook.code}"
             call.errors.append(f"webhook {hook.event_type} to {hook.url}: {problem}")
         return hook
 
     async def _request(self, hook: Webhook, url: str) -> Any:
-        deadline = self.clock.seconds() + self.webhook_timeout
-        while True:
-            try:
-                return await self._http.request(
-                    "POST",
-                    url,
-                    data=hook.body,
-                    headers=hook.headers,
-                    allow_redirects=False,
-                    timeout=self.webhook_timeout,
-                )
-            except Refused:
-                if not self.held_webhooks or self.clock.seconds() > deadline or self._stopped:
-                    raise
-            # The backlog: the next process accepts the connection once it listens.
-            await task.deferLater(self.clock, 0.02, lambda: None)
+        return await self._http.request(
+            "POST",
+            url,
+            data=hook.body,
+            headers=hook.headers,
+            allow_redirects=False,
+            timeout=self.webhook_timeout,
+        )
 
     # REST API
 

@@ -46,7 +46,6 @@ from twilio.request_validator import RequestValidator
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.error import ConnectionRefusedError as Refused
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -261,9 +260,6 @@ class FakeTwilio:
         self.api_keys = dict(api_keys or {})
         self.webhook_timeout = webhook_timeout
         self.ws_options = dict(ws_options or {})
-        #: Whether a refused webhook connection is tried again until C{webhook_timeout}:
-        #: what a socket-activated daemon's listen backlog gives the real Twilio.
-        self.held_webhooks = False
         #: "valid", "wrong" (a signature made with another token) or "missing".
         self.signature_mode = "valid"
         #: Where the REST API is: Twilio's real root until L{listen} says otherwise.
@@ -569,22 +565,14 @@ class FakeTwilio:
         return hook
 
     async def _request(self, hook: Webhook, url: str) -> Any:
-        deadline = self.clock.seconds() + self.webhook_timeout
-        while True:
-            try:
-                return await self._http.request(
-                    hook.method,
-                    url,
-                    data=hook.body or None,
-                    headers=hook.headers,
-                    allow_redirects=False,
-                    timeout=self.webhook_timeout,
-                )
-            except Refused:
-                if not self.held_webhooks or self.clock.seconds() > deadline or self._stopped:
-                    raise
-            # The backlog: the next process accepts the connection once it listens.
-            await task.deferLater(self.clock, 0.02, lambda: None)
+        return await self._http.request(
+            hook.method,
+            url,
+            data=hook.body or None,
+            headers=hook.headers,
+            allow_redirects=False,
+            timeout=self.webhook_timeout,
+        )
 
     # REST API
 

@@ -5,6 +5,11 @@ handshakes, drop or close the latest socket, and gives
 L{FakeVendorServer.when} Deferreds that fire once a condition on the
 recorded state holds, so tests wait on events, never on time.  A vendor's
 fake subclasses it and says what its protocol does on open and per message.
+
+A plain HTTP GET on the same port (no upgrade) is the vendor's read-only
+REST API, as C{voicecall doctor} calls it: L{FakeVendorServer.rest} answers
+it (404 unless the vendor's fake knows the path), and L{FakeVendorServer.key}
+is the only key it accepts once set.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
 
 
 class Waitable:
@@ -67,6 +73,10 @@ class FakeVendorServer(Waitable):
         self.closed = 0
         self.refused = 0
         self.refuse_code: int | None = None
+        #: The key the REST API accepts (None: any non-empty one).
+        self.key: str | None = None
+        #: Each REST request: (path, headers, query).
+        self.rest_requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
 
     # Running
 
@@ -136,6 +146,14 @@ class FakeVendorServer(Waitable):
 
     # For subclasses
 
+    def rest(self, path: str, headers: dict[str, str], query: dict[str, str]) -> tuple[int, Any]:
+        """A REST GET: its HTTP status and JSON body (what the vendor's API answers)."""
+        return 404, {"error": f"no such path {path}"}
+
+    def accepts(self, key: str | None) -> bool:
+        """Whether the REST API takes C{key}."""
+        return bool(key) and (self.key is None or key == self.key)
+
     def opened_socket(self, proto: VendorServerProtocol) -> None:
         """A handshake completed (the vendor's greeting goes here)."""
 
@@ -195,6 +213,22 @@ class VendorServerProtocol(WebSocketServerProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.factory.fake._gone(self)
+
+    def sendServerStatus(self, redirectUrl: str | None = None, redirectAfter: int = 0) -> None:
+        # autobahn's answer to a GET without an upgrade: here, the vendor's REST API.
+        fake = self.factory.fake
+        headers = dict(self.http_headers)
+        query = {k: v[-1] for k, v in self.http_request_params.items()}
+        fake.rest_requests.append((self.http_request_path, headers, query))
+        code, body = fake.rest(self.http_request_path, headers, query)
+        data = json.dumps(body).encode("utf-8")
+        reason = RESPONSES.get(code, b"").decode("ascii")
+        head = (
+            f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        self.sendData(head.encode("ascii") + data)
+        fake.changed()
 
     def onConnect(self, request: Any) -> None:
         self.factory.fake._connecting(dict(request.headers), request.path, request.params)

@@ -161,6 +161,7 @@ class Doctor(TestCase):
                 ("stt", "ok"),
                 ("control-socket", "ok"),
                 ("state-dir", "ok"),
+                ("store-space", "ok"),
             ],
             [c.detail for c in checks],
         )

@@ -31,7 +31,7 @@ def _listening_call(daemon, tail, text: str) -> str:
 
 
 def test_drain_refuses_new_calls_lets_live_ones_finish_then_ends_them(make_daemon):
-    daemon = make_daemon(_draining(3)).start()
+    daemon = make_daemon(_draining(6)).start()
     tail = daemon.tail()
     try:
         finishing = _listening_call(daemon, tail, "Hello")
@@ -57,7 +57,14 @@ def test_drain_refuses_new_calls_lets_live_ones_finish_then_ends_them(make_daemo
     daemon.wait_notified(lambda m: m == "STATUS=draining 1 call")
 
     assert daemon.wait_exit(timeout=60) == 0
-    assert "drained: 1 calls ended as shutdown" in daemon.log()
+    log = daemon.log()
+    assert "drained: 1 calls ended as shutdown" in log
+    # The stop summary says what the drain did, not that calls stay with the carrier.
+    assert (
+        "voicecalld stopping: drained 2 calls, 1 ended as shutdown;"
+        " no call is left with the carrier" in log
+    )
+    assert "left with the carrier for the next process" not in log
 
     daemon.start()
     assert daemon.wait_notified(lambda m: "STATUS=ready: 0 live calls" in m)
@@ -81,6 +88,9 @@ def test_a_second_sigterm_stops_at_once_and_loses_nothing(make_daemon):
     daemon.wait_notified(lambda m: m == "STATUS=draining 1 call")
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.wait_exit(timeout=30) == 0
+    log = daemon.log()
+    assert "voicecalld stopping: 1 call left with the carrier for the next process" in log
+    assert "drained:" not in log
 
     daemon.config_path.write_text(json.dumps({"maxConcurrentCalls": 3}))
     daemon.start()
@@ -101,6 +111,7 @@ def test_resume_stops_without_ending_calls(make_daemon):
         tail.close()
     assert daemon.stop() == 0
     assert not any("draining" in m for m in daemon.notified)
+    assert "voicecalld stopping: 1 call left with the carrier for the next process" in daemon.log()
     daemon.start()
     assert state_of(daemon, live)["state"] in ("active", "listening")
     assert daemon.stop() == 0

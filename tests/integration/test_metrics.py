@@ -5,6 +5,9 @@ daemon, parsed with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 import treq
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +19,22 @@ from tests.integration import test_twilio_conversation as conversation
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
+DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "metrics.md")
+SUFFIXES = ("_bucket", "_sum", "_count", "_created", "_total")
+
+
+def undocumented(samples: set[str]) -> list[str]:
+    """The metrics among C{samples} (sample names) that docs/metrics.md does not list."""
+    with open(DOCS, encoding="utf-8") as f:
+        docs = f.read()
+    missing = set()
+    for name in samples:
+        base = name
+        for suffix in SUFFIXES:
+            base = base.removesuffix(suffix)
+        if not re.search(rf"`{base}(_total)?`", docs):
+            missing.add(base)
+    return sorted(missing)
 
 
 class ConversationMetrics(conversation.TwilioConversation):
@@ -116,5 +135,9 @@ class ConversationMetrics(conversation.TwilioConversation):
         self.assertGreater(samples[("voicecalld_pacing_lateness_seconds_count", ())], 50)
         self.assertGreater(samples[("voicecalld_store_write_seconds_count", ())], 3)
         self.assertFalse([k for k in samples if k[0] == "voicecalld_live_calls"])
+        self.assertEqual(samples[("voicecalld_store_full", ())], 0)
+        self.assertGreater(samples[("voicecalld_store_bytes", ())], 0)
+        self.assertGreater(samples[("voicecalld_state_free_bytes", ())], 0)
+        self.assertEqual(undocumented({name for name, _ in samples}), [])
         health = yield self.get(self.metrics_url("/healthz"))
         self.assertEqual(health, (200, "ok\n"))

@@ -46,6 +46,10 @@ class PlivoConversation(TestCase):
 
     timeout = 60
 
+    def webhook_port(self) -> int:
+        """The port the daemon's webhook listens on (a subclass may bind it itself)."""
+        return free_port()
+
     @inlineCallbacks
     def setUp(self):
         # Short: a UNIX socket path must fit in 108 bytes.
@@ -64,7 +68,7 @@ class PlivoConversation(TestCase):
         self.chat = FakeChat("A table for two at eight works. Anything else?")
         chat_port = reactor.listenTCP(0, Site(self.chat), interface="127.0.0.1")
         self.addCleanup(chat_port.stopListening)
-        port = free_port()
+        port = self.webhook_port()
         self.webhook = f"http://127.0.0.1:{port}/voice/webhook"
         plugin = {
             "provider": "plivo",
@@ -101,6 +105,11 @@ class PlivoConversation(TestCase):
             "PLIVO_AUTH_TOKEN": SECRETS["plivo"],
         }
         self.log = self.root / "daemon.log"
+        yield self.start_daemon()
+
+    @inlineCallbacks
+    def start_daemon(self):
+        """Start the daemon and wait until it is ready."""
         self.daemon = _Daemon(self.log)
         self.process = reactor.spawnProcess(
             self.daemon,

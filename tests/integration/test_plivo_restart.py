@@ -14,9 +14,4 @@ class PlivoRestart(RestartScenarios, conversation.PlivoConversation):
     """SIGTERM mid-call, a new daemon, and the call goes on."""
 
     carrier = "plivo"
-    held_flag = "held_callbacks"
-    timeout_attr = "callback_timeout"
     test_outbound_streamed_conversation = elsewhere
-
-    def setUp(self):
-        return super().setUp().addCallback(self.hold)

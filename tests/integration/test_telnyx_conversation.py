@@ -67,6 +67,10 @@ class TelnyxConversation(TestCase):
 
     timeout = 60
 
+    def webhook_port(self) -> int:
+        """The port the daemon's webhook listens on (a subclass may bind it itself)."""
+        return free_port()
+
     @inlineCallbacks
     def setUp(self):
         self.root = Path(tempfile.mkdtemp(prefix="vc-"))
@@ -84,7 +88,7 @@ class TelnyxConversation(TestCase):
         self.chat = FakeChat("A table for two at eight works. Anything else?")
         chat_port = reactor.listenTCP(0, Site(self.chat), interface="127.0.0.1")
         self.addCleanup(chat_port.stopListening)
-        port = free_port()
+        port = self.webhook_port()
         self.webhook = f"http://127.0.0.1:{port}/voice/webhook"
         config = {
             "provider": "telnyx",
@@ -124,6 +128,11 @@ class TelnyxConversation(TestCase):
             "OPENAI_API_KEY": SECRETS["chat"],
         }
         self.log = self.root / "daemon.log"
+        yield self.start_daemon()
+
+    @inlineCallbacks
+    def start_daemon(self):
+        """Start the daemon and wait until it is ready."""
         self.daemon = _Daemon(self.log)
         self.process = reactor.spawnProcess(
             self.daemon,

@@ -17,4 +17,9 @@ class TelnyxRestart(RestartScenarios, conversation.TelnyxConversation):
     test_outbound_streamed_conversation = elsewhere
 
     def setUp(self):
-        return super().setUp().addCallback(self.hold)
+        # As docs/operations.md asks: the failover URL is the webhook itself.
+        return (
+            super()
+            .setUp()
+            .addCallback(lambda _: setattr(self.telnyx, "failover_url", self.webhook))
+        )

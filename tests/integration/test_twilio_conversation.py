@@ -70,6 +70,10 @@ class TwilioConversation(TestCase):
     #: More arguments for the daemon (a subclass's).
     daemon_args: tuple[str, ...] = ()
 
+    def webhook_port(self) -> int:
+        """The port the daemon's webhook listens on (a subclass may bind it itself)."""
+        return free_port()
+
     @inlineCallbacks
     def setUp(self):
         # Short: a UNIX socket path must fit in 108 bytes.
@@ -94,7 +98,7 @@ class TwilioConversation(TestCase):
         self.chat = FakeChat("A table for two at eight works. Anything else?")
         chat_port = reactor.listenTCP(0, Site(self.chat), interface="127.0.0.1")
         self.addCleanup(chat_port.stopListening)
-        port = free_port()
+        port = self.webhook_port()
         self.webhook = f"http://127.0.0.1:{port}/voice/webhook"
         config = {
             "plugins": {

@@ -17,9 +17,3 @@ class TwilioRestart(RestartScenarios, conversation.TwilioConversation):
     test_outbound_conversation = elsewhere
     test_kill_9_mid_call_and_restart = elsewhere
     test_provider_error_and_guard = elsewhere
-
-    def setUp(self):
-        return super().setUp().addCallback(self.hold)
-
-    def next_daemon(self):
-        return self.start_daemon()

@@ -644,6 +644,22 @@ class WebhookTests(FakeTelnyxTestCase):
         self.assertIn("answered HTTP 500", call.errors[-1])
         self.assertEqual(call.state, "answered")
 
+    async def test_a_failed_webhook_goes_to_the_failover_url(self) -> None:
+        """Not answered 2xx, a webhook is delivered once more, re-signed, to the failover URL."""
+        fake, app = await self.start()
+        failover = App(fake.signer.public_key_base64)
+        await failover.listen()
+        self.addCleanup(failover.stop)
+        fake.failover_url = failover.hook_url
+        app.status = 503
+        call = await self.answered()
+        answered = [h for h in call.webhooks if h.event_type == "call.answered"]
+        self.assertEqual([(h.code, h.failover) for h in answered], [(503, False), (200, True)])
+        self.assertEqual(answered[0].body, answered[1].body)
+        self.assertIn("call.answered", failover.types())
+        self.assertTrue(all(seen.sdk_ok for seen in failover.seen))
+        self.assertEqual(call.errors, [])
+
     async def test_webhooks_through_stub_treq(self) -> None:
         """With http=StubTreq(app) webhooks reach an in-memory app, still signed."""
         signer = WebhookSigner()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from collections import Counter
 
 import treq
@@ -18,6 +21,7 @@ from tests.fakes.store import HeldStore
 from tests.unit.test_store import record
 from voicecalld.calls.hub import NoticeHub
 from voicecalld.metrics import HEARTBEAT_BOUND, Metrics, MetricsResource
+from voicecalld.store.sqlite import SQLiteCallStore, StoreFull, SynchronousRunner
 from voicecalld.store.timed import TimedStore
 from voicecalld.values import notices
 
@@ -79,6 +83,90 @@ class MetricsPages(TestCase):
         self.assertEqual(self.get("/healthz"), (200, "ok\n"))
         samples = yield self.scrape()
         self.assertEqual(samples[("voicecalld_store_write_seconds_count", ())], 2)
+
+    @inlineCallbacks
+    def test_a_full_store_fails_healthz_and_sets_its_gauge_until_room_returns(self):
+        store = SQLiteCallStore(self.mktemp(), SynchronousRunner())
+        self.successResultOf(store.open())
+        self.metrics.store(store)
+        self.start()
+        samples = yield self.scrape()
+        self.assertEqual(samples[("voicecalld_store_full", ())], 0)
+        self.assertGreater(samples[("voicecalld_store_bytes", ())], 0)
+        free = os.statvfs(os.path.dirname(store.path))
+        self.assertAlmostEqual(
+            samples[("voicecalld_state_free_bytes", ())],
+            free.f_bavail * free.f_frsize,
+            delta=64 * 1024 * 1024,
+        )
+
+        def no_space() -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        # An idle daemon's store learns it is full from any write (here, a probe's).
+        self.failureResultOf(store._write(no_space), StoreFull)
+        code, body = self.get("/healthz")
+        self.assertEqual(code, 503)
+        self.assertEqual(
+            body,
+            f"store full: the file system holding the call store {store.path} is full"
+            " ([Errno 28] No space left on device): free space there; new calls are"
+            " refused until then\n",
+        )
+        samples = yield self.scrape()
+        self.assertEqual(samples[("voicecalld_store_full", ())], 1)
+        self.successResultOf(store.probe())
+        self.assertEqual(self.get("/healthz"), (200, "ok\n"))
+        samples = yield self.scrape()
+        self.assertEqual(samples[("voicecalld_store_full", ())], 0)
+
+    def test_a_commit_that_found_the_disk_full_clears_once_the_store_has_room(self):
+        store = SQLiteCallStore(self.mktemp(), SynchronousRunner())
+        self.successResultOf(store.open())
+        timed = TimedStore(store, self.clock, self.metrics.store_commit)
+        self.metrics.store(timed)
+        self.start()
+        db = store._connection()
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        db.execute(f"PRAGMA max_page_count={pages}")
+        failure = self.failureResultOf(
+            timed.commit(record("c1", metadata={"pad": "x" * 20_000})), StoreFull
+        )
+        code, body = self.get("/healthz")
+        self.assertEqual(code, 503)
+        self.assertTrue(body.startswith("store full: the file system holding"), body)
+        # Retention's sweep deletes, then probes: room again, and no commit needed.
+        db.execute("PRAGMA max_page_count=1073741823")
+        self.successResultOf(store.probe())
+        self.assertEqual(self.get("/healthz"), (200, "ok\n"), failure)
+
+    @inlineCallbacks
+    def test_every_metric_is_documented(self):
+        store = SQLiteCallStore(self.mktemp(), SynchronousRunner())
+        self.successResultOf(store.open())
+        self.metrics.store(store)
+        self.metrics.gauge("control_clients", "Connected control clients.", lambda: 0)
+        self.metrics.gauge("responders", "Connected reply responders.", lambda: 0)
+        port = reactor.listenTCP(0, Site(MetricsResource(self.metrics)), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        url = f"http://127.0.0.1:{port.getHost().port}/metrics"
+        text = yield (yield treq.get(url, timeout=10, pool=pool)).text()
+        docs_path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "metrics.md")
+        with open(docs_path, encoding="utf-8") as f:
+            docs = f.read()
+        # prometheus_client's parser reads a histogram's _created sample as a family.
+        families = text_string_to_metric_families(text)
+        names = sorted({family.name for family in families})
+        self.assertIn("voicecalld_store_full", names)
+
+        def documented(name: str) -> bool:
+            return any(
+                re.search(rf"`{n}(_total)?`", docs) for n in (name, name.removesuffix("_created"))
+            )
+
+        missing = [n for n in names if not documented(n)]
+        self.assertEqual(missing, [])
 
     def test_a_stale_heartbeat_is_unhealthy(self) -> None:
         self.start()

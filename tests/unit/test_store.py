@@ -280,3 +280,85 @@ class StoreRefusalTests(TestCase):
         create(self.path, build)
         self.assertEqual(self.snapshot()["calls.sqlite3"], kept)
         self.assertEqual(sorted(os.listdir(self.dir)), ["calls.sqlite3", "calls.sqlite3.created"])
+
+
+class _HeldRunner:
+    """Store work that waits until the test lets it run (as if the thread were busy)."""
+
+    def __init__(self) -> None:
+        self.queue: list = []
+        self.jobs = 0
+
+    def __call__(self, fn, *args):
+        from twisted.internet.defer import Deferred, maybeDeferred
+
+        d = Deferred()
+        self.queue.append(lambda: maybeDeferred(fn, *args).chainDeferred(d))
+        return d
+
+    def drain(self) -> None:
+        while self.queue:
+            self.jobs += 1
+            self.queue.pop(0)()
+
+    def stop(self) -> None:
+        pass
+
+
+class GroupCommitTests(TestCase):
+    """Commits asked for while the store is busy are stored together, each durable when it fires."""
+
+    def setUp(self):
+        self.path = self.mktemp()
+        self.runner = _HeldRunner()
+        self.store = SQLiteCallStore(self.path, self.runner)
+        opened = self.store.open()
+        self.runner.drain()
+        self.successResultOf(opened)
+        self.runner.jobs = 0
+
+    def test_waiting_commits_share_one_transaction_and_fire_in_order(self):
+        fired = []
+        asked = [
+            self.store.commit(record(f"c{n}", state=CallState.ACTIVE)).addCallback(
+                lambda _, n=n: fired.append(n)
+            )
+            for n in range(5)
+        ]
+        self.assertEqual(fired, [])  # nothing is acknowledged before it is stored
+        self.runner.drain()
+        self.assertEqual(self.runner.jobs, 1)
+        self.assertEqual(fired, [0, 1, 2, 3, 4])
+        for d in asked:
+            self.successResultOf(d)
+        again = SQLiteCallStore(self.path, SynchronousRunner())
+        self.successResultOf(again.open())
+        live = self.successResultOf(again.live_calls())
+        self.assertEqual(sorted(r.call_id for r in live), [f"c{n}" for n in range(5)])
+        self.successResultOf(again.close())
+
+    def test_one_bad_commit_fails_alone(self):
+        good = self.store.commit(record("c1", state=CallState.ACTIVE))
+        bad = self.store.commit(record("c2", metadata={"oops": object()}))
+        also_good = self.store.commit(record("c3", state=CallState.ACTIVE))
+        self.runner.drain()
+        self.successResultOf(good)
+        self.successResultOf(also_good)
+        self.failureResultOf(bad, TypeError)
+        loaded = self.store.load("c3")
+        self.runner.drain()
+        self.assertEqual(self.successResultOf(loaded).call_id, "c3")
+        missing = self.store.load("c2")
+        self.runner.drain()
+        self.assertIsNone(self.successResultOf(missing))
+
+    def test_other_work_keeps_its_place_between_commits(self):
+        first = self.store.commit(record("c1", state=CallState.ACTIVE))
+        loaded = self.store.load("c1")
+        later = self.store.commit(record("c1", state=CallState.COMPLETED, ended_at=1001.0))
+        self.runner.drain()
+        self.assertEqual(self.runner.jobs, 3)
+        self.successResultOf(first)
+        self.successResultOf(later)
+        # The load ran between the two commits: it saw the first, not the later one.
+        self.assertEqual(self.successResultOf(loaded).state, CallState.ACTIVE)

@@ -31,7 +31,7 @@ from voicecalld.providers.telnyx.provider import TelnyxProvider
 from voicecalld.providers.telnyx.signature import load_public_key
 from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
 from voicecalld.values.playback import Liveness
-from voicecalld.values.states import CallState
+from voicecalld.values.states import CONNECTED, CallState
 from voicecalld.voice.stt import ISTT, ISTTSession
 from voicecalld.web.guard import GuardedSite
 from voicecalld.web.site import build_root
@@ -279,6 +279,18 @@ class WithoutStreaming(TestCase):
         self.assertEqual((yield rig.state(live.call_id)), CallState.COMPLETED)
         refusal = [n for n in rig.notices if n.kind == "call.refused"]
         self.assertEqual(refusal[0].from_number, "+15550000999")
+
+    @inlineCallbacks
+    def test_a_draining_daemon_answers_callers_busy(self):
+        rig = yield Rig(self, {"inboundPolicy": "open"}, False).start()
+        rig.manager.begin_drain()
+        refused = yield rig.fake.inbound_call(CALLER, FROM)
+        yield refused.when_ended()
+        (reject,) = refused.commands_named("reject")
+        self.assertEqual(reject.get("cause"), "USER_BUSY")
+        self.assertEqual(refused.hangup_cause, "user_busy")
+        self.assertEqual(refused.commands_named("answer"), [])
+        self.assertEqual(rig.manager.live_calls(), [])
 
     @inlineCallbacks
     def test_hangup_causes_become_end_reasons(self):
@@ -548,6 +560,36 @@ class WithStreaming(TestCase):
         speaking = Deferred.fromCoroutine(rig.manager.speak(record.call_id, "Still here."))
         yield second.when_mark_echoed("u1:end")
         self.assertTrue((yield speaking).complete)
+
+    @inlineCallbacks
+    def test_a_stream_stopped_while_stopping_is_left_to_the_next_process(self):
+        """
+        The daemon stops (a restart) and closes the media stream; Telnyx's
+        C{streaming.stopped} that still reaches it gets 503, so Telnyx
+        delivers it again, and this process starts no stream it cannot serve.
+        """
+        rig, _record, call, stream = yield self.answered(message="Hello.")
+        yield stream.when_mark_echoed("u1:end")
+        rig.manager.stop()
+        rig.provider.stop()
+        hook = yield call.when_webhook("streaming.stopped")
+        self.assertEqual(hook.code, 503)
+        self.assertIn(b"restarting", hook.response)
+        self.assertEqual(len(call.commands_named("streaming_start")), 1)
+
+    @inlineCallbacks
+    def test_an_answer_while_stopping_changes_nothing(self):
+        """C{call.answered} opens the stream: a stopping daemon refuses it before storing it."""
+        rig = yield Rig(self, {}, True).start()
+        record = yield rig.initiate("Hello.", "conversation")
+        call = yield rig.fake.when_call(0)
+        rig.manager.stop()
+        rig.provider.stop()
+        yield call.answer()
+        hook = yield call.when_webhook("call.answered")
+        self.assertEqual(hook.code, 503)
+        self.assertNotIn((yield rig.state(record.call_id)), CONNECTED)
+        self.assertEqual(call.commands_named("streaming_start"), [])
 
     @inlineCallbacks
     def test_inbound_streams_open_with_the_answer(self):

@@ -578,7 +578,8 @@ class CallManager:
             stopping="voicecalld is draining" if self._draining else "voicecalld is stopping",
         )
         if not decision.allowed:
-            return await self._reject(event, decision.reason, busy=self._draining)
+            refusal = ev.Refusal.BUSY if self._draining else ev.Refusal.REJECTED
+            return await self._reject(event, decision.reason, refusal)
         route = resolve(self.settings, event.to_number)
         record = CallRecord(
             call_id=event.call_id or self._new_id(),
@@ -611,12 +612,14 @@ class CallManager:
 
     # -- plumbing --------------------------------------------------------------
 
-    async def _reject(self, event: ev.InboundCall, reason: str, busy: bool = False) -> Refused:
+    async def _reject(
+        self, event: ev.InboundCall, reason: str, refusal: ev.Refusal = ev.Refusal.REJECTED
+    ) -> Refused:
         try:
-            await maybeDeferred(self._provider.reject, event, reason)
+            await maybeDeferred(self._provider.reject, event, refusal)
         except Exception:
             self.log.failure("rejecting inbound call {pid} failed", pid=event.provider_call_id)
-        return Refused(reason, busy)
+        return Refused(reason, refusal)
 
     def _reap(self) -> Deferred:
         """Every 30 s: forget expired event keys; end calls unanswered for too long."""

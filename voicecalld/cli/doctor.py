@@ -11,7 +11,9 @@ WebSocket upgrade without a token and expects the daemon's refusal.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +27,12 @@ from voicecalld import paths
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_MESSAGE = "voicecalld doctor test call."
 SELF_TEST_TYPE = "doctor-selftest"
-MIN_FREE_BYTES = 64 * 1024 * 1024
+# Below this much free space on the state file system, doctor warns.
+LOW_FREE_BYTES = 64 * 1024 * 1024
+# The probe write: a write-ahead log's worth (the store truncates its log to this).
+PROBE_BYTES = 64 * 1024
+PROBE_NAME = ".doctor-space-probe"
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 HTTP_TIMEOUT = 10.0
 
 
@@ -101,16 +108,72 @@ def check_state_dir(state: str) -> Check:
         )
     if not os.access(state, os.W_OK | os.X_OK):
         return Check("state-dir", FAIL, f"{state} is not writable", f"chmod u+rwx {state}")
-    free = os.statvfs(state)
-    room = free.f_bavail * free.f_frsize
-    if room < MIN_FREE_BYTES:
+    return Check("state-dir", OK, f"{state}: private, writable")
+
+
+def probe_write(state: str) -> None:
+    """Write, fsync and remove a small file in C{state}, as the store's next write would."""
+    path = os.path.join(state, PROBE_NAME)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"\0" * PROBE_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+async def check_store_space(
+    state: str, *, statvfs: Any = os.statvfs, write: Any = probe_write
+) -> Check:
+    """
+    Room for the call store: a small write in the state directory (in a
+    thread) and the file system's free space; fail when it is full or
+    read-only, warn under L{LOW_FREE_BYTES}.
+    """
+    from twisted.internet.threads import deferToThread
+
+    store = os.path.join(state, paths.STORE_NAME)
+    fix_space = f"free space on the file system holding {state} (or move the state directory)"
+    if os.path.exists(store) and not os.access(store, os.R_OK | os.W_OK):
+        return Check("store-space", FAIL, f"{store} is not writable", f"chmod u+rw {store}")
+    try:
+        await deferToThread(write, state)
+    except OSError as e:
+        if e.errno in FULL_ERRNOS:
+            return Check(
+                "store-space",
+                FAIL,
+                f"{state} is full ({e.strerror}): the daemon refuses new calls with STORE_ERROR",
+                fix_space,
+            )
         return Check(
-            "state-dir",
+            "store-space",
             FAIL,
-            f"{state}: only {room // 1024} KiB free; new calls are refused when the store fills",
-            "free space on that filesystem",
+            f"cannot write in {state}: {e.strerror or e}",
+            "make that file system writable for voicecalld's user (is it mounted read-only?)",
         )
-    return Check("state-dir", OK, f"{state}: private, writable, {room // (1024 * 1024)} MiB free")
+    fs = statvfs(state)
+    room = fs.f_bavail * fs.f_frsize
+    if room < LOW_FREE_BYTES:
+        return Check(
+            "store-space",
+            WARN,
+            f"{state}: only {_size(room)} free; new calls are refused once the store fills it",
+            fix_space,
+        )
+    return Check("store-space", OK, f"{state}: {_size(room)} free, takes writes")
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024 * 1024:
+        return f"{n / (1024 * 1024 * 1024):.1f} GiB"
+    if n >= 1024 * 1024:
+        return f"{n // (1024 * 1024)} MiB"
+    return f"{n // 1024} KiB"
 
 
 def check_control_socket(path: str) -> Check:
@@ -343,27 +406,43 @@ async def check_stream(reactor: Any, settings: Any, route: Any = None) -> Check:
     return Check("media-stream", OK, f"{url} accepts WebSocket upgrades")
 
 
-async def check_stt(reactor: Any, settings: Any, route: Any = None) -> Check:
-    """A handshake with the streaming STT vendor, with its key, closed at once."""
+async def check_stt(reactor: Any, settings: Any, route: Any = None, http: Any = treq) -> Check:
+    """
+    The streaming STT vendor with its key: Deepgram and ElevenLabs by one
+    read-only GET on their API's host; OpenAI by a handshake closed at once.
+    """
     from voicecalld.cli.handshake import opens
+    from voicecalld.config.model import DeepgramStreamingSettings, ElevenLabsStreamingSettings
     from voicecalld.config.secret import reveal
 
     streaming = settings.streaming
     name = streaming.provider or "openai"
     block = streaming.providers.get(name)
     key = reveal(getattr(block, "api_key", None)) if block is not None else None
-    if name in ("openai", "openai-realtime"):
-        url, header = streaming.stt_url, f"Bearer {key}"
-    elif name == "deepgram":
-        from voicecalld.config.model import DeepgramStreamingSettings
-
-        url, header = (block or DeepgramStreamingSettings()).base_url, f"Token {key}"
-    else:
+    setting = f"streaming.providers.{name}"
+    if name == "deepgram":
+        block = block or DeepgramStreamingSettings()
+        if not key:
+            return _no_key("stt", "Deepgram", setting, "DEEPGRAM_API_KEY")
+        url = rest_url(block.base_url, "/v1/", "/v1/projects")
+        return await _vendor_get(
+            reactor, http, "stt", "Deepgram", url, {"Authorization": f"Token {key}"}, setting
+        )
+    if name == "elevenlabs":
+        block = block or ElevenLabsStreamingSettings()
+        if not key:
+            return _no_key("stt", "ElevenLabs", setting, "ELEVENLABS_API_KEY")
+        url = rest_url(block.base_url, "/v1/", "/v1/models")
+        return await _vendor_get(
+            reactor, http, "stt", "ElevenLabs", url, {"xi-api-key": key}, setting
+        )
+    if name not in ("openai", "openai-realtime"):
         return Check("stt", WARN, f"{name}: not checked by this doctor")
+    url = streaming.stt_url
     if not key:
         return Check("stt", FAIL, f"no {name} STT key", f"set streaming.providers.{name}.apiKey")
     why = await opens(
-        reactor, url, headers={"Authorization": header}, route=route, timeout=HTTP_TIMEOUT
+        reactor, url, headers={"Authorization": f"Bearer {key}"}, route=route, timeout=HTTP_TIMEOUT
     )
     if why is not None:
         return Check(
@@ -373,6 +452,67 @@ async def check_stt(reactor: Any, settings: Any, route: Any = None) -> Check:
             f"check streaming.sttUrl and streaming.providers.{name}.apiKey",
         )
     return Check("stt", OK, f"{url} accepted the key (handshake, closed at once)")
+
+
+def rest_url(ws_url: str, marker: str, path: str) -> str:
+    """
+    A vendor's REST URL on the host of its WebSocket URL: C{https} for
+    C{wss} (C{http} for C{ws}), what the path has before C{marker}, then C{path}.
+    """
+    parts = urlsplit(ws_url)
+    scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+    prefix = parts.path.split(marker, 1)[0] if marker in parts.path else parts.path
+    return urlunsplit((scheme, parts.netloc, prefix.rstrip("/") + path, "", ""))
+
+
+def _no_key(check: str, vendor: str, setting: str, env: str) -> Check:
+    return Check(check, FAIL, f"no {vendor} API key", f"set {setting}.apiKey (or ${env})")
+
+
+async def _vendor_get(
+    reactor: Any,
+    http: Any,
+    check: str,
+    vendor: str,
+    url: str,
+    headers: dict[str, str],
+    setting: str,
+    *,
+    model: str | None = None,
+    refusals: tuple[int, ...] = (401, 403),
+) -> Check:
+    """One read-only GET to a speech vendor's API with its key (in a header, never shown)."""
+    try:
+        code, _ = await _exchange(http, reactor, url, headers={k: [v] for k, v in headers.items()})
+    except Exception as e:
+        return Check(
+            check,
+            FAIL,
+            f"no answer from {url}: {e or type(e).__name__}",
+            f"check {setting}.baseUrl and the network",
+        )
+    if code in refusals:
+        return Check(
+            check, FAIL, f"{vendor} refused the key (HTTP {code})", f"set a valid {setting}.apiKey"
+        )
+    if code == 404 and model is not None:
+        return Check(
+            check,
+            FAIL,
+            f"{vendor} has no model {model} (HTTP 404 from {url})",
+            f"set {setting}.model to a model the key may use",
+        )
+    if code >= 400:
+        return Check(
+            check,
+            FAIL if code < 500 else WARN,
+            f"{url} answered HTTP {code}",
+            f"check {setting}.baseUrl (it must be {vendor}'s)",
+        )
+    path = urlsplit(url).path
+    if model is not None:
+        return Check(check, OK, f"{vendor} accepted the key; model {model} found (GET {path})")
+    return Check(check, OK, f"{vendor} accepted the key (read-only GET {path})")
 
 
 async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
@@ -414,33 +554,50 @@ async def check_tts(reactor: Any, settings: Any, http: Any = treq) -> Check:
     return Check("tts", OK, f"openai {block.model} / voice {block.speaker_voice}")
 
 
-async def check_realtime(reactor: Any, settings: Any, route: Any = None) -> Check:
-    """A handshake with the realtime voice vendor (OpenAI), with its key, closed at once."""
-    from voicecalld.cli.handshake import opens
+async def check_realtime(reactor: Any, settings: Any, http: Any = treq) -> Check:
+    """
+    The realtime voice vendor with its key, by one read-only GET of the
+    configured model on the API's host: OpenAI C{/v1/models/{model}}, Google
+    C{/v1beta/models/{model}} (the version of the Live URL).
+    """
+    from voicecalld.config.model import GoogleRealtimeSettings, OpenAIRealtimeSettings
     from voicecalld.config.secret import reveal
 
     name = settings.realtime.provider or "openai"
-    if name != "openai":
-        return Check("realtime", WARN, f"{name}: not checked by this doctor")
-    from voicecalld.config.model import OpenAIRealtimeSettings
-    from voicecalld.realtime.openai import session_url
-
-    block = settings.realtime.providers.get("openai") or OpenAIRealtimeSettings()
-    key = reveal(block.api_key) or os.environ.get("OPENAI_API_KEY")
-    if not key:
-        return Check("realtime", FAIL, "no OpenAI key", "set realtime.providers.openai.apiKey")
-    url = session_url(block)
-    why = await opens(
-        reactor, url, headers={"Authorization": f"Bearer {key}"}, route=route, timeout=HTTP_TIMEOUT
-    )
-    if why is not None:
-        return Check(
-            "realtime",
-            FAIL,
-            f"{url}: {why}",
-            "check realtime.providers.openai.baseUrl and apiKey",
+    setting = f"realtime.providers.{name}"
+    if name == "openai":
+        block = settings.realtime.providers.get("openai") or OpenAIRealtimeSettings()
+        key = reveal(block.api_key) or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            return _no_key("realtime", "OpenAI", setting, "OPENAI_API_KEY")
+        model = block.model
+        url = rest_url(block.base_url, "/v1/", f"/v1/models/{model}")
+        headers = {"Authorization": f"Bearer {key}"}
+        return await _vendor_get(
+            reactor, http, "realtime", "OpenAI", url, headers, setting, model=model
         )
-    return Check("realtime", OK, f"{url} accepted the key (handshake, closed at once)")
+    if name == "google":
+        block = settings.realtime.providers.get("google") or GoogleRealtimeSettings()
+        key = reveal(block.api_key)
+        if not key:
+            return _no_key("realtime", "Google", setting, "GEMINI_API_KEY")
+        model = block.model.removeprefix("models/")
+        version = re.search(r"generativelanguage\.(v1\w*)\.", block.base_url)
+        path = f"/{version.group(1) if version else 'v1beta'}/models/{model}"
+        url = rest_url(block.base_url, "/ws/", path)
+        # Google answers a bad key with 400 (INVALID_ARGUMENT).
+        return await _vendor_get(
+            reactor,
+            http,
+            "realtime",
+            "Google",
+            url,
+            {"x-goog-api-key": key},
+            setting,
+            model=model,
+            refusals=(400, 401, 403),
+        )
+    return Check("realtime", WARN, f"{name}: not checked by this doctor")
 
 
 def _voice_lookup(key: str, base_url: str | None, voice_id: str) -> Any:
@@ -532,15 +689,17 @@ async def doctor(
             checks.append(await check_stream(reactor, s, route))
         checks.append(await check_tts(reactor, s, http))
         if s.streaming.enabled:
-            checks.append(await check_stt(reactor, s))
+            checks.append(await check_stt(reactor, s, http=http))
         if s.realtime.enabled:
-            checks.append(await check_realtime(reactor, s))
+            checks.append(await check_realtime(reactor, s, http))
         configured = s.control_socket
     else:
         configured = None
     path = socket or paths.control_socket(configured, environ, state)
     checks.append(check_control_socket(path))
     checks.append(check_state_dir(state))
+    if os.path.isdir(state):
+        checks.append(await check_store_space(state))
     if call:
         checks.append(await check_call(reactor, path, call, yes))
     return checks

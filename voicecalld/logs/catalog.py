@@ -43,6 +43,7 @@ CATALOG: dict[str, Code] = _codes(
     ("webhook.unverified", "warn", "a webhook accepted unchecked (skipSignatureVerification)"),
     ("webhook.replay", "info", "a webhook seen before; answered as the first time"),
     ("webhook.foreign_call", "warn", "a carrier call voicecalld did not place; hung up"),
+    ("webhook.stopping", "warn", "a webhook only the next process can act on, while stopping; 503"),
     ("webhook.error", "critical", "applying a webhook failed (a bug); answered 500"),
     # media: carrier media-stream WebSockets (media/stream.py, media/session.py)
     ("media.too_many", "warn", "a media socket refused: streaming.maxConnections are open"),
@@ -150,6 +151,11 @@ CATALOG: dict[str, Code] = _codes(
     # daemon: the process's own life (daemon.py)
     ("daemon.draining", "info", "SIGTERM with shutdown.mode drain: no new calls, live ones finish"),
     ("daemon.drained", "info", "a drain is over; how many calls it ended as shutdown"),
+    (
+        "daemon.stopping",
+        "info",
+        "on the way out: calls drained, or how many are left with the carrier to restore",
+    ),
     # log: the log itself (logs/flood.py)
     ("log.suppressed", "warn", "how many more of one code from one peer a window held back"),
 )

@@ -45,8 +45,12 @@ class IProvider(Interface):
     def answer(record):
         """Answer an inbound call the manager accepted."""
 
-    def reject(event, reason):
-        """Refuse an inbound call (an L{InboundCall} event) the manager did not accept."""
+    def reject(event, refusal):
+        """
+        Refuse an inbound call (an L{InboundCall} event) the manager did not
+        accept, so that the caller hears C{refusal} (a L{Refusal}: busy or
+        rejected) in the carrier's own form.
+        """
 
     def hangup(record, reason):
         """Hang the call up (a call the provider no longer knows counts as done)."""

@@ -133,7 +133,7 @@ class MockProvider:
         )
         return succeed(None)
 
-    def reject(self, event: ev.InboundCall, reason: str) -> Deferred:
+    def reject(self, event: ev.InboundCall, refusal: ev.Refusal) -> Deferred:
         return succeed(None)
 
     def hangup(self, record: CallRecord, reason: CallState) -> Deferred:

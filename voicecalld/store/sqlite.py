@@ -9,7 +9,15 @@ Opening refuses a store that lost its data rather than starting empty
 The write-ahead log is kept small: SQLite checkpoints it every
 L{AUTOCHECKPOINT_PAGES} pages and truncates it to L{JOURNAL_SIZE_LIMIT}
 afterwards, and L{SQLiteCallStore.checkpoint} (run after each retention
-sweep) empties it.  A write that finds the disk full fails with
+sweep) empties it.
+
+Commits asked for while the thread is busy are stored together, in one
+transaction with one fsync (a group commit), in the order they were asked
+for; each still fires only once it is durable.  Restoring hundreds of live
+calls, or a burst of webhooks, waits for a few fsyncs rather than one per
+write.  If that transaction fails, each commit is tried again alone, so one
+bad write fails no other.  Any other store work closes the group, so the
+order of all work is the order it was asked for.  A write that finds the disk full fails with
 L{StoreFull}, and L{SQLiteCallStore.health} says so until a write works
 again.
 """
@@ -20,10 +28,11 @@ import errno
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from attrs import frozen
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
@@ -101,6 +110,24 @@ class ThreadRunner:
 Runner = SynchronousRunner | ThreadRunner
 
 
+@frozen
+class _Commit:
+    """One commit asked for, and the Deferred its caller waits on."""
+
+    record: CallRecord
+    entries: tuple[TranscriptEntry, ...]
+    processed: tuple[tuple[str, float], ...]
+    done: Deferred = field(factory=Deferred, eq=False)
+
+
+@define
+class _Group:
+    """Commits to store in one transaction; C{taken} once the store thread began on them."""
+
+    commits: list[_Commit]
+    taken: bool = False
+
+
 @implementer(ICallStore)
 class SQLiteCallStore:
     """L{ICallStore} in one SQLite file."""
@@ -109,9 +136,18 @@ class SQLiteCallStore:
 
     def __init__(self, path: str, runner: Runner) -> None:
         self.path = path
-        self._run = runner
+        self._runner = runner
         self._db: sqlite3.Connection | None = None
         self._health = HEALTHY
+        # The group later commits may join; shared with the store thread.
+        self._group: _Group | None = None
+        self._lock = threading.Lock()
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        """Queue store work other than a commit: no commit asked for later goes before it."""
+        with self._lock:
+            self._group = None
+        return self._runner(fn, *args)
 
     def health(self) -> StoreHealth:
         return self._health
@@ -140,12 +176,7 @@ class SQLiteCallStore:
         except (sqlite3.Error, OSError) as e:
             if not _is_full(e):
                 raise
-            # Give back what the log holds, so that the next try has room.
-            self._checkpoint_quietly()
-            raise StoreFull(
-                f"the file system holding the call store {self.path} is full ({e}):"
-                " free space there; new calls are refused until then"
-            ) from None
+            raise self._problem(e) from None
 
     def _wrote(self, result: Any, adds: bool) -> Any:
         if isinstance(result, Failure) and result.check(StoreFull):
@@ -201,7 +232,7 @@ class SQLiteCallStore:
         return d
 
     def _stopped(self, result: Any) -> Any:
-        self._run.stop()
+        self._runner.stop()
         return result
 
     def _close(self) -> None:
@@ -215,50 +246,66 @@ class SQLiteCallStore:
         entries: Iterable[TranscriptEntry] = (),
         processed: Iterable[tuple[str, float]] = (),
     ) -> Deferred:
-        return self._write(self._commit, record, tuple(entries), tuple(processed))
+        asked = _Commit(record, tuple(entries), tuple(processed))
+        with self._lock:
+            group = self._group
+            if group is not None and not group.taken:
+                group.commits.append(asked)
+                return asked.done
+            group = self._group = _Group([asked])
+        self._runner(self._commit, group).addBoth(self._committed, group)
+        return asked.done
 
-    def _commit(
-        self,
-        record: CallRecord,
-        entries: tuple[TranscriptEntry, ...],
-        processed: tuple[tuple[str, float], ...],
-    ) -> None:
+    def _committed(self, outcomes: Any, group: _Group) -> None:
+        """Fire each commit of C{group} with its outcome, in order (reactor thread)."""
+        for n, asked in enumerate(group.commits):
+            if isinstance(outcomes, Failure):
+                result: Any = outcomes
+            else:
+                problem = outcomes[n]
+                result = None if problem is None else Failure(problem)
+            result = self._wrote(result, True)
+            if isinstance(result, Failure):
+                asked.done.errback(result)
+            else:
+                asked.done.callback(None)
+
+    def _commit(self, group: _Group) -> list[BaseException | None]:
+        """
+        Store C{group} in one transaction, or each commit alone if that fails;
+        each commit's problem (None when it was stored), in order.
+        """
+        with self._lock:
+            group.taken = True
         db = self._connection()
-        with _Transaction(db):
-            (first,) = db.execute(
-                "SELECT COALESCE(MAX(seq) + 1, 0) FROM transcript WHERE call_id = ?",
-                (record.call_id,),
-            ).fetchone()
-            db.execute(
-                "INSERT INTO calls (call_id, provider, provider_call_id, direction, state,"
-                " live, started_at, ended_at, record) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(call_id) DO UPDATE SET provider_call_id=excluded.provider_call_id,"
-                " state=excluded.state, live=excluded.live, ended_at=excluded.ended_at,"
-                " record=excluded.record",
-                (
-                    record.call_id,
-                    record.provider,
-                    record.provider_call_id,
-                    record.direction,
-                    record.state.value,
-                    int(not record.ended),
-                    record.started_at,
-                    record.ended_at,
-                    json.dumps(record.to_json(transcript=False)),
-                ),
+        try:
+            with _Transaction(db):
+                for asked in group.commits:
+                    _store(db, asked)
+            return [None] * len(group.commits)
+        except Exception as e:
+            if len(group.commits) == 1:
+                return [self._problem(e)]
+        problems: list[BaseException | None] = []
+        for asked in group.commits:
+            try:
+                with _Transaction(db):
+                    _store(db, asked)
+                problems.append(None)
+            except Exception as e:
+                problems.append(self._problem(e))
+        return problems
+
+    def _problem(self, e: Exception) -> Exception:
+        """What a failed write tells its caller: L{StoreFull} for a full disk, else C{e}."""
+        if isinstance(e, (sqlite3.Error, OSError)) and _is_full(e):
+            # Give back what the log holds, so that the next try has room.
+            self._checkpoint_quietly()
+            return StoreFull(
+                f"the file system holding the call store {self.path} is full ({e}):"
+                " free space there; new calls are refused until then"
             )
-            # An entry is stored once, however often it is committed.
-            for i, entry in enumerate(entries):
-                text = json.dumps(entry.to_json())
-                db.execute(
-                    "INSERT INTO transcript (call_id, seq, entry) SELECT ?, ?, ?"
-                    " WHERE NOT EXISTS (SELECT 1 FROM transcript WHERE call_id = ? AND entry = ?)",
-                    (record.call_id, first + i, text, record.call_id, text),
-                )
-            db.executemany(
-                "INSERT OR REPLACE INTO processed_events (key, call_id, expires_at) VALUES (?,?,?)",
-                [(key, record.call_id, expires) for key, expires in processed],
-            )
+        return e
 
     def load(self, call_id: str) -> Deferred:
         return self._run(self._load_where, "call_id = ?", (call_id,))
@@ -391,6 +438,45 @@ class SQLiteCallStore:
         if self._db is None:
             raise RuntimeError("the call store is not open")
         return self._db
+
+
+def _store(db: sqlite3.Connection, asked: _Commit) -> None:
+    """The statements of one commit, inside the caller's transaction."""
+    record = asked.record
+    (first,) = db.execute(
+        "SELECT COALESCE(MAX(seq) + 1, 0) FROM transcript WHERE call_id = ?",
+        (record.call_id,),
+    ).fetchone()
+    db.execute(
+        "INSERT INTO calls (call_id, provider, provider_call_id, direction, state,"
+        " live, started_at, ended_at, record) VALUES (?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(call_id) DO UPDATE SET provider_call_id=excluded.provider_call_id,"
+        " state=excluded.state, live=excluded.live, ended_at=excluded.ended_at,"
+        " record=excluded.record",
+        (
+            record.call_id,
+            record.provider,
+            record.provider_call_id,
+            record.direction,
+            record.state.value,
+            int(not record.ended),
+            record.started_at,
+            record.ended_at,
+            json.dumps(record.to_json(transcript=False)),
+        ),
+    )
+    # An entry is stored once, however often it is committed.
+    for i, entry in enumerate(asked.entries):
+        text = json.dumps(entry.to_json())
+        db.execute(
+            "INSERT INTO transcript (call_id, seq, entry) SELECT ?, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM transcript WHERE call_id = ? AND entry = ?)",
+            (record.call_id, first + i, text, record.call_id, text),
+        )
+    db.executemany(
+        "INSERT OR REPLACE INTO processed_events (key, call_id, expires_at) VALUES (?,?,?)",
+        [(key, record.call_id, expires) for key, expires in asked.processed],
+    )
 
 
 def _build(path: str) -> None:

@@ -10,6 +10,7 @@ across restarts.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from attrs import field, frozen
@@ -167,15 +168,22 @@ class Accepted:
     call_id: str
 
 
-@frozen
-class Refused:
+class Refusal(enum.Enum):
     """
-    Outcome: an inbound call was refused, for C{reason}; C{busy} when the
-    caller should hear busy (a draining daemon) rather than a rejection.
+    What a caller we do not take hears, whatever the carrier: each carrier
+    maps it to its own wire form (a TwiML reason, a Telnyx cause, ...).
     """
 
+    REJECTED = "rejected"
+    BUSY = "busy"  # a draining daemon: try again later
+
+
+@frozen
+class Refused:
+    """Outcome: an inbound call was refused, for C{reason}; the caller hears C{refusal}."""
+
     reason: str
-    busy: bool = False
+    refusal: Refusal = Refusal.REJECTED
 
 
 class Outcome:

@@ -396,6 +396,9 @@ class GuardedSite(server.Site):
         logger: Logger | None = None,
         **kwargs: Any,
     ) -> None:
+        # Each carrier's dialect parses its own body: Twisted's parse into
+        # request.args (a MIME parse of Content-Type, a second form parse) is waste.
+        kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, reactor=reactor, **kwargs)
         self.limits = limits if limits is not None else WebLimits()
         self.bucket = TokenBucket(

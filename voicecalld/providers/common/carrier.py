@@ -173,6 +173,8 @@ class CarrierProvider:
 
     def stop(self) -> None:
         self._stopping = True
+        if self._webhook is not None:
+            self._webhook.stopping = True
         self.media.stop("voicecalld is stopping")
 
     def emit(self, event: ev.CallEvent) -> Deferred:

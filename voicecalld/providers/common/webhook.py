@@ -8,10 +8,14 @@ carrier requested rebuilt (L{voicecalld.web.public_url}) and the verifier
 asked about every candidate (403, one log line naming every URL tried, and
 nothing changed, on a refusal); a request answered before (same URL,
 parameters and signature) answered the same way again without doing
-anything; then the dialect reads the request (L{IWebhookDialect.read}),
-its events are applied in order, each durably, an inbound call is accepted
-or refused, and only then is the answer computed and sent.  A failure on the
-way is a 500 (the carrier retries), and its answer is not remembered.
+anything; then the dialect reads the request (L{IWebhookDialect.read});
+while the daemon stops, a request whose answer needs the call's life in this
+process (L{Reading.live}: its media stream) is refused with 503 before
+anything changes, so the carrier delivers it again, to the next process;
+otherwise its events are applied in order, each durably, an inbound call is
+accepted or refused, and only then is the answer computed and sent.  A
+failure on the way is a 500 (the carrier retries), and its answer is not
+remembered.
 """
 
 from __future__ import annotations
@@ -99,16 +103,19 @@ class Reading:
     What to do with a webhook: apply C{events} in order, then answer with
     C{answer()}.  For a new inbound call, C{inbound} is applied after them
     and the answer is C{accepted(call_id)} (our id of the new call, None if
-    the event was a repeat) or, if it was refused, C{refused} (C{busy}, when
-    the carrier has one, if the caller should hear busy).
+    the event was a repeat) or, if it was refused, C{refused(refusal)}: the
+    carrier's answer for that L{ev.Refusal}.  C{live} says that the answer
+    acts on what only this process has of the call (its media stream, say, to
+    start or restart), which a stopping daemon can no longer do: it is
+    refused then (503), before anything changes.
     """
 
     answer: Callable[[], Answer] | None = None
     events: tuple[ev.CallEvent, ...] = ()
     inbound: ev.InboundCall | None = None
     accepted: Callable[[str | None], Answer] | None = None
-    refused: Answer | None = None
-    busy: Answer | None = None
+    refused: Callable[[ev.Refusal], Answer] | None = None
+    live: bool = False
 
     @classmethod
     def of(cls, answer: Answer, *events: ev.CallEvent) -> Reading:
@@ -156,6 +163,8 @@ class WebhookResource(resource.Resource):
         self.outcomes: Counter[str] = Counter()
         self._skip = settings.skip_signature_verification
         self._rules = UrlRules.from_settings(settings, public_url=public_url)
+        #: The daemon is stopping (set by the provider): L{Reading.live} requests get 503.
+        self.stopping = False
 
     def use_public_url(self, known_public_url: str | None) -> None:
         """Check signatures against this public URL (or rebuild it, when None)."""
@@ -242,8 +251,15 @@ class WebhookResource(resource.Resource):
                 log_code="webhook.replay",
             )
             return self._write(request, replay)
-        self.outcomes["accepted"] += 1
         query = dict(parse_qsl(urlsplit(request.uri.decode("latin-1")).query))
+        try:
+            reading = self.dialect.read(Hook(query, params, key))
+        except Exception:
+            self.log.failure("{carrier} webhook failed", carrier=name, log_code="webhook.error")
+            return self._refuse(request, 500, "voicecalld could not read this webhook")
+        if self.stopping and reading.live:
+            return self._stopping(request)
+        self.outcomes["accepted"] += 1
 
         def answered(answer: Answer) -> None:
             if answer.code == 200:
@@ -259,7 +275,7 @@ class WebhookResource(resource.Resource):
             request.write(b"voicecalld could not apply this webhook; please retry\n")
             request.finish()
 
-        d = Deferred.fromCoroutine(self._deliver(Hook(query, params, key)))
+        d = Deferred.fromCoroutine(self._deliver(reading))
         d.addCallbacks(answered, failed)
         return NOT_DONE_YET
 
@@ -270,18 +286,36 @@ class WebhookResource(resource.Resource):
         text = "\n".join([url, signed, *signature])
         return f"{self.dialect.prefix}:" + hashlib.sha256(text.encode()).hexdigest()
 
-    async def _deliver(self, hook: Hook) -> Answer:
-        reading = self.dialect.read(hook)
+    async def _deliver(self, reading: Reading) -> Answer:
         for event in reading.events:
             await self.emit(event)
         if reading.inbound is not None:
             outcome = await self.emit(reading.inbound)
             if isinstance(outcome, ev.Refused):
-                if outcome.busy and reading.busy is not None:
-                    return reading.busy
-                return reading.refused
+                return reading.refused(outcome.refusal)
             return reading.accepted(getattr(outcome, "call_id", None))
         return reading.answer()
+
+    def _stopping(self, request: Any) -> bytes:
+        """
+        503 for a request only this process could act on, now that it stops;
+        on a connection that closes, so the carrier's next try reaches the
+        next process (through the listen backlog) rather than this one.
+        """
+        self.log.warn(
+            "{carrier} webhook from {peer} refused: voicecalld is stopping and the next"
+            " process must answer it (HTTP 503)",
+            carrier=self.dialect.name,
+            peer=_peer(request),
+            log_code="webhook.stopping",
+        )
+        self.outcomes["stopping"] += 1
+        channel = getattr(request, "channel", None)
+        if channel is not None:
+            channel.persistent = False
+        request.setHeader(b"connection", b"close")
+        request.setHeader(b"retry-after", b"1")
+        return self._refuse(request, 503, "voicecalld is restarting; please retry")
 
     def _refuse(self, request: Any, code: int, why: str) -> bytes:
         request.setResponseCode(code)

@@ -33,6 +33,8 @@ from voicecalld.values import events as ev
 
 XML = b"application/xml"
 EMPTY = Answer(200, b"", b"text/plain")
+# <Hangup reason=...> for each refusal.
+HANGUP_REASONS = {ev.Refusal.REJECTED: "rejected", ev.Refusal.BUSY: "busy"}
 
 
 def document(text: str) -> Answer:
@@ -177,8 +179,7 @@ class PlivoDialect:
                 dedupe_key=hook.key,
             ),
             accepted=accepted,
-            refused=document(plivoxml.reject()),
-            busy=document(plivoxml.reject("busy")),
+            refused=lambda refusal: document(plivoxml.reject(HANGUP_REASONS[refusal])),
         )
 
     def _input(self, hook: Hook, ids: dict[str, Any]) -> tuple[ev.CallEvent, ...]:

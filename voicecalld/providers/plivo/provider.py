@@ -190,8 +190,8 @@ class PlivoProvider(DocumentProvider):
         self._track(record)
         return succeed(None)
 
-    def reject(self, event: ev.InboundCall, reason: str) -> Deferred:
-        # The callback answers refused calls with <Hangup reason="rejected"/>.
+    def reject(self, event: ev.InboundCall, refusal: ev.Refusal) -> Deferred:
+        # The callback answers refused calls with <Hangup reason="rejected|busy"/>.
         return succeed(None)
 
     async def hangup(self, record: CallRecord, reason: CallState) -> None:

@@ -8,7 +8,10 @@ by its C{call_control_id}.  Events are deduplicated on Telnyx's event id
 (C{data.id}), which stays the same when Telnyx delivers an event again.
 Hang-up causes map to end reasons as upstream maps them, plus the causes
 Telnyx documents that upstream leaves out (C{timeout}, C{time_limit},
-C{not_found}).
+C{not_found}).  What opens a media stream (C{call.answered},
+C{streaming.stopped}) is L{Reading.live}: a stopping daemon answers it 503,
+and Telnyx delivers it again (to the connection's failover URL, which is
+the same webhook) to the next process.
 """
 
 from __future__ import annotations
@@ -137,9 +140,11 @@ class TelnyxDialect:
                 provider.answered(call, ccid)
                 return OK
 
+            # Its answer opens the media stream, with a token of this process.
             return Reading(
                 answer=answered,
                 events=(ev.Answered(dedupe_key=f"telnyx:answered:{ccid}", **ids),),
+                live=provider.streaming or bool(call.dtmf_sequence),
             )
         if kind == "call.speak.started":
             return Reading(answer=lambda: (provider.speak_started(call), OK)[1])
@@ -162,7 +167,10 @@ class TelnyxDialect:
                     why=payload.get("failure_reason"),
                     log_code="telnyx.stream_failed",
                 )
-            return Reading(answer=lambda: (provider.stream_stopped(call, ccid, stream_id), OK)[1])
+            return Reading(
+                answer=lambda: (provider.stream_stopped(call, ccid, stream_id), OK)[1],
+                live=provider.streaming,
+            )
         if kind == "call.bridged" and call.handed_over is not None:
             # Our leg is bridged to the one the transfer dialled: the person answered.
             return Reading.of(
@@ -217,7 +225,8 @@ class TelnyxDialect:
                 dedupe_key=dedupe,
             ),
             accepted=lambda call_id: OK,
-            refused=OK,
+            # The refusal itself is a command (see TelnyxProvider.reject).
+            refused=lambda _refusal: OK,
         )
 
     def _transcript(

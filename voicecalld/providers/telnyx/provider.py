@@ -52,6 +52,8 @@ from voicecalld.values.record import INBOUND, CallRecord
 from voicecalld.values.states import CallState
 
 LANGUAGE = "en-US"
+# The actions/reject cause for each refusal.
+REJECT_CAUSES = {ev.Refusal.REJECTED: "CALL_REJECTED", ev.Refusal.BUSY: "USER_BUSY"}
 TRANSCRIPTION_LANGUAGE = "en"
 DEFAULT_VOICE = "female"
 
@@ -191,10 +193,11 @@ class TelnyxProvider(CarrierProvider):
             params.update(self._stream_params(call, ccid))
         await self.rest.command(ccid, "answer", params)
 
-    async def reject(self, event: ev.InboundCall, reason: str) -> None:
+    async def reject(self, event: ev.InboundCall, refusal: ev.Refusal) -> None:
         if not event.provider_call_id:
             return
-        await self._tolerant(event.provider_call_id, "reject", {"cause": "CALL_REJECTED"})
+        cause = REJECT_CAUSES[refusal]
+        await self._tolerant(event.provider_call_id, "reject", {"cause": cause})
 
     async def hangup(self, record: CallRecord, reason: CallState) -> None:
         if record.provider_call_id is None:

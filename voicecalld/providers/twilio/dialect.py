@@ -36,6 +36,8 @@ from voicecalld.values.states import CallState
 
 XML = b"application/xml"
 NO_CONTENT = Answer(204)
+# <Reject reason=...> for each refusal.
+REJECT_REASONS = {ev.Refusal.REJECTED: "rejected", ev.Refusal.BUSY: "busy"}
 
 
 def document(text: str) -> Answer:
@@ -167,8 +169,7 @@ class TwilioDialect:
                 dedupe_key=hook.key,
             ),
             accepted=accepted,
-            refused=document(twiml.reject()),
-            busy=document(twiml.reject("busy")),
+            refused=lambda refusal: document(twiml.reject(REJECT_REASONS[refusal])),
         )
 
     def _gathered(self, hook: Hook, ids: dict[str, Any]) -> tuple[ev.CallEvent, ...]:

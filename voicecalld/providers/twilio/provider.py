@@ -171,8 +171,8 @@ class TwilioProvider(DocumentProvider):
         self._track(record)
         return succeed(None)
 
-    def reject(self, event: ev.InboundCall, reason: str) -> Deferred:
-        # The webhook answers refused calls with <Reject/>; nothing else to do.
+    def reject(self, event: ev.InboundCall, refusal: ev.Refusal) -> Deferred:
+        # The webhook answers refused calls with <Reject reason=...>; nothing else to do.
         return succeed(None)
 
     async def hangup(self, record: CallRecord, reason: CallState) -> None:
