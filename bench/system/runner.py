@@ -110,7 +110,18 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, ...]]:
             out.append(
                 (name, f"{n} calls: µs CPU / inbound frame", _fmt(p["usPerInboundFrame"]), "", "")
             )
-            out.append((name, f"{n} calls: out/in audio", _fmt(p["outInRatio"]), ">= 0.98", ""))
+            out.append(
+                (name, f"{n} calls: out/in audio (whole window)", _fmt(p["outInRatio"]), "", "")
+            )
+            out.append(
+                (
+                    name,
+                    f"{n} calls: audio rate within utterances",
+                    _fmt(p["speakingRate"]),
+                    ">= 0.98",
+                    "",
+                )
+            )
             out.append((name, f"{n} calls: p99 outbound gap ms", _fmt(gap), "< 60", ""))
             pacing = p["pacingLatenessMs"]
             out.append(
@@ -208,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"system/{point['carrier']} {point['calls']} calls: cpu {point['cpuUtilization']:.0%},"
             f" {point['usPerInboundFrame']} µs/frame, out/in {point['outInRatio']},"
+            f" rate in utterances {point['speakingRate']},"
             f" p99 gap {point['outboundGapMs'].get('p99')} ms,"
             f" core taken by others {point['daemonCoreTakenByOthers']:.0%}"
             f" -> {'ok' if point['noLateFrame'] else 'late'}",
