@@ -28,8 +28,10 @@ from bench.system.generator import CALL_RATE
 
 VOICECALL = str(BIN / "voicecall")
 BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
-#: The vendor fakes' script: a caller turn every few seconds, every second one a barge-in.
-VENDOR_ARGS = ("--turn-every", "3", "--barge-in-every", "2")
+#: The vendor fakes' script: a caller turn every few seconds, every fourth one a barge-in.
+VENDOR_ARGS = ("--turn-every", "6", "--barge-in-every", "4")
+#: ... and for short (quick) windows, which need turns to time.
+QUICK_VENDOR_ARGS = ("--turn-every", "3", "--barge-in-every", "2")
 #: A point whose daemon core lost more than this share to other processes is rerun once.
 DISTURBED = 0.10
 
@@ -139,6 +141,7 @@ class Point:
         cores: tuple[int | None, int | None] = (0, 1),
         vendors_root: Path | None = None,
         keep: bool = False,
+        quick_script: bool = False,
     ) -> None:
         self.carrier = carrier
         self.calls = calls
@@ -147,6 +150,7 @@ class Point:
         self.daemon_core, self.load_core = cores
         self.vendors_root = vendors_root
         self.keep = keep
+        self.script = QUICK_VENDOR_ARGS if quick_script else VENDOR_ARGS
 
     def run(self) -> dict[str, Any]:
         """Start everything, measure the window, stop everything."""
@@ -158,7 +162,7 @@ class Point:
         children: list[Child] = []
         daemon: DaemonProcess | None = None
         try:
-            script = VENDOR_ARGS if module.endswith(".vendors") else ()
+            script = self.script if module.endswith(".vendors") else ()
             vendors = Child(module, *load, *script, stderr=root / "vendors.log", cwd=cwd)
             children.append(vendors)
             generator = Child(
@@ -328,7 +332,12 @@ def verdict(point: dict[str, Any]) -> bool:
 
 
 def measure(carrier: str, calls: int, *, rerun: bool = True, **kw: Any) -> dict[str, Any]:
-    """One point; rerun once (unless not C{rerun}) if other processes took the daemon's core."""
+    """
+    One point; rerun once if other processes took the daemon's core.  Without C{rerun} (a
+    quick run) no rerun, and the vendors' quick script.
+    """
+    if not rerun:
+        kw["quick_script"] = True
     point = Point(carrier, calls, **kw).run()
     if rerun and point["daemonCoreTakenByOthers"] > DISTURBED:
         again = Point(carrier, calls, **kw).run()
