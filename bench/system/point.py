@@ -28,8 +28,8 @@ from bench.system.generator import CALL_RATE
 
 VOICECALL = str(BIN / "voicecall")
 BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
-#: The vendor fakes' script: a caller turn every few seconds, every fourth one a barge-in.
-VENDOR_ARGS = ("--turn-every", "6", "--barge-in-every", "4")
+#: The vendor fakes' script: a caller turn every few seconds, every second one a barge-in.
+VENDOR_ARGS = ("--turn-every", "6", "--barge-in-every", "2")
 #: ... and for short (quick) windows, which need turns to time.
 QUICK_VENDOR_ARGS = ("--turn-every", "3", "--barge-in-every", "2")
 #: A point whose daemon core lost more than this share to other processes is rerun once.
