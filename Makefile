@@ -1,5 +1,6 @@
 # voicecalld: `make run` starts the daemon on the mock provider, `make test`
-# runs the whole suite, `make bench` the benchmarks.  Both create .venv and
+# runs the whole suite, `make bench` the benchmarks (`make bench QUICK=1`: a
+# reduced run of every benchmark, under two minutes).  Both create .venv and
 # install the project into it first.
 
 PYTHON ?= python3

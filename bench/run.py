@@ -17,6 +17,7 @@ from typing import Any
 
 from bench import control, frames, startup, turns, webhooks
 from bench._common import machine
+from bench.system import runner as system
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 HEADER = ("benchmark", "metric", "value", "target", "pass/fail")
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns-per-call", type=int, default=100)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a reduced run, in seconds")
+    parser.add_argument("--system-calls", default=None, help="the system benchmark's call counts")
+    parser.add_argument("--system-search", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.streams, args.warmup, args.duration, args.turns_per_call = "100", 1.0, 2.0, 10
@@ -124,6 +127,29 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = figures
         rows += module.rows(figures)
         notes += module.notes(figures)
+
+    print("system: the real daemon under N streamed calls", file=sys.stderr)
+    try:
+        calls = system.QUICK_CALLS if args.quick else system.DEFAULT_CALLS
+        if args.system_calls:
+            calls = tuple(int(n) for n in args.system_calls.split(","))
+        figures = system.run(
+            system.CARRIERS,
+            calls,
+            do_search=args.system_search,
+            warmup=1.5 if args.quick else 5.0,
+            duration=3.0 if args.quick else 15.0,
+            rerun=not args.quick,
+        )
+        results["system"] = figures
+        rows += system.rows(figures)
+        notes += system.notes(figures)
+        failed = failed or any("error" in r for r in figures["carriers"].values())
+    except Exception as e:
+        failed = True
+        results["system"] = {"error": str(e)}
+        rows.append(("system", "error", type(e).__name__, "", "error"))
+        notes.append(f"system: {e}")
 
     results["durationSeconds"] = round(time.time() - began, 1)
     results["table"] = [dict(zip(HEADER, row, strict=True)) for row in rows]
