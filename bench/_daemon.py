@@ -1,12 +1,12 @@
 """
 The real daemon for every benchmark that runs it (issue 15), and what /proc says of a process.
 
-One place launches C{twistd -n voicecalld}: L{DaemonProcess} (the system benchmark: config
-for one carrier with every vendor at the fakes, READY=1 on a C{NOTIFY_SOCKET}, pinned to one
-core) and L{running} (control RPC, webhooks, start-up: the integration tests' launcher on its
-own core, optionally under cProfile).  The /proc readers (a process's or a process tree's CPU
-seconds, resident memory, pinning every thread, a core's busy share) serve the daemon and the
-peers alike.
+One class launches C{twistd -n voicecalld}: L{DaemonProcess}, on a temporary directory, pinned
+to one core, READY=1 awaited on a C{NOTIFY_SOCKET}, optionally under cProfile.  The system
+benchmark gives it L{config} (one carrier, every vendor at the fakes); control RPC, webhooks
+and start-up use it through L{running} or directly.  The /proc readers (a process's or a
+process tree's CPU seconds, resident memory, pinning every thread, a core's busy share) serve
+the daemon and the peers alike.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import core_shares, core_times, cores_for
-from tests.integration import daemon as _launcher
-from tests.integration.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -123,7 +121,7 @@ def two_cores() -> tuple[int | None, int | None]:
     return daemon, client
 
 
-# -- the integration tests' launcher (control, webhooks, start-up) --------------------------
+# -- control RPC, webhooks, start-up ----------------------------------------------------------
 
 
 def voice_call(config: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +158,7 @@ def _profiled_twistd(root: Path, stats: str) -> str:
     """A C{twistd} that runs the reactor under cProfile and saves its stats to C{stats}."""
     script = root / "twistd-profiled"
     options = f"--profile={stats} --profiler=cprofile --savestats"
-    script.write_text(f'#!/bin/sh\nexec {_launcher.TWISTD} {options} "$@"\n')
+    script.write_text(f'#!/bin/sh\nexec {TWISTD} {options} "$@"\n')
     script.chmod(0o755)
     return str(script)
 
@@ -168,35 +166,26 @@ def _profiled_twistd(root: Path, stats: str) -> str:
 @contextmanager
 def running(
     config: dict[str, Any],
-    *extra: str,
+    *,
+    port: int | None = None,
     core: int | None = None,
     root: Path | None = None,
     profile: str | None = None,
 ):
     """
-    A started daemon (READY=1) on C{core} in a temporary directory; stopped afterwards.
-    With C{profile}, the daemon's reactor runs under cProfile, whose stats are saved there
-    when it stops.
+    A started L{DaemonProcess} (READY=1) on C{core} in a temporary directory, its webhooks on
+    C{port} (a free one by default); stopped afterwards.  With C{profile}, the daemon's
+    reactor runs under cProfile, whose stats are saved there when it stops.
     """
     # Short: a UNIX socket path must fit in 108 bytes.
     made = root is None
     root = root or Path(tempfile.mkdtemp(prefix="vcb-"))
-    daemon = Daemon(root, config)
-    twistd = _launcher.TWISTD
+    daemon = DaemonProcess(root, config, port or free_port(), core, profile=profile)
     try:
-        if profile:
-            _launcher.TWISTD = _profiled_twistd(root, os.path.abspath(profile))
-        try:
-            daemon.start(*extra, wait=False)
-        finally:
-            _launcher.TWISTD = twistd
-        set_core(daemon.process.pid, core)
-        daemon.wait_ready(timeout=120)
-        set_core(daemon.process.pid, core)
+        daemon.start(timeout=120)
         yield daemon
     finally:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.stop()
+        daemon.stop()
         if made:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -214,7 +203,7 @@ def client(module: str, core: int | None, *args: str, timeout: float = 600) -> d
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# -- the system benchmark's daemon ---------------------------------------------------------
+# -- the daemon process ----------------------------------------------------------------------
 
 #: Room above the benchmark's largest point.
 MAX_CALLS = 700
@@ -288,8 +277,17 @@ def config(carrier: str, facts: dict[str, Any], vendors: dict[str, Any], port: i
 class DaemonProcess:
     """One C{twistd -n voicecalld} on a temporary directory, pinned to C{cpu}."""
 
-    def __init__(self, root: Path, settings: dict, port: int, cpu: int | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        settings: dict,
+        port: int,
+        cpu: int | None,
+        *,
+        profile: str | None = None,
+    ) -> None:
         self.root = root
+        self.profile = profile
         self.port = port
         self.cpu = cpu
         self.state = root / "state"
@@ -329,8 +327,11 @@ class DaemonProcess:
         notify_path = self.root / "notify.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
+        twistd = (
+            _profiled_twistd(self.root, os.path.abspath(self.profile)) if self.profile else TWISTD
+        )
         argv = [
-            TWISTD,
+            twistd,
             "-n",
             "--pidfile=",
             "voicecalld",
@@ -360,6 +361,8 @@ class DaemonProcess:
             while time.monotonic() < deadline:
                 readable, _, _ = select.select([self._notify], [], [], 0.25)
                 if readable and b"READY=1" in self._notify.recv(4096):
+                    # Threads started since (the store's, the resolver's) are pinned too.
+                    set_core(self.process.pid, self.cpu)
                     return time.monotonic() - self._began
                 if self.process.poll() is not None:
                     raise RuntimeError(
@@ -380,6 +383,11 @@ class DaemonProcess:
     def rss_kib(self) -> int:
         """Resident memory now, KiB."""
         return process_rss_kib(self.process.pid)
+
+    def kill9(self) -> None:
+        """Crash it: SIGKILL, no clean-up at all."""
+        self.process.kill()
+        self.process.wait(timeout=30)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL if it has not gone after C{timeout} seconds."""
