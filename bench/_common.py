@@ -116,3 +116,35 @@ def core_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, floa
     if not total:
         return {}
     return {k: round(v / total, 4) for k, v in delta.items() if v}
+
+
+#: No late frame (issue 15): CPU below this share of a core ...
+MAX_CPU = 0.95
+#: ... the outbound audio rate within utterances at least this share of real time ...
+MIN_SPEAKING_RATE = 0.98
+#: ... and the p99 gap between outbound frames below this.
+MAX_GAP_P99_MS = 60
+
+
+def verdict(point: dict[str, Any]) -> tuple[bool, str]:
+    """
+    Whether a point (the daemon's or a peer's) carried every call with no late frame, and if
+    not, why not: every call live, CPU < 95 %, the audio rate within utterances >= 0.98 of real
+    time and the p99 outbound gap < 60 ms.  (Out/in over the whole window is reported but not
+    held to 0.98: the daemon is silent between a reply and the next turn's; an echo peer's
+    speaking rate is its out/in.)
+    """
+    reasons = []
+    live, calls = point.get("live") or 0, point.get("calls") or 0
+    if live < calls:
+        reasons.append(f"{calls - live} of {calls} calls not live")
+    cpu = point.get("cpuUtilization")
+    if cpu is None or cpu >= MAX_CPU:
+        reasons.append(f"cpu {cpu}")
+    rate = point.get("speakingRate")
+    if rate is None or rate < MIN_SPEAKING_RATE:
+        reasons.append(f"speaking rate {rate}")
+    gap = (point.get("outboundGapMs") or {}).get("p99")
+    if gap is None or gap >= MAX_GAP_P99_MS:
+        reasons.append(f"p99 gap {gap} ms")
+    return not reasons, "; ".join(reasons)

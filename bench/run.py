@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import control, frames, startup, turns, webhooks
+from bench import comparison, control, startup, turns, webhooks
 from bench._common import machine
+from bench.peers import driver as peers
 from bench.system import runner as system
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -58,17 +59,18 @@ def run_turns(turns_per_call: int, store_dir: str | None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; print the table and notes; write the results file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", default=",".join(map(str, frames.DEFAULT_STREAMS)))
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0, help="peers' warm-up seconds")
+    parser.add_argument("--duration", type=float, default=10.0, help="peers' window seconds")
     parser.add_argument("--turns-per-call", type=int, default=100)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a reduced run, in seconds")
     parser.add_argument("--system-calls", default=None, help="the system benchmark's call counts")
     parser.add_argument("--system-search", action="store_true")
+    parser.add_argument("--peer-calls", default=None, help="the peers' call counts")
+    parser.add_argument("--peer-search", action="store_true", help="the peers' largest N")
     args = parser.parse_args(argv)
     if args.quick:
-        args.streams, args.warmup, args.duration, args.turns_per_call = "100", 1.0, 2.0, 10
+        args.warmup, args.duration, args.turns_per_call = 1.0, 2.0, 10
     began = time.time()
     results: dict[str, Any] = {
         "machine": machine(),
@@ -77,18 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
     failed = False
-
-    try:
-        streams = tuple(int(s) for s in args.streams.split(","))
-        figures = frames.run(streams, warmup=args.warmup, duration=args.duration)
-        results["frames"] = figures
-        rows += frames.rows(figures)
-        notes += frames.notes(figures)
-    except Exception as e:
-        failed = True
-        results["frames"] = {"error": str(e)}
-        rows.append(("frames", "error", type(e).__name__, "", "error"))
-        notes.append(f"frames: {e}")
 
     results["turns"] = {}
     for label, where in (("disk", None), ("tmpfs", TMPFS if os.path.isdir(TMPFS) else None)):
@@ -150,6 +140,36 @@ def main(argv: list[str] | None = None) -> int:
         results["system"] = {"error": str(e)}
         rows.append(("system", "error", type(e).__name__, "", "error"))
         notes.append(f"system: {e}")
+
+    print("peers: pipecat and the bare relay on the same generator", file=sys.stderr)
+    try:
+        quick_calls = ",".join(map(str, system.QUICK_CALLS))
+        peer_calls = args.peer_calls or (quick_calls if args.quick else "100,200")
+        figures = peers.run(
+            peers.PEERS,
+            tuple(int(n) for n in peer_calls.split(",")),
+            find_max=args.peer_search,
+            warmup=args.warmup,
+            duration=args.duration,
+            retries=0 if args.quick else 1,
+            quick=args.quick,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+        results["peers"] = figures
+        rows += peers.rows(figures)
+        notes += peers.notes(figures)
+        failed = failed or any(
+            e.get("error") and not e["points"] for e in figures["peers"].values()
+        )
+    except Exception as e:
+        failed = True
+        results["peers"] = {"error": str(e)}
+        rows.append(("peers", "error", type(e).__name__, "", "error"))
+        notes.append(f"peers: {e}")
+
+    if "carriers" in results.get("system", {}) and "peers" in results.get("peers", {}):
+        results["comparison"] = comparison.compare(results["system"], results["peers"])
+        rows += comparison.rows(results["comparison"])
 
     results["durationSeconds"] = round(time.time() - began, 1)
     results["table"] = [dict(zip(HEADER, row, strict=True)) for row in rows]

@@ -102,10 +102,9 @@ def time_start(template: Path | None, core: int | None, settings: dict[str, Any]
     try:
         if template is not None:
             _copy_state(template, root / "state")
-        daemon = _daemon.Daemon(root, settings)
+        daemon = _daemon.DaemonProcess(root, settings, _daemon.free_port(), core)
         began = time.perf_counter()
         daemon.start(wait=False)
-        _daemon.set_core(daemon.process.pid, core)
         daemon.wait_ready(timeout=300)
         took = time.perf_counter() - began
         daemon.kill9()

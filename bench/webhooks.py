@@ -114,9 +114,8 @@ def run(
         requests, warmup = min(requests, 400), min(warmup, 50)
     daemon_core, client_core = _daemon.two_cores()
     port = _daemon.free_port()
-    webhook = f"tcp:{port}:interface=127.0.0.1"
     with _daemon.running(
-        config(calls, port), "--webhook", webhook, core=daemon_core, profile=profile
+        config(calls, port), port=port, core=daemon_core, profile=profile
     ) as daemon:
         figures = _daemon.client(
             "bench.webhooks",

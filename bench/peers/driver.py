@@ -1,20 +1,21 @@
 """
-Drives a peer with the Twilio load generator and measures what one core of it carries.
+Drives a peer with the system benchmark's generator and measures what one core of it carries.
 
 One point is one peer at N calls: the peer starts pinned to one core and announces its port;
-L{bench.loadgen}, pinned to another core, connects N media streams, paces 50 frames/s on each,
-and measures a window of its own (media sent and received, gaps between received frames).  The
-peer's CPU over that window is read from C{/proc/<pid>/stat} for the peer and all its
-descendants (every thread is in a process's own counters); the generator's is read the same
-way and never charged to the peer.  "Other" CPU is what the peer's core, and the whole machine,
-spent on anything else meanwhile; a point whose core others disturbed is run again.
+C{python -m bench.system.generator --direct ws://127.0.0.1:PORT/PATH}, pinned to another core,
+opens N Twilio media streams, paces 50 frames/s on each and measures a window of its own
+(frames sent and received, gaps between received frames) -- the generator that plays the
+carrier to the real daemon.  The peer's CPU over that window is read from C{/proc} for the
+peer and all its descendants; the generator's is read the same way and never charged to the
+peer.  "Other" CPU is what the peer's core, and the whole machine, spent on anything else
+meanwhile; a point whose core others disturbed is run again.  A point has no late frame by the
+system benchmark's own L{bench._common.verdict}.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,18 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import core_times, cores_for
+from bench._common import MAX_CPU, MAX_GAP_P99_MS, MIN_SPEAKING_RATE, core_times, cores_for, verdict
+from bench._daemon import CLOCK_TICKS, PROCESS_TIME, busy, set_core, tree_cpu_seconds
 from bench.peers import venv
+from bench.system.children import Child
 
 PEERS = ("pipecat", "relay")
 PATH = "/voice/stream"
-# A point has no late frame when all of these hold.
-MAX_CPU = 0.95
-MIN_OUT_IN = 0.98
-MAX_GAP_P99_MS = 60
 # A point during which other processes took more of the peer's core than this is rerun.
 DISTURBED = 0.05
-TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class PeerError(RuntimeError):
@@ -46,45 +44,6 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def process_tree(pid: int) -> list[int]:
-    """C{pid} and all its descendants that are alive now."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as f:
-                    queue.extend(int(child) for child in f.read().split())
-            except OSError:
-                pass
-    return found
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of C{pid} and its live descendants (all threads)."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            with open(f"/proc/{member}/stat", encoding="ascii") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: split after it.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / TICKS
-
-
-def _busy(times: dict[str, int]) -> int:
-    # Process time only: interrupts (loopback traffic among them) are charged to no process.
-    return sum(times.get(k, 0) for k in ("user", "nice", "system"))
 
 
 def _snapshot(peer_pid: int, load_pid: int, core: int | None) -> dict[str, Any]:
@@ -132,57 +91,55 @@ def _stop(*processes: subprocess.Popen | None) -> None:
 def run_point(
     peer: str, calls: int, *, warmup: float, duration: float, logs: Path, log=print
 ) -> dict[str, Any]:
-    """One peer at C{calls} calls: the window's figures (see L{judge} for the verdict)."""
+    """One peer at C{calls} calls: the window's figures and L{verdict}."""
     peer_core, load_core = cores_for(2)
     command = peer_command(peer, peer_core, log)
-    budget = warmup + duration + 60.0 + calls / 20
+    ramp = 30.0 + calls / 20
     peer_log = logs / f"{peer}-{calls}-peer.log"
     load_log = logs / f"{peer}-{calls}-load.log"
-    with open(peer_log, "wb") as peer_err, open(load_log, "wb") as load_err:
+    generator: Child | None = None
+    with open(peer_log, "wb") as peer_err:
         server = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=peer_err, text=True, cwd=venv.ROOT
         )
-        if peer_core is not None:
-            try:
-                os.sched_setaffinity(server.pid, {peer_core})
-            except OSError:
-                pass
-        load: subprocess.Popen | None = None
-        timer = threading.Timer(budget, lambda: _stop(server, load))
-        timer.start()
+        set_core(server.pid, peer_core)
+        # A peer that never says it is ready is killed, which ends the read.
+        starting = threading.Timer(180.0, _stop, (server,))
+        starting.start()
         try:
-            ready = _read(server, "ready", peer_log)
-            load_cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(ready["port"])]
-            load_cmd += ["--path", ready.get("path", PATH), "--max-seconds", str(budget)]
-            load_cmd += ["--warmup", str(warmup), "--duration", str(duration)]
-            if load_core is not None:
-                load_cmd += ["--cpu", str(load_core)]
-            load = subprocess.Popen(
-                load_cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=load_err,
-                text=True,
-                cwd=venv.ROOT,
+            try:
+                ready = _read(server, "ready", peer_log)
+            finally:
+                starting.cancel()
+            url = f"ws://127.0.0.1:{ready['port']}{ready.get('path', PATH)}"
+            pin = ["--cpu", str(load_core)] if load_core is not None else []
+            generator = Child(
+                "bench.system.generator", "--direct", url, *pin, stderr=load_log, cwd=venv.ROOT
             )
-            load.stdin.write(json.dumps({"streams": [{} for _ in range(calls)]}) + "\n")
-            load.stdin.close()
-            opened = _read(load, "window", load_log)
-            begin = _snapshot(server.pid, load.pid, peer_core)
-            figures = _read(load, "load", load_log)["load"]
-            end = _snapshot(server.pid, load.pid, peer_core)
-            load.wait(timeout=30)
+            generator.expect("ready", timeout=60)
+            generator.send({"cmd": "calls", "count": calls, "timeout": ramp})
+            up = generator.expect("up", timeout=ramp + 30)
+            time.sleep(warmup)
+            generator.send({"cmd": "begin"})
+            generator.expect("begun", timeout=30)
+            begin = _snapshot(server.pid, generator.process.pid, peer_core)
+            time.sleep(duration)
+            generator.send({"cmd": "end"})
+            window = generator.expect("window", timeout=30)
+            end = _snapshot(server.pid, generator.process.pid, peer_core)
+        except (TimeoutError, RuntimeError) as e:
+            raise PeerError(f"{peer} at {calls} calls: {e}\n{_tail(load_log)}") from e
         finally:
-            timer.cancel()
-            _stop(load, server)
-    window = figures.get("window") or {}
-    return _figures(peer, calls, opened, window, begin, end, peer_core, load_core)
+            if generator is not None:
+                generator.stop()
+            _stop(server)
+    return _figures(peer, calls, up, window, begin, end, peer_core, load_core)
 
 
 def _figures(
     peer: str,
     calls: int,
-    opened: dict[str, Any],
+    up: dict[str, Any],
     window: dict[str, Any],
     begin: dict[str, Any],
     end: dict[str, Any],
@@ -192,31 +149,31 @@ def _figures(
     wall = end["wall"] - begin["wall"]
     peer_cpu = end["peer"] - begin["peer"]
     load_cpu = end["load"] - begin["load"]
-    sent = window.get("mediaSent") or 0
-    core_busy = (_busy(end["core"]) - _busy(begin["core"])) / TICKS
-    machine_busy = (_busy(end["machine"]) - _busy(begin["machine"])) / TICKS
+    sent, received = window.get("sent") or 0, window.get("received") or 0
+    core_busy = busy(begin["core"], end["core"], PROCESS_TIME)[0] / CLOCK_TICKS
+    machine_busy = busy(begin["machine"], end["machine"], PROCESS_TIME)[0] / CLOCK_TICKS
+    gaps = window.get("gapMs") or {}
     point = {
         "peer": peer,
         "calls": calls,
-        "opened": opened.get("opened"),
-        "failed": opened.get("failed"),
+        "opened": up.get("streams"),
+        "failed": up.get("failed"),
+        "live": window.get("live"),
         "peerCore": peer_core,
         "loadCore": load_core,
         "seconds": round(wall, 3),
         "cpuSeconds": round(peer_cpu, 3),
         "cpuUtilization": round(peer_cpu / wall, 4) if wall > 0 else None,
         "inboundFrames": sent,
-        "outboundFrames": window.get("mediaReceived"),
+        "outboundFrames": received,
         "usPerInboundFrame": round(peer_cpu / sent * 1e6, 1) if sent else None,
         # Per frame echoed: the fairer figure where the peer fell behind and left input unread.
-        "usPerOutboundFrame": (
-            round(peer_cpu / window["mediaReceived"] * 1e6, 1)
-            if window.get("mediaReceived")
-            else None
-        ),
-        "outInRatio": window.get("outInRatio"),
-        "gapMsP50": window.get("gapMsP50"),
-        "gapMsP99": window.get("gapMsP99"),
+        "usPerOutboundFrame": round(peer_cpu / received * 1e6, 1) if received else None,
+        "outInRatio": round(received / sent, 4) if sent else None,
+        "speakingRate": window.get("speakingRate"),
+        "outboundGapMs": gaps,
+        "gapMsP50": gaps.get("p50"),
+        "gapMsP99": gaps.get("p99"),
         "gapMsMax": window.get("gapMsMax"),
         "loadCpuUtilization": round(load_cpu / wall, 4) if wall > 0 else None,
         # On the peer's core: its busy time less the peer's own (shares of that core).
@@ -226,25 +183,8 @@ def _figures(
             round(max(0.0, machine_busy - peer_cpu - load_cpu) / wall, 3) if wall > 0 else None
         ),
     }
-    point["noLateFrame"], point["why"] = judge(point)
+    point["noLateFrame"], point["why"] = verdict(point)
     return point
-
-
-def judge(point: dict[str, Any]) -> tuple[bool, str]:
-    """Whether a point carried every call with no late frame, and if not, why not."""
-    reasons = []
-    if point.get("failed"):
-        reasons.append(f"{point['failed']} streams failed to open")
-    cpu = point.get("cpuUtilization")
-    if cpu is None or cpu >= MAX_CPU:
-        reasons.append(f"cpu {cpu}")
-    ratio = point.get("outInRatio")
-    if ratio is None or ratio < MIN_OUT_IN:
-        reasons.append(f"out/in {ratio}")
-    gap = point.get("gapMsP99")
-    if gap is None or gap >= MAX_GAP_P99_MS:
-        reasons.append(f"p99 gap {gap} ms")
-    return not reasons, "; ".join(reasons)
 
 
 def summary(point: dict[str, Any]) -> str:
@@ -362,7 +302,7 @@ def run(
         "pipecatVersion": venv.pinned_version(),
         "criteria": {
             "cpuBelow": MAX_CPU,
-            "outInAtLeast": MIN_OUT_IN,
+            "speakingRateAtLeast": MIN_SPEAKING_RATE,
             "gapMsP99Below": MAX_GAP_P99_MS,
         },
         "warmupSeconds": warmup,

@@ -3,9 +3,9 @@ The bare relay: the ceiling a Twilio media server can reach in Python on Twisted
 
 Per inbound C{media} message it does the least a JSON/base64 relay can: C{json.loads}, base64
 decode, then one outbound C{media} message (C{json.dumps}, base64 encode, C{sendMessage}).
-C{start} records the stream SID; every other event is ignored.  The frames benchmark serves it
-in-process (L{relay_factory}); C{python -m bench.peers.relay --port 0} serves it as a process of
-its own, printing C{{"ready": true, "port": N, ...}} once it listens and running until killed.
+C{start} records the stream SID; every other event is ignored.  C{python -m bench.peers.relay
+--port 0} serves it (L{relay_factory}) as a process of its own, printing
+C{{"ready": true, "port": N, ...}} once it listens and running until killed.
 """
 
 from __future__ import annotations

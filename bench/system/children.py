@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._daemon import process_cpu
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -61,9 +63,7 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """Its CPU seconds so far (user + system)."""
-        with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.process.pid)
 
     def close(self) -> None:
         """Close its stdin: it quits on its own (L{stop} then waits)."""

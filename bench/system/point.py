@@ -21,13 +21,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench._common import core_times, percentile
+from bench._common import core_times, percentile, verdict
+from bench._daemon import BIN, CLOCK_TICKS, DaemonProcess, busy, config, free_port
 from bench.system.children import ROOT, Child
-from bench.system.daemon import BIN, CLOCK_TICKS, DaemonProcess, config, free_port
 from bench.system.generator import CALL_RATE
 
 VOICECALL = str(BIN / "voicecall")
-BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
 #: The vendor fakes' script: a caller turn every few seconds, every second one a barge-in.
 VENDOR_ARGS = ("--turn-every", "6", "--barge-in-every", "2")
 #: ... and for short (quick) windows, which need turns to time.
@@ -43,12 +42,6 @@ def vendors_module(vendors_root: Path | None) -> tuple[str, Path | None]:
     if importlib.util.find_spec("bench.system.vendors") is not None:
         return "bench.system.vendors", None
     return "bench.system.standin", None
-
-
-def _busy(before: dict[str, int], after: dict[str, int]) -> tuple[float, float]:
-    """(busy jiffies, all jiffies) between two /proc/stat readings."""
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    return sum(delta.get(k, 0) for k in BUSY), sum(delta.values())
 
 
 def _metrics(url: str) -> dict[str, Any]:
@@ -244,8 +237,8 @@ class Point:
         wall = time.monotonic() - t0
         cpu = daemon.cpu_seconds() - cpu0
         load_cpu = generator.cpu_seconds() - load0 + vendors.cpu_seconds() - vend0
-        all_busy, _ = _busy(all0, core_times(None))
-        core_busy, core_total = _busy(core0, core_times(self.daemon_core))
+        all_busy, _ = busy(all0, core_times(None))
+        core_busy, core_total = busy(core0, core_times(self.daemon_core))
         rss = daemon.rss_kib()
         metrics1 = _metrics(daemon.metrics_url)
         stats = _stats(urls.get("stats") and f"{urls['stats']}?since={began}")
@@ -315,22 +308,6 @@ class Point:
         }
 
 
-def verdict(point: dict[str, Any]) -> bool:
-    """
-    No late frame: every call live, CPU < 95 %, the audio rate within utterances >= 0.98 of
-    real time and the p99 outbound gap < 60 ms.  (Out/in over the whole window is reported but
-    not held to 0.98: the daemon is silent between a reply and the next turn's.)
-    """
-    gap = point["outboundGapMs"].get("p99")
-    return (
-        point["live"] >= point["calls"]
-        and point["cpuUtilization"] < 0.95
-        and (point["speakingRate"] or 0) >= 0.98
-        and gap is not None
-        and gap < 60
-    )
-
-
 def measure(carrier: str, calls: int, *, rerun: bool = True, **kw: Any) -> dict[str, Any]:
     """
     One point; rerun once if other processes took the daemon's core.  Without C{rerun} (a
@@ -348,5 +325,5 @@ def measure(carrier: str, calls: int, *, rerun: bool = True, **kw: Any) -> dict[
             point["disturbedTwice"] = True
     elif point["daemonCoreTakenByOthers"] > DISTURBED:
         point["disturbed"] = True
-    point["noLateFrame"] = verdict(point)
+    point["noLateFrame"], point["why"] = verdict(point)
     return point

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench._daemon import DaemonProcess, config, free_port
 from bench.system.children import Child
-from bench.system.daemon import DaemonProcess, config, free_port
 from bench.system.point import vendors_module
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,8 @@
 """
-The benchmark's peers: the bare relay as a process of its own, driven by the Twilio load
-generator, carries media both ways and is measured from outside; the search for the largest
-call count with no late frame brackets it as an operator would read it.
+The benchmark's peers: the bare relay as a process of its own, driven by the system
+benchmark's generator (C{--direct}), carries media both ways and is measured from outside;
+the search for the largest call count with no late frame brackets it as an operator would
+read it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from bench import _daemon
+from bench._common import verdict as shared_verdict
 from bench.peers import driver, venv
 
 
@@ -48,37 +51,43 @@ class CpuTests(TestCase):
 
     def test_own_cpu(self) -> None:
         """This process has used some CPU, and its tree includes itself."""
-        self.assertIn(os.getpid(), driver.process_tree(os.getpid()))
-        self.assertGreater(driver.tree_cpu_seconds(os.getpid()), 0)
+        self.assertIn(os.getpid(), _daemon.process_tree(os.getpid()))
+        self.assertGreater(_daemon.tree_cpu_seconds(os.getpid()), 0)
 
 
 def verdict(calls: int, limit: int) -> dict:
     """A point that is on time up to C{limit} calls."""
     point = {
         "calls": calls,
-        "failed": 0,
+        "live": calls,
         "cpuUtilization": 0.9 * calls / limit,
-        "outInRatio": 1.0 if calls <= limit else 0.9,
-        "gapMsP99": 25,
+        "speakingRate": 1.0 if calls <= limit else 0.9,
+        "outboundGapMs": {"p99": 25},
     }
-    point["noLateFrame"], point["why"] = driver.judge(point)
+    point["noLateFrame"], point["why"] = shared_verdict(point)
     return point
 
 
 class SearchTests(TestCase):
     """The largest N with no late frame."""
 
-    def test_judge(self) -> None:
-        """Each criterion on its own makes a point late, and says which."""
-        good = {"failed": 0, "cpuUtilization": 0.5, "outInRatio": 0.99, "gapMsP99": 30}
-        self.assertEqual(driver.judge(good), (True, ""))
+    def test_verdict(self) -> None:
+        """The system benchmark's verdict: each criterion on its own makes a point late."""
+        good = {
+            "calls": 10,
+            "live": 10,
+            "cpuUtilization": 0.5,
+            "speakingRate": 0.99,
+            "outboundGapMs": {"p99": 30},
+        }
+        self.assertEqual(shared_verdict(good), (True, ""))
         for key, value, said in (
             ("cpuUtilization", 0.96, "cpu"),
-            ("outInRatio", 0.97, "out/in"),
-            ("gapMsP99", 60, "p99 gap"),
-            ("failed", 3, "failed"),
+            ("speakingRate", 0.97, "speaking rate"),
+            ("outboundGapMs", {"p99": 60}, "p99 gap"),
+            ("live", 7, "not live"),
         ):
-            ok, why = driver.judge({**good, key: value})
+            ok, why = shared_verdict({**good, key: value})
             self.assertFalse(ok)
             self.assertIn(said, why)
 
