@@ -27,8 +27,9 @@ from bench.system.children import ROOT, Child
 from bench.system.generator import CALL_RATE
 
 VOICECALL = str(BIN / "voicecall")
-#: The vendor fakes' script: a caller turn every few seconds, every second one a barge-in.
-VENDOR_ARGS = ("--turn-every", "6", "--barge-in-every", "2")
+#: The vendor fakes' script: a caller turn every 10 s (the bot speaking the
+#: rest of the time), every fifth one a barge-in.
+VENDOR_ARGS = ("--turn-every", "10", "--barge-in-every", "5")
 #: ... and for short (quick) windows, which need turns to time.
 QUICK_VENDOR_ARGS = ("--turn-every", "3", "--barge-in-every", "2")
 #: A point whose daemon core lost more than this share to other processes is rerun once.
