@@ -85,6 +85,18 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def report(figures: dict[str, Any], rows: Any, notes: Any, as_json: bool) -> int:
+    """Print a benchmark's figures: one JSON line, or its table rows and notes; exit status 0."""
+    if as_json:
+        print(json.dumps(figures))
+    else:
+        for row in rows(figures):
+            print("  ".join(row))
+        for line in notes(figures):
+            print(f"- {line}")
+    return 0
+
+
 def percentile(values: list[float], q: float) -> float:
     """The C{q}-th percentile (0-100) of C{values}, nearest-rank."""
     if not values:

@@ -9,7 +9,6 @@ C{python -m bench.control [--calls 20] [--status 2000] [--speaks 200] [--quick] 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _daemon
-from bench._common import emit, percentile, pin
+from bench._common import emit, percentile, pin, report
 
 #: What C{Speak} says: short, so the mock plays it for its minimum time.
 WORDS = "Hello."
@@ -274,14 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         tmpfs=args.tmpfs,
     )
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for row in rows(figures):
-            print("  ".join(row))
-        for line in notes(figures):
-            print(f"- {line}")
-    return 0
+    return report(figures, rows, notes, args.json)
 
 
 if __name__ == "__main__":

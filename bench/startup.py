@@ -10,7 +10,6 @@ C{python -m bench.startup [--calls 10000] [--live 300] [--runs 3] [--quick] [--j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _daemon
+from bench._common import report
 from voicecalld import paths
 from voicecalld.store.guard import marker_path
 from voicecalld.store.sqlite import SQLiteCallStore, SynchronousRunner
@@ -184,14 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     figures = run(args.calls, args.live, args.runs, quick=args.quick)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for row in rows(figures):
-            print("  ".join(row))
-        for line in notes(figures):
-            print(f"- {line}")
-    return 0
+    return report(figures, rows, notes, args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import re
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bench import _daemon
-from bench._common import emit, pin
+from bench._common import emit, pin, report
 
 SID = "AC" + "5" * 32
 TOKEN = "bench-twilio-auth-token"
@@ -292,14 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         profile=args.profile,
     )
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for row in rows(figures):
-            print("  ".join(row))
-        for line in notes(figures):
-            print(f"- {line}")
-    return 0
+    return report(figures, rows, notes, args.json)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ class Script:
     utterance_seconds: float | None = None
     """Length of every speech answer; None follows the text (default: C{turn_every})."""
     barge_in_every: int = 10
-    """Every this many-th caller turn is a barge-in over the reply (0: none)."""
+    """Every this many-th caller turn is a barge-in over the reply (0: none); sessions are
+    staggered, so that a share of them barge in at any time."""
     barge_in_at: float = 0.5
     """How far into the reply a barge-in starts (a fraction of its length)."""
     barge_in_speech: float = 0.2
@@ -657,7 +658,8 @@ class SttSession(Protocol):
         script = self.vendors.script
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        following = turn + 1
+        # Sessions are staggered by their id, so some barge in within any window.
+        following = turn + self.id
         if script.barge_in_every and following % script.barge_in_every == 0 and turn >= 1:
             delay = seconds * script.barge_in_at
             self._timer = self.vendors.reactor.callLater(delay, self._barge_in)
