@@ -226,7 +226,10 @@ def vendor_urls(vendors: dict[str, Any]) -> dict[str, str]:
 
 
 def config(carrier: str, facts: dict[str, Any], vendors: dict[str, Any], port: int) -> dict:
-    """The daemon's config file for C{carrier}, its REST at the generator's fake."""
+    """
+    The daemon's config file for C{carrier}, its REST at the generator's fake;
+    C{facts} (the generator's C{ready} line) is the carrier's block as it stands.
+    """
     urls = vendor_urls(vendors)
     plugin: dict[str, Any] = {
         "provider": carrier,
@@ -252,25 +255,8 @@ def config(carrier: str, facts: dict[str, Any], vendors: dict[str, Any], port: i
         },
         "responseBaseUrl": urls["chat"],
     }
-    if carrier == "twilio":
-        plugin["twilio"] = {
-            "accountSid": facts["accountSid"],
-            "authToken": facts["authToken"],
-            "apiBaseUrl": facts["apiBaseUrl"],
-        }
-    elif carrier == "telnyx":
-        plugin["telnyx"] = {
-            "apiKey": facts["apiKey"],
-            "connectionId": facts["connectionId"],
-            "publicKey": facts["publicKey"],
-            "apiBaseUrl": facts["apiBaseUrl"],
-        }
-    elif carrier == "plivo":
-        plugin["plivo"] = {
-            "authId": facts["authId"],
-            "authToken": facts["authToken"],
-            "apiBaseUrl": facts["apiBaseUrl"],
-        }
+    # The generator's ready facts are the carrier's config block, key for key.
+    plugin[carrier] = dict(facts)
     return {"plugins": {"entries": {"voice-call": {"config": plugin}}}}
 
 

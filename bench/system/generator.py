@@ -75,7 +75,8 @@ class Generator:
     # -- the fake carrier ------------------------------------------------------------------
 
     def listen(self) -> Any:
-        """Start the carrier's fake; fires with the C{ready} facts."""
+        """Start the carrier's fake; fires with the C{ready} facts: the daemon's config block
+        for the carrier (its REST base URL and credentials), key for key."""
         from twisted.internet.defer import succeed
 
         self._hook_streams()
